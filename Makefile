@@ -1,0 +1,43 @@
+# Stevedore — the README's two commands are `make run` and `make test`; `make check` is the fast everyday loop.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 5000
+INSTALLED := $(VENV)/.installed
+
+.PHONY: run test check lint typecheck venv system-deps clean
+
+$(INSTALLED): setup.py requirements/constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade "pip>=23"
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c requirements/constraints.txt -e '.[testing]'
+	@touch $@
+
+venv: $(INSTALLED)
+
+## Serve the registry on 127.0.0.1:$(PORT) with SQLite and a blob folder under ./var.
+run: $(INSTALLED)
+	@mkdir -p var
+	$(BIN)/stevedore --config development.ini db upgrade
+	$(BIN)/pserve development.ini http_port=$(PORT)
+
+## Everything: system packages the tests use, the venv, lint, types, and the whole suite.
+test: $(INSTALLED) system-deps lint typecheck
+	$(BIN)/pytest -p no:cacheprovider tests
+
+## The fast loop: unit tests and webtest-level integration tests on SQLite (seconds).
+check: $(INSTALLED) lint
+	$(BIN)/pytest -p no:cacheprovider -q -m "not postgres and not clients and not server" tests
+
+lint: $(INSTALLED)
+	$(BIN)/ruff check src tests alembic
+	$(BIN)/ruff format --check src tests alembic
+
+typecheck: $(INSTALLED)
+	$(BIN)/mypy
+
+system-deps:
+	bash scripts/install-system-deps.sh
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -1,0 +1,61 @@
+"""Alembic environment: the database URL comes from the same ini (and STEVEDORE_DATABASE_URL) as the app."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from logging.config import fileConfig
+
+from alembic import context
+
+from stevedore.adapters.sql.engine import make_engine
+from stevedore.adapters.sql.tables import metadata
+
+config = context.config
+
+
+def database_url() -> str:
+    url = config.attributes.get("database_url")
+    if url:
+        return str(url)
+    if os.environ.get("STEVEDORE_DATABASE_URL"):
+        return os.environ["STEVEDORE_DATABASE_URL"]
+    section = config.get_section("app:main") or {}
+    url = section.get("stevedore.database_url") or config.get_main_option("sqlalchemy.url")
+    if not url:
+        raise SystemExit("no database URL: set stevedore.database_url in [app:main] or STEVEDORE_DATABASE_URL")
+    return url
+
+
+if config.config_file_name and config.attributes.get("configure_logging", True):
+    with contextlib.suppress(KeyError):  # an ini without logging sections
+        fileConfig(config.config_file_name, disable_existing_loggers=False)
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=database_url(), target_metadata=metadata, literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:
+        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
+    engine = make_engine(database_url())
+    try:
+        with engine.connect() as conn:
+            context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,177 @@
+"""Adapter: the BlobStore port on a local folder — the embedded default.
+
+Layout under the root: `blobs/<algorithm>/<2 hex>/<hex>` for committed blobs, `uploads/<id>/data` for uploads in
+progress. A blob becomes visible only by an atomic rename after its digest is verified and its bytes fsynced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import threading
+from collections.abc import Iterable, Iterator
+
+from stevedore.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, UploadUnknown
+from stevedore.domain.model import BlobInfo, ByteRange, Digest
+
+CHUNK_SIZE = 1024 * 1024
+
+
+class _RunningHash:
+    """The hash of an upload's first `offset` bytes, kept by the process that received them (a cache only)."""
+
+    def __init__(self) -> None:
+        self.offset = 0
+        self.hashers = {"sha256": hashlib.sha256(), "sha512": hashlib.sha512()}
+
+    def update(self, chunk: bytes) -> None:
+        for hasher in self.hashers.values():
+            hasher.update(chunk)
+        self.offset += len(chunk)
+
+
+class FolderBlobStore:
+    def __init__(self, root: str, *, fsync: bool = True) -> None:
+        self.root = os.path.abspath(root)
+        self.fsync = fsync
+        self._hashes: dict[str, _RunningHash] = {}
+        self._lock = threading.Lock()
+        os.makedirs(os.path.join(self.root, "blobs"), exist_ok=True)
+        os.makedirs(os.path.join(self.root, "uploads"), exist_ok=True)
+
+    # --- paths ---------------------------------------------------------------------------------------
+    def _blob_path(self, digest: Digest) -> str:
+        return os.path.join(self.root, "blobs", digest.algorithm, digest.hex[:2], digest.hex)
+
+    def _upload_dir(self, upload_id: str) -> str:
+        if not upload_id or "/" in upload_id or upload_id.startswith("."):
+            raise UploadUnknown()
+        return os.path.join(self.root, "uploads", upload_id)
+
+    def _upload_data(self, upload_id: str) -> str:
+        return os.path.join(self._upload_dir(upload_id), "data")
+
+    # --- blobs ---------------------------------------------------------------------------------------
+    def stat(self, digest: Digest) -> BlobInfo | None:
+        try:
+            return BlobInfo(digest, os.stat(self._blob_path(digest)).st_size)
+        except FileNotFoundError:
+            return None
+
+    def local_path(self, digest: Digest) -> str | None:
+        path = self._blob_path(digest)
+        return path if os.path.exists(path) else None
+
+    def open(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
+        try:
+            handle = open(self._blob_path(digest), "rb")  # noqa: SIM115 - closed by the generator
+        except FileNotFoundError as exc:
+            raise BlobUnknown(detail={"digest": str(digest)}) from exc
+        return self._read(handle, byte_range)
+
+    @staticmethod
+    def _read(handle: object, byte_range: ByteRange | None) -> Iterator[bytes]:
+        with handle:  # type: ignore[attr-defined]
+            remaining = None
+            if byte_range is not None:
+                handle.seek(byte_range.start)  # type: ignore[attr-defined]
+                remaining = byte_range.length
+            while remaining is None or remaining > 0:
+                size = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+                chunk = handle.read(size)  # type: ignore[attr-defined]
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def delete(self, digest: Digest) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self._blob_path(digest))
+
+    # --- uploads -------------------------------------------------------------------------------------
+    def start_upload(self, upload_id: str) -> None:
+        os.makedirs(self._upload_dir(upload_id), exist_ok=False)
+        with open(self._upload_data(upload_id), "xb"):
+            pass
+        with self._lock:
+            self._hashes[upload_id] = _RunningHash()
+
+    def upload_size(self, upload_id: str) -> int:
+        try:
+            return os.stat(self._upload_data(upload_id)).st_size
+        except FileNotFoundError as exc:
+            raise UploadUnknown(detail={"upload": upload_id}) from exc
+
+    def append(self, upload_id: str, chunks: Iterable[bytes], offset: int | None = None) -> int:
+        try:
+            handle = open(self._upload_data(upload_id), "r+b")  # noqa: SIM115
+        except FileNotFoundError as exc:
+            raise UploadUnknown(detail={"upload": upload_id}) from exc
+        with handle:
+            size = handle.seek(0, os.SEEK_END)
+            if offset is not None and offset != size:
+                raise RangeInvalid(f"upload is at offset {size}, chunk starts at {offset}", detail={"size": size})
+            with self._lock:
+                running = self._hashes.get(upload_id)
+            if running is not None and running.offset != size:
+                running = None  # another process appended: the cache is stale, finish will re-read
+            for chunk in chunks:
+                if not chunk:
+                    continue
+                handle.write(chunk)
+                if running is not None:
+                    running.update(chunk)
+            new_size = handle.tell()
+        with self._lock:
+            if running is not None:
+                self._hashes[upload_id] = running
+            else:
+                self._hashes.pop(upload_id, None)
+        return new_size
+
+    def _digest_of_upload(self, upload_id: str, algorithm: str, size: int) -> str:
+        with self._lock:
+            running = self._hashes.get(upload_id)
+        if running is not None and running.offset == size:
+            return running.hashers[algorithm].hexdigest()
+        hasher = hashlib.new(algorithm)
+        with open(self._upload_data(upload_id), "rb") as handle:
+            while chunk := handle.read(CHUNK_SIZE):
+                hasher.update(chunk)
+        return hasher.hexdigest()
+
+    def finish(self, upload_id: str, digest: Digest) -> BlobInfo:
+        data = self._upload_data(upload_id)
+        size = self.upload_size(upload_id)
+        if self._digest_of_upload(upload_id, digest.algorithm, size) != digest.hex:
+            raise DigestInvalid(detail={"digest": str(digest)})
+        target = self._blob_path(digest)
+        if not os.path.exists(target):
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            if self.fsync:
+                fd = os.open(data, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(data, target)
+            if self.fsync:
+                self._fsync_dir(os.path.dirname(target))
+        self.abort(upload_id)
+        return BlobInfo(digest, size)
+
+    @staticmethod
+    def _fsync_dir(path: str) -> None:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def abort(self, upload_id: str) -> None:
+        with self._lock:
+            self._hashes.pop(upload_id, None)
+        shutil.rmtree(self._upload_dir(upload_id), ignore_errors=True)

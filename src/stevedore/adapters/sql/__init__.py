@@ -1,0 +1,1 @@
+"""SQL adapters: tables, engine and session setup, and the stores that implement the metadata ports."""

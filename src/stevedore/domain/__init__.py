@@ -1,0 +1,1 @@
+"""The domain core: pure Python, standard library only. Nothing here knows about HTTP, SQL or files."""

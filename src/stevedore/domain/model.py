@@ -1,0 +1,195 @@
+"""Domain layer: value objects that validate themselves, and the plain entities the use cases pass around."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import ClassVar
+
+from stevedore.domain.errors import (
+    DigestInvalid,
+    NameInvalid,
+    ReferenceInvalid,
+    TagInvalid,
+    UnsupportedAlgorithm,
+    UsernameInvalid,
+)
+
+# distribution-spec "Pulling manifests": <name> and <reference> grammars.
+_NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+_NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
+_TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+# image-spec descriptor.md: algorithm ":" encoded
+_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+_USERNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+
+MAX_NAME_LENGTH = 255
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    """A content digest `algorithm:hex`. Only sha256 and sha512 are accepted (image-spec registered algorithms)."""
+
+    algorithm: str
+    hex: str
+
+    HEX_LENGTHS: ClassVar[dict[str, int]] = {"sha256": 64, "sha512": 128}
+
+    @classmethod
+    def parse(cls, text: str) -> Digest:
+        match = _DIGEST_RE.match(text or "")
+        if not match:
+            raise DigestInvalid(f"invalid digest {text!r}", detail={"digest": text})
+        algorithm, encoded = match.groups()
+        if algorithm not in cls.HEX_LENGTHS:
+            raise UnsupportedAlgorithm(f"unsupported digest algorithm {algorithm!r}", detail={"digest": text})
+        if len(encoded) != cls.HEX_LENGTHS[algorithm] or not re.fullmatch(r"[a-f0-9]+", encoded):
+            raise DigestInvalid(f"invalid {algorithm} digest {text!r}", detail={"digest": text})
+        return cls(algorithm, encoded)
+
+    @classmethod
+    def is_supported_algorithm(cls, algorithm: str) -> bool:
+        return algorithm in cls.HEX_LENGTHS
+
+    @classmethod
+    def of(cls, data: bytes, algorithm: str = "sha256") -> Digest:
+        return cls(algorithm, hashlib.new(algorithm, data).hexdigest())
+
+    def hasher(self) -> hashlib._Hash:
+        return hashlib.new(self.algorithm)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.hex}"
+
+
+@dataclass(frozen=True, order=True)
+class RepositoryName:
+    """A repository name: one or more lowercase path components, as the distribution-spec grammar says."""
+
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> RepositoryName:
+        if not text or len(text) > MAX_NAME_LENGTH or not _NAME_RE.match(text):
+            raise NameInvalid(f"invalid repository name {text!r}", detail={"name": text})
+        return cls(text)
+
+    @property
+    def namespace(self) -> str | None:
+        """The first path component when there is more than one (`team/app` -> `team`)."""
+        head, sep, _ = self.value.partition("/")
+        return head if sep else None
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Tag:
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Tag:
+        if not text or not _TAG_RE.match(text):
+            raise TagInvalid(f"invalid tag {text!r}", detail={"tag": text})
+        return cls(text)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class Reference:
+    """What follows `/manifests/`: a tag or a digest."""
+
+    tag: Tag | None = None
+    digest: Digest | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> Reference:
+        if ":" in text:
+            return cls(digest=Digest.parse(text))
+        try:
+            return cls(tag=Tag.parse(text))
+        except TagInvalid as exc:
+            raise ReferenceInvalid(f"invalid reference {text!r}", detail={"reference": text}) from exc
+
+    def __str__(self) -> str:
+        return str(self.digest) if self.digest else str(self.tag)
+
+
+def validate_username(text: str) -> str:
+    name = (text or "").strip()
+    if not _USERNAME_RE.match(name):
+        raise UsernameInvalid(
+            "user names are 1 to 64 characters: lowercase letters, digits, '.', '_' and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return name
+
+
+@dataclass
+class Account:
+    id: int | None
+    username: str
+    email: str | None
+    password_hash: str
+    is_admin: bool = False
+    is_active: bool = True
+    created_at: datetime | None = None
+
+
+@dataclass
+class Invite:
+    id: int | None
+    code_hash: str
+    email: str | None
+    created_by: int | None
+    created_at: datetime
+    expires_at: datetime
+    used_at: datetime | None = None
+    used_by: int | None = None
+
+    def is_usable(self, now: datetime) -> bool:
+        return self.used_at is None and now < self.expires_at
+
+
+@dataclass(frozen=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    """An inclusive byte range, as HTTP `Range: bytes=start-end` says it."""
+
+    start: int
+    end: int
+
+    @property
+    def length(self) -> int:
+        return self.end - self.start + 1
+
+
+@dataclass(frozen=True)
+class Scope:
+    """One access request or grant: `repository:NAME:pull,push` or `registry:catalog:*`."""
+
+    type: str
+    name: str
+    actions: frozenset[str] = field(default_factory=frozenset)
+
+    @classmethod
+    def parse(cls, text: str) -> Scope:
+        # The name may itself hold ':' (`host:port/name`), so the type is the first field and the actions the last.
+        type_, sep, rest = text.partition(":")
+        name, sep2, actions = rest.rpartition(":")
+        if not sep or not sep2 or not type_ or not name:
+            raise ReferenceInvalid(f"invalid scope {text!r}")
+        return cls(type_, name, frozenset(a for a in actions.split(",") if a))
+
+    def __str__(self) -> str:
+        return f"{self.type}:{self.name}:{','.join(sorted(self.actions))}"

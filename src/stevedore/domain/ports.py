@@ -1,0 +1,96 @@
+"""Domain layer: the ports. Adapters implement these Protocols; the use cases receive them as arguments."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import datetime
+from typing import Any, Protocol
+
+from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware UTC."""
+        ...
+
+
+class PasswordHasher(Protocol):
+    def hash(self, password: str) -> str: ...
+
+    def verify(self, password: str, hashed: str) -> bool:
+        """True when `password` matches; compares in constant time; never raises for a bad hash."""
+        ...
+
+
+class TokenSigner(Protocol):
+    def sign(self, claims: dict[str, Any]) -> str:
+        """A compact, URL-safe, tamper-proof token carrying `claims` (JSON-serializable)."""
+        ...
+
+    def verify(self, token: str) -> dict[str, Any]:
+        """The claims of a token this signer made. Raises TokenInvalid for anything else. Expiry is the caller's."""
+        ...
+
+
+class Mailer(Protocol):
+    def send(self, to: str, subject: str, body: str) -> None: ...
+
+
+class BlobStore(Protocol):
+    """Content-addressed bytes plus in-progress uploads. Never holds a whole blob in memory.
+
+    Uploads are identified by an opaque id chosen by the caller. `append` and `finish` may run on another process
+    (or host) than `start_upload`: all state lives in the store. `finish` verifies the digest and makes the blob
+    visible atomically and durably; a failed finish leaves the upload as it was and no blob visible.
+    """
+
+    def stat(self, digest: Digest) -> BlobInfo | None: ...
+
+    def open(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
+        """The blob's bytes (or a range of them) in chunks. Raises BlobUnknown."""
+        ...
+
+    def local_path(self, digest: Digest) -> str | None:
+        """A filesystem path to the blob when the store has one (for sendfile), else None."""
+        ...
+
+    def start_upload(self, upload_id: str) -> None: ...
+
+    def upload_size(self, upload_id: str) -> int:
+        """Bytes received so far. Raises UploadUnknown."""
+        ...
+
+    def append(self, upload_id: str, chunks: Iterable[bytes], offset: int | None = None) -> int:
+        """Append chunks; with `offset`, raise RangeInvalid unless it equals the current size. Returns the new size."""
+        ...
+
+    def finish(self, upload_id: str, digest: Digest) -> BlobInfo:
+        """Verify the content against `digest` (DigestInvalid if it differs) and commit it as a blob."""
+        ...
+
+    def abort(self, upload_id: str) -> None:
+        """Forget an upload and its bytes. Idempotent."""
+        ...
+
+    def delete(self, digest: Digest) -> None:
+        """Remove a blob's bytes (garbage collection only). Idempotent."""
+        ...
+
+
+class AccountStore(Protocol):
+    def get(self, account_id: int) -> Account | None: ...
+
+    def by_username(self, username: str) -> Account | None: ...
+
+    def add(self, account: Account) -> Account:
+        """Persist a new account and return it with its id. Raises AccountExists for a taken name."""
+        ...
+
+    def count(self) -> int: ...
+
+    def add_invite(self, invite: Invite) -> Invite: ...
+
+    def invite_by_code_hash(self, code_hash: str) -> Invite | None: ...
+
+    def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None: ...

@@ -1,0 +1,128 @@
+"""Web layer: exception views. Domain errors become the OCI JSON error body under /v2/ and an HTML page elsewhere."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pyramid.exceptions import PredicateMismatch
+from pyramid.httpexceptions import HTTPException, HTTPForbidden, HTTPNotFound
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
+
+from stevedore.domain import errors as e
+from stevedore.web.registry.challenge import challenge_header
+
+log = logging.getLogger(__name__)
+
+# Most specific first: the first class an error is an instance of decides.
+ERROR_TABLE: list[tuple[type[e.StevedoreError], int, str]] = [
+    (e.NameInvalid, 400, "NAME_INVALID"),
+    (e.TagInvalid, 400, "TAG_INVALID"),
+    (e.ReferenceInvalid, 400, "TAG_INVALID"),
+    (e.DigestInvalid, 400, "DIGEST_INVALID"),
+    (e.ManifestInvalid, 400, "MANIFEST_INVALID"),
+    (e.ManifestBlobUnknown, 400, "MANIFEST_BLOB_UNKNOWN"),
+    (e.SizeInvalid, 400, "SIZE_INVALID"),
+    (e.RangeInvalid, 416, "BLOB_UPLOAD_INVALID"),
+    (e.RangeNotSatisfiable, 416, "SIZE_INVALID"),
+    (e.PayloadTooLarge, 413, "SIZE_INVALID"),
+    (e.Unsupported, 400, "UNSUPPORTED"),
+    (e.NameUnknown, 404, "NAME_UNKNOWN"),
+    (e.BlobUnknown, 404, "BLOB_UNKNOWN"),
+    (e.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
+    (e.UploadUnknown, 404, "BLOB_UPLOAD_UNKNOWN"),
+    (e.NotFound, 404, "NOT_FOUND"),
+    (e.Unauthenticated, 401, "UNAUTHORIZED"),
+    (e.Denied, 403, "DENIED"),
+    (e.AccountExists, 409, "DENIED"),
+    (e.InvalidInput, 400, "UNSUPPORTED"),
+]
+
+
+def status_and_code(error: e.StevedoreError) -> tuple[int, str]:
+    for cls, status, code in ERROR_TABLE:
+        if isinstance(error, cls):
+            return status, code
+    return 400, "UNSUPPORTED"
+
+
+def is_registry_path(request: Request) -> bool:
+    path: str = request.path_info
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def oci_error_response(status: int, code: str, message: str, detail: Any = None) -> Response:
+    response = Response(status=status, content_type="application/json", charset="utf-8")
+    response.json_body = {"errors": [{"code": code, "message": message, "detail": detail}]}
+    return response
+
+
+def page_error_response(request: Request, status: int, message: str) -> Response:
+    from pyramid.renderers import render_to_response
+
+    response = render_to_response(
+        "stevedore.web:templates/error.jinja2", {"status": status, "message": message}, request=request
+    )
+    response.status = status
+    return response
+
+
+@exception_view_config(e.StevedoreError)
+def domain_error(exc: e.StevedoreError, request: Request) -> Response:
+    status, code = status_and_code(exc)
+    if isinstance(exc, e.Unauthenticated) and is_registry_path(request):
+        response = oci_error_response(status, code, exc.message, exc.detail)
+        response.headers["WWW-Authenticate"] = challenge_header(request, None)
+        return response
+    if is_registry_path(request):
+        return oci_error_response(status, code, exc.message, exc.detail)
+    return page_error_response(request, status, exc.message)
+
+
+@forbidden_view_config()
+def forbidden(exc: HTTPForbidden, request: Request) -> Response:
+    """401 with a challenge for the anonymous and for a token that lacks a scope; 403 for a known caller denied."""
+    principal = request.principal
+    if not is_registry_path(request):
+        if principal is None:
+            from pyramid.httpexceptions import HTTPSeeOther
+
+            return HTTPSeeOther(location=request.route_url("ui.login", _query={"next": request.path_qs}))
+        return page_error_response(request, 403, "You may not see this page.")
+    permission = getattr(request, "required_permission", None)
+    if principal is None:
+        response = oci_error_response(401, "UNAUTHORIZED", "authentication required")
+        response.headers["WWW-Authenticate"] = challenge_header(request, permission)
+        return response
+    if principal.scopes is not None and request.registry_may(permission):
+        # Known caller, allowed, but this token was not issued for it: ask the client for a better token.
+        response = oci_error_response(401, "UNAUTHORIZED", "the token does not grant this access")
+        response.headers["WWW-Authenticate"] = challenge_header(request, permission, insufficient=True)
+        return response
+    return oci_error_response(403, "DENIED", "requested access to the resource is denied")
+
+
+@notfound_view_config()
+def not_found(exc: HTTPNotFound, request: Request) -> Response:
+    if is_registry_path(request):
+        if isinstance(exc, PredicateMismatch):
+            return oci_error_response(405, "UNSUPPORTED", "the method is not supported here")
+        return oci_error_response(404, "NOT_FOUND", "no such endpoint")
+    return page_error_response(request, 404, "There is nothing here.")
+
+
+@exception_view_config(HTTPException)
+def http_exception(exc: HTTPException, request: Request) -> Response:
+    if is_registry_path(request) and exc.status_code >= 400:
+        return oci_error_response(exc.status_code, "UNSUPPORTED", exc.title or exc.explanation)
+    return exc
+
+
+@exception_view_config(Exception)
+def unexpected_error(exc: Exception, request: Request) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.path_info)
+    if is_registry_path(request):
+        return oci_error_response(500, "UNKNOWN", "internal server error")
+    return page_error_response(request, 500, "Something went wrong on our side.")

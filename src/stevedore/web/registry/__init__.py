@@ -1,0 +1,1 @@
+"""The /v2/ registry protocol views, one module per resource."""

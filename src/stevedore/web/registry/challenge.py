@@ -1,0 +1,43 @@
+"""Web layer: the WWW-Authenticate challenge that sends docker, podman and friends to the token endpoint."""
+
+from __future__ import annotations
+
+from urllib.parse import urlparse
+
+from pyramid.request import Request
+
+from stevedore.web.security import Permission
+
+
+def public_url(request: Request) -> str:
+    """The installation's external URL: the configured one, else the request's own (waitress applies
+    X-Forwarded-* from trusted proxies only)."""
+    configured: str | None = request.registry.stevedore.settings.public_url
+    return configured or request.host_url
+
+
+def service_name(request: Request) -> str:
+    configured: str | None = request.registry.stevedore.settings.service_name
+    return configured or urlparse(public_url(request)).netloc
+
+
+def required_scope(request: Request, permission: str | None) -> str | None:
+    if permission == Permission.CATALOG:
+        return "registry:catalog:*"
+    if permission in (Permission.PULL, Permission.PUSH, Permission.DELETE):
+        name = (request.matchdict or {}).get("name")
+        if not name:
+            return None
+        actions = "pull" if permission == Permission.PULL else f"pull,{permission}"
+        return f"repository:{name}:{actions}"
+    return None
+
+
+def challenge_header(request: Request, permission: str | None, *, insufficient: bool = False) -> str:
+    parts = [f'realm="{public_url(request)}/v2/token"', f'service="{service_name(request)}"']
+    scope = required_scope(request, permission)
+    if scope:
+        parts.append(f'scope="{scope}"')
+    if insufficient:
+        parts.append('error="insufficient_scope"')
+    return "Bearer " + ",".join(parts)

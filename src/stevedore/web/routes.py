@@ -1,0 +1,28 @@
+"""Web layer: every route in one place. `registry.*` is the /v2/ protocol, `ui.*` the pages."""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+
+# distribution-spec: <name> is one or more path components, so the name pattern spans slashes and each route is
+# told apart by its fixed suffix. It is deliberately loose: the view parses the name, so a bad one gets the spec's
+# NAME_INVALID instead of a bare 404.
+NAME = "{name:.+}"
+
+
+def includeme(config: Configurator) -> None:
+    config.add_static_view("static", "stevedore.web:static", cache_max_age=3600)
+
+    config.add_route("registry.base", "/v2/")
+    config.add_route("registry.base_noslash", "/v2")
+    config.add_route("registry.token", "/v2/token")
+    config.add_route("registry.catalog", "/v2/_catalog")
+    config.add_route("registry.tags", f"/v2/{NAME}/tags/list")
+    config.add_route("registry.manifest", f"/v2/{NAME}/manifests/{{reference}}")
+    config.add_route("registry.uploads", f"/v2/{NAME}/blobs/uploads/")
+    config.add_route("registry.upload", f"/v2/{NAME}/blobs/uploads/{{upload_id}}")
+    config.add_route("registry.blob", f"/v2/{NAME}/blobs/{{digest}}")
+    config.add_route("registry.referrers", f"/v2/{NAME}/referrers/{{digest}}")
+
+    config.add_route("ui.home", "/")
+    config.add_route("ui.login", "/login")

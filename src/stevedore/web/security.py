@@ -1,0 +1,185 @@
+"""Web layer: who is calling. Basic credentials (cached by HMAC so bcrypt runs once), Bearer tokens, and the
+Pyramid security policy that routes every permission decision through domain.access."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pyramid.request import Request
+from pyramid.security import Allowed, Denied
+
+from stevedore.domain import access
+from stevedore.domain.access import Action
+from stevedore.domain.errors import TokenInvalid
+from stevedore.domain.model import Account, RepositoryName, Scope
+from stevedore.domain.ports import Clock, TokenSigner
+
+
+class Permission:
+    """View permissions. Repository permissions take the repository from the route's `name`."""
+
+    AUTHENTICATED = "authenticated"
+    PULL = Action.PULL.value
+    PUSH = Action.PUSH.value
+    DELETE = Action.DELETE.value
+    CATALOG = "catalog"
+
+
+@dataclass(frozen=True)
+class Principal:
+    account: Account
+    # None: full credentials (Basic). Otherwise the scopes a Bearer token carries.
+    scopes: tuple[Scope, ...] | None = None
+
+    def token_allows(self, action: str, repository: str) -> bool:
+        if self.scopes is None:
+            return True
+        return any(
+            s.type == "repository" and s.name == repository and (action in s.actions or "*" in s.actions)
+            for s in self.scopes
+        )
+
+    def token_allows_catalog(self) -> bool:
+        if self.scopes is None:
+            return True
+        return any(s.type == "registry" and s.name == "catalog" for s in self.scopes)
+
+
+class CredentialCache:
+    """Verified Basic credentials for a short while, keyed by an HMAC of name and password (never the password)."""
+
+    def __init__(self, secret_key: bytes, ttl_seconds: int, max_entries: int = 10_000) -> None:
+        self._key = hmac.new(secret_key, b"credential-cache", hashlib.sha256).digest()
+        self.ttl = ttl_seconds
+        self.max_entries = max_entries
+        self._entries: dict[bytes, tuple[int, float]] = {}
+        self._lock = threading.Lock()
+
+    def _fingerprint(self, username: str, password: str) -> bytes:
+        return hmac.new(self._key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+
+    def get(self, username: str, password: str) -> int | None:
+        if self.ttl <= 0:
+            return None
+        fingerprint = self._fingerprint(username, password)
+        with self._lock:
+            entry = self._entries.get(fingerprint)
+            if entry is None:
+                return None
+            account_id, expires = entry
+            if expires < time.monotonic():
+                del self._entries[fingerprint]
+                return None
+            return account_id
+
+    def put(self, username: str, password: str, account_id: int) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) >= self.max_entries:
+                self._entries.clear()
+            self._entries[self._fingerprint(username, password)] = (account_id, time.monotonic() + self.ttl)
+
+
+def parse_basic(header: str) -> tuple[str, str] | None:
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    username, sep, password = decoded.partition(":")
+    return (username, password) if sep else None
+
+
+def parse_bearer(header: str) -> str | None:
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+def verify_access_token(signer: TokenSigner, clock: Clock, token: str) -> dict[str, Any]:
+    claims = signer.verify(token)
+    if claims.get("typ") != "access" or not isinstance(claims.get("exp"), int | float):
+        raise TokenInvalid()
+    if claims["exp"] < clock.now().timestamp():
+        raise TokenInvalid("token expired")
+    return claims
+
+
+def authenticate_request(request: Request) -> Principal | None:
+    """The caller, from the Authorization header, or None. Never raises for bad credentials: they are anonymous."""
+    header = request.headers.get("Authorization", "")
+    components = request.registry.stevedore
+    basic = parse_basic(header)
+    if basic is not None:
+        username, password = basic
+        account_id = components.credential_cache.get(username, password)
+        if account_id is not None:
+            account = request.account_store.get(account_id)
+            if account is not None and account.is_active and account.username == username:
+                return Principal(account)
+        account = request.account_service.authenticate(username, password)
+        if account is None:
+            return None
+        assert account.id is not None
+        components.credential_cache.put(username, password, account.id)
+        return Principal(account)
+    token = parse_bearer(header)
+    if token is not None:
+        try:
+            claims = verify_access_token(components.token_signer, components.clock, token)
+        except TokenInvalid:
+            return None
+        account = request.account_store.get(int(claims.get("sub_id", 0)))
+        if account is None or not account.is_active:
+            return None
+        scopes = tuple(Scope(s["type"], s["name"], frozenset(s["actions"])) for s in claims.get("access", []))
+        return Principal(account, scopes)
+    return None
+
+
+class StevedoreSecurityPolicy:
+    """Pyramid 2 security policy: identity from the request's credentials, permissions from domain.access."""
+
+    def identity(self, request: Request) -> Principal | None:
+        return request.principal  # type: ignore[no-any-return]
+
+    def authenticated_userid(self, request: Request) -> str | None:
+        principal = request.principal
+        return str(principal.account.id) if principal else None
+
+    def permits(self, request: Request, context: Any, permission: str) -> Allowed | Denied:
+        principal: Principal | None = request.principal
+        request.required_permission = permission
+        if principal is None:
+            return Denied("not authenticated")
+        if permission == Permission.AUTHENTICATED:
+            return Allowed("authenticated")
+        if permission == Permission.CATALOG:
+            if access.may_list_catalog(principal.account) and principal.token_allows_catalog():
+                return Allowed("catalog")
+            return Denied("catalog")
+        name = RepositoryName.parse(request.matchdict.get("name", ""))  # NameInvalid -> 400, after the 401
+        return authorize(principal, Action(permission), name)
+
+    def remember(self, request: Request, userid: Any, **kw: Any) -> list[tuple[str, str]]:
+        return []
+
+    def forget(self, request: Request, **kw: Any) -> list[tuple[str, str]]:
+        return []
+
+
+def authorize(principal: Principal, action: Action, name: RepositoryName) -> Allowed | Denied:
+    if not access.may(principal.account, action, name):
+        return Denied(f"{action} on {name} denied")
+    if not principal.token_allows(action.value, name.value):
+        return Denied(f"token lacks {action} on {name}")
+    return Allowed(f"{action} on {name}")

@@ -1,0 +1,121 @@
+"""Web layer: the typed settings, parsed once from the ini file with a few environment overrides (secrets too)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlparse
+
+
+class SettingsError(Exception):
+    """The configuration cannot work; the message says what to change."""
+
+
+# Environment variables an operator uses most, after Distribution's REGISTRY_* habit. They win over the ini.
+ENVIRONMENT_OVERRIDES = {
+    "STEVEDORE_DATABASE_URL": "stevedore.database_url",
+    "STEVEDORE_STORAGE_URL": "stevedore.storage_url",
+    "STEVEDORE_S3_ENDPOINT_URL": "stevedore.s3_endpoint_url",
+    "STEVEDORE_PUBLIC_URL": "stevedore.public_url",
+}
+
+MiB = 1024 * 1024
+
+
+def _bool(value: object) -> bool:
+    return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    storage_url: str
+    secret_key: bytes
+    public_url: str | None = None
+    s3_endpoint_url: str | None = None
+    service_name: str | None = None
+    token_ttl_seconds: int = 300
+    refresh_token_ttl_seconds: int = 90 * 24 * 3600
+    credential_cache_seconds: int = 60
+    max_manifest_bytes: int = 4 * MiB
+    max_json_body_bytes: int = 1 * MiB
+    bcrypt_rounds: int = 12
+    blob_fsync: bool = True
+    raw: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_mapping(cls, settings: Mapping[str, str], environ: Mapping[str, str] | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        merged = dict(settings)
+        for variable, key in ENVIRONMENT_OVERRIDES.items():
+            if environ.get(variable):
+                merged[key] = environ[variable]
+
+        database_url = merged.get("stevedore.database_url") or merged.get("sqlalchemy.url")
+        if not database_url:
+            raise SettingsError("no database: set stevedore.database_url in the ini or STEVEDORE_DATABASE_URL")
+        storage_url = merged.get("stevedore.storage_url")
+        if not storage_url:
+            raise SettingsError("no blob storage: set stevedore.storage_url in the ini or STEVEDORE_STORAGE_URL")
+        scheme = urlparse(storage_url).scheme
+        if scheme not in ("file", "s3"):
+            raise SettingsError(f"unsupported storage URL {storage_url!r}: use file:///path or s3://bucket/prefix")
+
+        public_url = (merged.get("stevedore.public_url") or "").strip().rstrip("/") or None
+        if public_url and urlparse(public_url).scheme not in ("http", "https"):
+            raise SettingsError(f"the public URL {public_url!r} must start with http:// or https://")
+
+        return cls(
+            database_url=database_url,
+            storage_url=storage_url,
+            secret_key=_secret_key(merged, environ),
+            public_url=public_url,
+            s3_endpoint_url=merged.get("stevedore.s3_endpoint_url") or None,
+            service_name=merged.get("stevedore.service_name") or None,
+            token_ttl_seconds=max(60, int(merged.get("stevedore.token_ttl_seconds", 300))),
+            refresh_token_ttl_seconds=int(merged.get("stevedore.refresh_token_ttl_seconds", 90 * 24 * 3600)),
+            credential_cache_seconds=int(merged.get("stevedore.credential_cache_seconds", 60)),
+            max_manifest_bytes=int(merged.get("stevedore.max_manifest_bytes", 4 * MiB)),
+            bcrypt_rounds=int(merged.get("stevedore.bcrypt_rounds", 12)),
+            blob_fsync=_bool(merged.get("stevedore.blob_fsync", "true")),
+            raw=merged,
+        )
+
+    @property
+    def storage_path(self) -> str:
+        """The folder of a `file://` storage URL."""
+        parsed = urlparse(self.storage_url)
+        return os.path.abspath((parsed.netloc or "") + parsed.path)
+
+
+def _secret_key(settings: Mapping[str, str], environ: Mapping[str, str]) -> bytes:
+    """STEVEDORE_SECRET_KEY, else the key file; a development ini may let the app create that file.
+
+    Every node of one installation must share the key: it signs tokens and keys the credential cache.
+    """
+    if environ.get("STEVEDORE_SECRET_KEY"):
+        key = environ["STEVEDORE_SECRET_KEY"]
+    else:
+        path = settings.get("stevedore.secret_key_file")
+        if not path:
+            raise SettingsError(
+                "no secret key: set STEVEDORE_SECRET_KEY (the same value on every node) "
+                "or stevedore.secret_key_file in the ini"
+            )
+        if not os.path.exists(path):
+            if not _bool(settings.get("stevedore.create_secret_key", "false")):
+                raise SettingsError(
+                    f"the secret key file {path} does not exist: set STEVEDORE_SECRET_KEY, or create the file "
+                    "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))' > FILE; chmod 600 FILE)"
+                )
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_urlsafe(48) + "\n")
+        with open(path) as handle:
+            key = handle.read().strip()
+    if len(key) < 32:
+        raise SettingsError("the secret key must be at least 32 characters long")
+    return key.encode()

@@ -1,0 +1,46 @@
+"""GET /v2/: the API version check, and who gets in."""
+
+import base64
+
+
+def basic(username, password):
+    return {"Authorization": "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()}
+
+
+def test_anonymous_ping_is_challenged(testapp):
+    response = testapp.get("/v2/", status=401)
+    assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    challenge = response.headers["WWW-Authenticate"]
+    assert challenge.startswith("Bearer ")
+    assert 'realm="http://localhost/v2/token"' in challenge
+    assert response.json["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_user_with_right_password_gets_200_and_empty_object(testapp, user):
+    response = testapp.get("/v2/", headers=basic(*user), status=200)
+    assert response.json == {}
+    assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+
+
+def test_wrong_password_and_unknown_user_are_401(testapp, user):
+    testapp.get("/v2/", headers=basic(user[0], "not the password"), status=401)
+    testapp.get("/v2/", headers=basic("mallory", user[1]), status=401)
+    testapp.get("/v2/", headers={"Authorization": "Basic !!!notbase64"}, status=401)
+
+
+def test_cached_credentials_still_reject_a_wrong_password(testapp, user):
+    testapp.get("/v2/", headers=basic(*user), status=200)
+    testapp.get("/v2/", headers=basic(*user), status=200)
+    testapp.get("/v2/", headers=basic(user[0], user[1] + "x"), status=401)
+
+
+def test_unknown_v2_path_is_a_json_404(testapp, user):
+    response = testapp.get("/v2/nothing/here", headers=basic(*user), status=404)
+    assert response.headers["Docker-Distribution-API-Version"] == "registry/2.0"
+    assert response.json["errors"][0]["code"]
+
+
+def test_front_page_renders_and_tells_how_to_set_up(testapp):
+    page = testapp.get("/", status=200)
+    assert "Stevedore" in page.text
+    assert "user create" in page.text

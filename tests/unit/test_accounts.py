@@ -1,0 +1,59 @@
+import pytest
+
+from stevedore.domain.accounts import AccountService, check_password_strength
+from stevedore.domain.errors import AccountExists, InviteUnknown, UsernameInvalid, WeakPassword
+from tests.fakes import FixedClock, InMemoryAccountStore, PlainPasswordHasher
+
+
+@pytest.fixture
+def service():
+    return AccountService(InMemoryAccountStore(), PlainPasswordHasher(), FixedClock())
+
+
+def test_created_account_can_log_in_and_wrong_password_cannot(service):
+    service.create_account("alice", "correct horse", is_admin=True)
+    account = service.authenticate("alice", "correct horse")
+    assert account is not None and account.is_admin
+    assert service.authenticate("alice", "wrong password") is None
+    assert service.authenticate("nobody", "correct horse") is None
+
+
+def test_password_is_stored_hashed(service):
+    account = service.create_account("alice", "correct horse")
+    assert "correct horse" not in account.password_hash
+
+
+def test_duplicate_user_is_refused(service):
+    service.create_account("alice", "correct horse")
+    with pytest.raises(AccountExists):
+        service.create_account("alice", "another one!")
+
+
+@pytest.mark.parametrize("password", ["", "   ", "short", "aaaaaaaaaa", "alice", "x" * 73])
+def test_weak_passwords_are_refused(password):
+    with pytest.raises(WeakPassword):
+        check_password_strength(password, "alice")
+
+
+@pytest.mark.parametrize("name", ["", "Alice", "a b", "-x", "x" * 65])
+def test_bad_user_names_are_refused(service, name):
+    with pytest.raises(UsernameInvalid):
+        service.create_account(name, "correct horse")
+
+
+def test_inactive_account_cannot_log_in(service):
+    account = service.create_account("bob", "correct horse")
+    service.accounts.accounts[account.id].is_active = False
+    assert service.authenticate("bob", "correct horse") is None
+
+
+def test_invite_is_redeemed_once_and_expires(service):
+    issued = service.create_invite(email="new@example.com")
+    account = service.redeem_invite(issued.code, "newbie", "a fine password")
+    assert account.email == "new@example.com"
+    with pytest.raises(InviteUnknown):
+        service.redeem_invite(issued.code, "second", "a fine password")
+    late = service.create_invite()
+    service.clock.advance(days=8)
+    with pytest.raises(InviteUnknown):
+        service.redeem_invite(late.code, "late", "a fine password")
