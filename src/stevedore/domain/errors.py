@@ -126,3 +126,7 @@ class EmailInvalid(InvalidInput):
 
 class UsernameInvalid(InvalidInput):
     message = "invalid user name"
+
+
+class PaginationNumberInvalid(InvalidInput):
+    message = "invalid number of results requested"

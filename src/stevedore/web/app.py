@@ -17,10 +17,13 @@ from stevedore.adapters.clock import SystemClock
 from stevedore.adapters.passwords import BcryptPasswordHasher
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction, make_engine, make_session_factory, writer_engine
+from stevedore.adapters.sql.registry import SqlRegistryStore
 from stevedore.adapters.tokens import HmacTokenSigner
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.ports import BlobStore, Clock, PasswordHasher, TokenSigner
-from stevedore.web.security import CredentialCache, StevedoreSecurityPolicy, authenticate_request
+from stevedore.domain.registry import RegistryService
+from stevedore.domain.tokens import TokenService
+from stevedore.web.security import CredentialCache, StevedoreSecurityPolicy, authenticate_request, registry_may
 from stevedore.web.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -50,7 +53,7 @@ def build_blob_store(settings: Settings) -> BlobStore:
 
 
 def build_components(settings: Settings, *, blob_store: BlobStore | None = None) -> Components:
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, **_pool_options(settings.database_url))
     return Components(
         settings=settings,
         engine=engine,
@@ -62,6 +65,13 @@ def build_components(settings: Settings, *, blob_store: BlobStore | None = None)
         clock=SystemClock(),
         credential_cache=CredentialCache(settings.secret_key, settings.credential_cache_seconds),
     )
+
+
+def _pool_options(database_url: str) -> dict[str, Any]:
+    # Each request may hold two connections (its transaction and its look-ups) and blob transfers keep threads busy.
+    if database_url.startswith("sqlite"):
+        return {"pool_size": 20, "max_overflow": 20}
+    return {"pool_size": 10, "max_overflow": 30}
 
 
 def main(global_config: dict[str, Any], **ini_settings: str) -> Any:
@@ -100,7 +110,13 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.add_request_method(_dbsession, "dbsession", reify=True)
         config.add_request_method(_account_store, "account_store", reify=True)
         config.add_request_method(_account_service, "account_service", reify=True)
+        config.add_request_method(_read_session, "read_session", reify=True)
+        config.add_request_method(_lookup_account_store, "lookup_account_store", reify=True)
+        config.add_request_method(_lookup_account_service, "lookup_account_service", reify=True)
+        config.add_request_method(_registry_service, "registry_service", reify=True)
+        config.add_request_method(_token_service, "token_service", reify=True)
         config.add_request_method(authenticate_request, "principal", reify=True)
+        config.add_request_method(registry_may, "registry_may")
         config.add_subscriber(_registry_version_header, NewResponse)
         config.include("stevedore.web.routes")
         config.scan("stevedore.web")
@@ -112,6 +128,46 @@ def _dbsession(request: Request) -> Session:
     components: Components = request.registry.stevedore
     factory = components.read_sessions if request.method in SAFE_METHODS else components.write_sessions
     return join_transaction(factory(), request.tm)
+
+
+def _read_session(request: Request) -> Session:
+    """A session outside the request's transaction, for look-ups made before a body is streamed (who is calling,
+    which upload this is): on SQLite it never holds the write lock while bytes are copied."""
+    components: Components = request.registry.stevedore
+    session = components.read_sessions()
+    request.add_finished_callback(lambda _request: session.close())
+    return session
+
+
+def _lookup_account_store(request: Request) -> SqlAccountStore:
+    return SqlAccountStore(request.read_session)
+
+
+def _lookup_account_service(request: Request) -> AccountService:
+    components: Components = request.registry.stevedore
+    return AccountService(request.lookup_account_store, components.hasher, components.clock)
+
+
+def _registry_service(request: Request) -> RegistryService:
+    components: Components = request.registry.stevedore
+    return RegistryService(
+        SqlRegistryStore(request.dbsession),
+        components.blob_store,
+        components.clock,
+        lookups=SqlRegistryStore(request.read_session),
+        max_manifest_bytes=components.settings.max_manifest_bytes,
+    )
+
+
+def _token_service(request: Request) -> TokenService:
+    components: Components = request.registry.stevedore
+    return TokenService(
+        components.token_signer,
+        request.lookup_account_store,
+        components.clock,
+        ttl_seconds=components.settings.token_ttl_seconds,
+        refresh_ttl_seconds=components.settings.refresh_token_ttl_seconds,
+    )
 
 
 def _account_store(request: Request) -> SqlAccountStore:

@@ -29,6 +29,7 @@ ERROR_TABLE: list[tuple[type[e.StevedoreError], int, str]] = [
     (e.RangeNotSatisfiable, 416, "SIZE_INVALID"),
     (e.PayloadTooLarge, 413, "SIZE_INVALID"),
     (e.Unsupported, 400, "UNSUPPORTED"),
+    (e.PaginationNumberInvalid, 400, "PAGINATION_NUMBER_INVALID"),
     (e.NameUnknown, 404, "NAME_UNKNOWN"),
     (e.BlobUnknown, 404, "BLOB_UNKNOWN"),
     (e.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),

@@ -17,9 +17,10 @@ from pyramid.security import Allowed, Denied
 
 from stevedore.domain import access
 from stevedore.domain.access import Action
+from stevedore.domain.accounts import AccountService
 from stevedore.domain.errors import TokenInvalid
 from stevedore.domain.model import Account, RepositoryName, Scope
-from stevedore.domain.ports import Clock, TokenSigner
+from stevedore.domain.ports import AccountStore, Clock, TokenSigner
 
 
 class Permission:
@@ -114,31 +115,55 @@ def verify_access_token(signer: TokenSigner, clock: Clock, token: str) -> dict[s
     return claims
 
 
+def account_for_password(request: Request, username: str, password: str) -> Account | None:
+    """The active account for these credentials. bcrypt runs once; then a short-lived cache answers."""
+    cache: CredentialCache = request.registry.stevedore.credential_cache
+    store: AccountStore = request.lookup_account_store
+    account_id = cache.get(username, password)
+    if account_id is not None:
+        account = store.get(account_id)
+        if account is not None and account.is_active and account.username == username:
+            return account
+    service: AccountService = request.lookup_account_service
+    account = service.authenticate(username, password)
+    if account is None:
+        return None
+    assert account.id is not None
+    cache.put(username, password, account.id)
+    return account
+
+
+def registry_may(request: Request, permission: str | None) -> bool:
+    """Would the caller's account (whatever its token says) be allowed `permission` on this request's repository?"""
+    principal: Principal | None = request.principal
+    if principal is None or permission is None:
+        return False
+    if permission == Permission.CATALOG:
+        return access.may_list_catalog(principal.account)
+    if permission == Permission.AUTHENTICATED:
+        return True
+    try:
+        name = RepositoryName.parse((request.matchdict or {}).get("name", ""))
+    except Exception:
+        return False
+    return access.may(principal.account, Action(permission), name)
+
+
 def authenticate_request(request: Request) -> Principal | None:
     """The caller, from the Authorization header, or None. Never raises for bad credentials: they are anonymous."""
     header = request.headers.get("Authorization", "")
     components = request.registry.stevedore
     basic = parse_basic(header)
     if basic is not None:
-        username, password = basic
-        account_id = components.credential_cache.get(username, password)
-        if account_id is not None:
-            account = request.account_store.get(account_id)
-            if account is not None and account.is_active and account.username == username:
-                return Principal(account)
-        account = request.account_service.authenticate(username, password)
-        if account is None:
-            return None
-        assert account.id is not None
-        components.credential_cache.put(username, password, account.id)
-        return Principal(account)
+        account = account_for_password(request, *basic)
+        return Principal(account) if account else None
     token = parse_bearer(header)
     if token is not None:
         try:
             claims = verify_access_token(components.token_signer, components.clock, token)
         except TokenInvalid:
             return None
-        account = request.account_store.get(int(claims.get("sub_id", 0)))
+        account = request.lookup_account_store.get(int(claims.get("sub_id", 0)))
         if account is None or not account.is_active:
             return None
         scopes = tuple(Scope(s["type"], s["name"], frozenset(s["actions"])) for s in claims.get("access", []))

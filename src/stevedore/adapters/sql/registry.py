@@ -1,0 +1,309 @@
+"""SQL adapter: the RegistryStore port — repositories, blob links, manifests, tags and upload sessions."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+
+from stevedore.adapters.sql.tables import (
+    blobs,
+    manifest_references,
+    manifests,
+    repositories,
+    repository_blobs,
+    tags,
+    uploads,
+)
+from stevedore.domain.model import BlobInfo, Digest, RepositoryName, Tag
+from stevedore.domain.registry import StoredManifest, UploadSession, dump_annotations
+
+_BATCH = 500
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+class SqlRegistryStore:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self._ids: dict[str, int] = {}
+
+    # --- helpers -------------------------------------------------------------------------------------
+    def _insert(self, table: sa.Table) -> Any:
+        dialect = self.session.get_bind().dialect.name
+        module = postgresql if dialect == "postgresql" else sqlite
+        return module.insert(table)
+
+    def _insert_ignore(self, table: sa.Table, index_elements: list[str], **values: Any) -> None:
+        self.session.execute(self._insert(table).values(**values).on_conflict_do_nothing(index_elements=index_elements))
+
+    def _repository_id(self, name: RepositoryName) -> int | None:
+        if name.value not in self._ids:
+            found = self.session.execute(
+                sa.select(repositories.c.id).where(repositories.c.name == name.value)
+            ).scalar_one_or_none()
+            if found is None:
+                return None
+            self._ids[name.value] = int(found)
+        return self._ids[name.value]
+
+    @staticmethod
+    def _manifest(row: Any, with_content: bool = True) -> StoredManifest:
+        return StoredManifest(
+            digest=Digest.parse(row.digest),
+            media_type=row.media_type,
+            size=int(row.size),
+            content=bytes(row.content) if with_content else b"",
+            artifact_type=row.artifact_type,
+            subject=Digest.parse(row.subject_digest) if row.subject_digest else None,
+            annotations=json.loads(row.annotations) if row.annotations else None,
+        )
+
+    # --- repositories --------------------------------------------------------------------------------
+    def repository_exists(self, name: RepositoryName) -> bool:
+        return self._repository_id(name) is not None
+
+    def ensure_repository(self, name: RepositoryName, now: datetime) -> None:
+        if self._repository_id(name) is None:
+            self._insert_ignore(repositories, ["name"], name=name.value, created_at=now)
+
+    def _require_repository(self, name: RepositoryName, now: datetime) -> int:
+        self.ensure_repository(name, now)
+        repository_id = self._repository_id(name)
+        assert repository_id is not None
+        return repository_id
+
+    # --- blobs ---------------------------------------------------------------------------------------
+    def add_blob(self, info: BlobInfo, now: datetime) -> None:
+        self._insert_ignore(blobs, ["digest"], digest=str(info.digest), size=info.size, created_at=now)
+
+    def link_blob(self, name: RepositoryName, digest: Digest, now: datetime) -> None:
+        repository_id = self._require_repository(name, now)
+        self._insert_ignore(
+            repository_blobs,
+            ["repository_id", "digest"],
+            repository_id=repository_id,
+            digest=str(digest),
+            created_at=now,
+        )
+
+    def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None:
+        found = self.linked_blob_sizes(name, [digest])
+        return BlobInfo(digest, found[digest]) if digest in found else None
+
+    def linked_blob_sizes(self, name: RepositoryName, digests: Iterable[Digest]) -> dict[Digest, int]:
+        repository_id = self._repository_id(name)
+        wanted = {str(d): d for d in digests}
+        if repository_id is None or not wanted:
+            return {}
+        found: dict[Digest, int] = {}
+        keys = list(wanted)
+        for start in range(0, len(keys), _BATCH):
+            rows = self.session.execute(
+                sa.select(blobs.c.digest, blobs.c.size)
+                .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+                .where(repository_blobs.c.repository_id == repository_id)
+                .where(blobs.c.digest.in_(keys[start : start + _BATCH]))
+            )
+            found.update({wanted[row.digest]: int(row.size) for row in rows})
+        return found
+
+    def unlink_blob(self, name: RepositoryName, digest: Digest) -> bool:
+        repository_id = self._repository_id(name)
+        if repository_id is None:
+            return False
+        result = self.session.execute(
+            sa.delete(repository_blobs)
+            .where(repository_blobs.c.repository_id == repository_id)
+            .where(repository_blobs.c.digest == str(digest))
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # --- uploads -------------------------------------------------------------------------------------
+    def add_upload(self, upload: UploadSession) -> None:
+        repository_id = self._require_repository(upload.repository, upload.created_at)
+        self.session.execute(
+            sa.insert(uploads).values(
+                id=upload.id,
+                repository_id=repository_id,
+                account_id=upload.account_id,
+                digest_algorithm=upload.digest_algorithm,
+                created_at=upload.created_at,
+            )
+        )
+
+    def get_upload(self, upload_id: str) -> UploadSession | None:
+        row = self.session.execute(
+            sa.select(uploads, repositories.c.name)
+            .join(repositories, repositories.c.id == uploads.c.repository_id)
+            .where(uploads.c.id == upload_id)
+        ).first()
+        if row is None:
+            return None
+        return UploadSession(
+            id=row.id,
+            repository=RepositoryName(row.name),
+            account_id=row.account_id,
+            digest_algorithm=row.digest_algorithm,
+            created_at=_utc(row.created_at),
+        )
+
+    def delete_upload(self, upload_id: str) -> None:
+        self.session.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
+
+    # --- manifests -----------------------------------------------------------------------------------
+    def get_manifest(self, name: RepositoryName, digest: Digest) -> StoredManifest | None:
+        repository_id = self._repository_id(name)
+        if repository_id is None:
+            return None
+        row = self.session.execute(
+            sa.select(manifests)
+            .where(manifests.c.repository_id == repository_id)
+            .where(manifests.c.digest == str(digest))
+        ).first()
+        return self._manifest(row) if row else None
+
+    def tagged_manifest(self, name: RepositoryName, tag: Tag) -> StoredManifest | None:
+        repository_id = self._repository_id(name)
+        if repository_id is None:
+            return None
+        row = self.session.execute(
+            sa.select(manifests)
+            .join(tags, tags.c.manifest_id == manifests.c.id)
+            .where(tags.c.repository_id == repository_id)
+            .where(tags.c.name == tag.value)
+        ).first()
+        return self._manifest(row) if row else None
+
+    def present_manifests(self, name: RepositoryName, digests: Iterable[Digest]) -> set[Digest]:
+        repository_id = self._repository_id(name)
+        wanted = {str(d): d for d in digests}
+        if repository_id is None or not wanted:
+            return set()
+        keys = list(wanted)
+        present: set[Digest] = set()
+        for start in range(0, len(keys), _BATCH):
+            rows = self.session.execute(
+                sa.select(manifests.c.digest)
+                .where(manifests.c.repository_id == repository_id)
+                .where(manifests.c.digest.in_(keys[start : start + _BATCH]))
+            ).scalars()
+            present.update(wanted[d] for d in rows)
+        return present
+
+    def put_manifest(
+        self,
+        name: RepositoryName,
+        manifest: StoredManifest,
+        blobs: Iterable[Digest],
+        children: Iterable[Digest],
+        now: datetime,
+    ) -> None:
+        repository_id = self._require_repository(name, now)
+        inserted = self.session.execute(
+            self._insert(manifests)
+            .values(
+                repository_id=repository_id,
+                digest=str(manifest.digest),
+                media_type=manifest.media_type,
+                artifact_type=manifest.artifact_type,
+                subject_digest=str(manifest.subject) if manifest.subject else None,
+                annotations=dump_annotations(manifest.annotations),
+                size=manifest.size,
+                content=manifest.content,
+                created_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+            .returning(manifests.c.id)
+        ).scalar_one_or_none()
+        if inserted is None:
+            return  # the same bytes were pushed before: nothing changes
+        references = [{"manifest_id": inserted, "kind": "blob", "digest": str(d)} for d in set(blobs)]
+        references += [{"manifest_id": inserted, "kind": "manifest", "digest": str(d)} for d in set(children)]
+        if references:
+            self.session.execute(sa.insert(manifest_references), references)
+
+    def tag_manifest(self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime) -> None:
+        repository_id = self._require_repository(name, now)
+        manifest_id = self.session.execute(
+            sa.select(manifests.c.id)
+            .where(manifests.c.repository_id == repository_id)
+            .where(manifests.c.digest == str(digest))
+        ).scalar_one()
+        statement = self._insert(tags).values(
+            repository_id=repository_id, name=tag.value, manifest_id=manifest_id, updated_at=now
+        )
+        self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["repository_id", "name"],
+                set_={"manifest_id": statement.excluded.manifest_id, "updated_at": statement.excluded.updated_at},
+            )
+        )
+
+    def delete_manifest(self, name: RepositoryName, digest: Digest) -> bool:
+        repository_id = self._repository_id(name)
+        if repository_id is None:
+            return False
+        manifest_id = self.session.execute(
+            sa.select(manifests.c.id)
+            .where(manifests.c.repository_id == repository_id)
+            .where(manifests.c.digest == str(digest))
+        ).scalar_one_or_none()
+        if manifest_id is None:
+            return False
+        # Explicit rather than trusting every database's ON DELETE CASCADE to be switched on.
+        self.session.execute(sa.delete(tags).where(tags.c.manifest_id == manifest_id))
+        self.session.execute(sa.delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id))
+        self.session.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
+        return True
+
+    def delete_tag(self, name: RepositoryName, tag: Tag) -> bool:
+        repository_id = self._repository_id(name)
+        if repository_id is None:
+            return False
+        result = self.session.execute(
+            sa.delete(tags).where(tags.c.repository_id == repository_id).where(tags.c.name == tag.value)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    # --- discovery -----------------------------------------------------------------------------------
+    def list_tags(self, name: RepositoryName, last: str | None, limit: int) -> list[str]:
+        repository_id = self._repository_id(name)
+        if repository_id is None:
+            return []
+        query = sa.select(tags.c.name).where(tags.c.repository_id == repository_id)
+        if last:
+            query = query.where(tags.c.name > last)
+        return list(self.session.execute(query.order_by(tags.c.name).limit(limit)).scalars())
+
+    def list_repositories(self, last: str | None, limit: int) -> list[str]:
+        has_manifest = sa.exists().where(manifests.c.repository_id == repositories.c.id)
+        query = sa.select(repositories.c.name).where(has_manifest)
+        if last:
+            query = query.where(repositories.c.name > last)
+        return list(self.session.execute(query.order_by(repositories.c.name).limit(limit)).scalars())
+
+    def referrers(self, name: RepositoryName, subject: Digest) -> list[StoredManifest]:
+        repository_id = self._repository_id(name)
+        if repository_id is None:
+            return []
+        rows = self.session.execute(
+            sa.select(
+                manifests.c.digest,
+                manifests.c.media_type,
+                manifests.c.size,
+                manifests.c.artifact_type,
+                manifests.c.subject_digest,
+                manifests.c.annotations,
+            )
+            .where(manifests.c.repository_id == repository_id)
+            .where(manifests.c.subject_digest == str(subject))
+        )
+        return [self._manifest(row, with_content=False) for row in rows]

@@ -1,0 +1,381 @@
+"""Domain layer: the registry protocol's use cases — pull, push, discovery, deletion — over the ports.
+
+Writes follow one order: bytes are written (and verified) before the rows that point at them, so a failure at any
+point leaves nothing visible; orphaned bytes are for garbage collection to sweep.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from stevedore.domain.errors import (
+    BlobUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    PayloadTooLarge,
+    RangeInvalid,
+    UploadUnknown,
+)
+from stevedore.domain.manifests import parse_manifest
+from stevedore.domain.model import BlobInfo, ByteRange, Digest, Reference, RepositoryName, Tag
+from stevedore.domain.ports import BlobStore, Clock
+
+DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_PAGE = 10_000
+
+
+@dataclass(frozen=True)
+class UploadSession:
+    id: str
+    repository: RepositoryName
+    account_id: int | None
+    digest_algorithm: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class StoredManifest:
+    digest: Digest
+    media_type: str
+    size: int
+    content: bytes = b""
+    artifact_type: str | None = None
+    subject: Digest | None = None
+    annotations: dict[str, str] | None = None
+
+
+@dataclass(frozen=True)
+class PushedManifest:
+    digest: Digest
+    tags: tuple[str, ...]
+    subject: Digest | None
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[str]
+    has_more: bool
+
+
+class RegistryStore(Protocol):
+    """The registry's metadata: repositories, blob links, manifests, tags, upload sessions."""
+
+    def repository_exists(self, name: RepositoryName) -> bool: ...
+
+    def ensure_repository(self, name: RepositoryName, now: datetime) -> None: ...
+
+    def add_blob(self, info: BlobInfo, now: datetime) -> None:
+        """Record that the blob store holds these bytes. Idempotent."""
+        ...
+
+    def link_blob(self, name: RepositoryName, digest: Digest, now: datetime) -> None:
+        """Make a recorded blob part of a repository (created if needed). Idempotent."""
+        ...
+
+    def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None: ...
+
+    def linked_blob_sizes(self, name: RepositoryName, digests: Iterable[Digest]) -> dict[Digest, int]: ...
+
+    def unlink_blob(self, name: RepositoryName, digest: Digest) -> bool: ...
+
+    def add_upload(self, upload: UploadSession) -> None: ...
+
+    def get_upload(self, upload_id: str) -> UploadSession | None: ...
+
+    def delete_upload(self, upload_id: str) -> None: ...
+
+    def get_manifest(self, name: RepositoryName, digest: Digest) -> StoredManifest | None: ...
+
+    def tagged_manifest(self, name: RepositoryName, tag: Tag) -> StoredManifest | None: ...
+
+    def present_manifests(self, name: RepositoryName, digests: Iterable[Digest]) -> set[Digest]: ...
+
+    def put_manifest(
+        self,
+        name: RepositoryName,
+        manifest: StoredManifest,
+        blobs: Iterable[Digest],
+        children: Iterable[Digest],
+        now: datetime,
+    ) -> None:
+        """Store a manifest and what it references. Idempotent for the same digest."""
+        ...
+
+    def tag_manifest(self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime) -> None: ...
+
+    def delete_manifest(self, name: RepositoryName, digest: Digest) -> bool:
+        """Remove a manifest and every tag that points at it."""
+        ...
+
+    def delete_tag(self, name: RepositoryName, tag: Tag) -> bool: ...
+
+    def list_tags(self, name: RepositoryName, last: str | None, limit: int) -> list[str]:
+        """Tag names after `last` in byte order, at most `limit`."""
+        ...
+
+    def list_repositories(self, last: str | None, limit: int) -> list[str]:
+        """Names of repositories holding at least one manifest, after `last` in byte order, at most `limit`."""
+        ...
+
+    def referrers(self, name: RepositoryName, subject: Digest) -> list[StoredManifest]:
+        """Manifests of `name` whose subject is `subject` (without their content)."""
+        ...
+
+
+class RegistryService:
+    """The protocol's use cases. `store` is the unit of work; `lookups` reads what must be known before bytes are
+    streamed, so that no write lock is held while a large body is copied."""
+
+    def __init__(
+        self,
+        store: RegistryStore,
+        blobs: BlobStore,
+        clock: Clock,
+        *,
+        lookups: RegistryStore | None = None,
+        max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES,
+    ) -> None:
+        self.store = store
+        self.lookups = lookups or store
+        self.blobs = blobs
+        self.clock = clock
+        self.max_manifest_bytes = max_manifest_bytes
+
+    # --- pull ----------------------------------------------------------------------------------------
+    def get_manifest(self, name: RepositoryName, reference: Reference) -> StoredManifest:
+        if reference.digest is not None:
+            manifest = self.store.get_manifest(name, reference.digest)
+        else:
+            assert reference.tag is not None
+            manifest = self.store.tagged_manifest(name, reference.tag)
+        if manifest is None:
+            if not self.store.repository_exists(name):
+                raise NameUnknown(detail={"name": name.value})
+            raise ManifestUnknown(detail={"reference": str(reference)})
+        return manifest
+
+    def stat_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo:
+        if self.store.linked_blob(name, digest) is None:
+            raise BlobUnknown(detail={"digest": str(digest)})
+        info = self.blobs.stat(digest)
+        if info is None:
+            raise BlobUnknown(detail={"digest": str(digest)})
+        return info
+
+    def open_blob(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
+        return self.blobs.open(digest, byte_range)
+
+    # --- push: uploads -------------------------------------------------------------------------------
+    def start_upload(self, name: RepositoryName, account_id: int | None, digest_algorithm: str = "sha256") -> str:
+        if not Digest.is_supported_algorithm(digest_algorithm):
+            raise DigestInvalid(f"unsupported digest algorithm {digest_algorithm!r}")
+        upload_id = str(uuid.uuid4())
+        self.blobs.start_upload(upload_id)
+        now = self.clock.now()
+        self.store.ensure_repository(name, now)
+        self.store.add_upload(UploadSession(upload_id, name, account_id, digest_algorithm, now))
+        return upload_id
+
+    def _owned_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> UploadSession:
+        """The upload, if it belongs to this repository and this caller; otherwise it does not exist for them."""
+        upload = self.lookups.get_upload(upload_id)
+        if upload is None or upload.repository != name or upload.account_id != account_id:
+            raise UploadUnknown(detail={"upload": upload_id})
+        return upload
+
+    def upload_status(self, name: RepositoryName, upload_id: str, account_id: int | None) -> int:
+        self._owned_upload(name, upload_id, account_id)
+        return self.blobs.upload_size(upload_id)
+
+    def append_upload(
+        self,
+        name: RepositoryName,
+        upload_id: str,
+        account_id: int | None,
+        chunks: Iterable[bytes],
+        start: int | None = None,
+    ) -> int:
+        """Append a chunk; with `start` (from Content-Range) it must continue exactly where the upload is."""
+        self._owned_upload(name, upload_id, account_id)
+        if start is not None:
+            size = self.blobs.upload_size(upload_id)
+            if start != size:
+                raise RangeInvalid(f"the upload holds {size} bytes; a chunk starting at {start} is out of order")
+        return self.blobs.append(upload_id, chunks, start)
+
+    def finish_upload(
+        self,
+        name: RepositoryName,
+        upload_id: str,
+        account_id: int | None,
+        digest: Digest,
+        chunks: Iterable[bytes] = (),
+        start: int | None = None,
+    ) -> BlobInfo:
+        self._owned_upload(name, upload_id, account_id)
+        if start is not None and start != self.blobs.upload_size(upload_id):
+            raise RangeInvalid("the final chunk does not continue the upload")
+        self.blobs.append(upload_id, chunks, start)
+        info = self.blobs.finish(upload_id, digest)  # verifies; on a mismatch the upload stays as it was
+        now = self.clock.now()
+        self.store.add_blob(info, now)
+        self.store.link_blob(name, digest, now)
+        self.store.delete_upload(upload_id)
+        return info
+
+    def cancel_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> None:
+        self._owned_upload(name, upload_id, account_id)
+        self.store.delete_upload(upload_id)
+        self.blobs.abort(upload_id)
+
+    def push_blob(self, name: RepositoryName, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
+        """A whole blob in one request (POST ?digest=): verified and committed, or nothing at all."""
+        upload_id = str(uuid.uuid4())
+        self.blobs.start_upload(upload_id)
+        try:
+            self.blobs.append(upload_id, chunks)
+            info = self.blobs.finish(upload_id, digest)
+        except BaseException:
+            self.blobs.abort(upload_id)
+            raise
+        now = self.clock.now()
+        self.store.add_blob(info, now)
+        self.store.link_blob(name, digest, now)
+        return info
+
+    def mount_blob(self, name: RepositoryName, source: RepositoryName, digest: Digest) -> BlobInfo | None:
+        """Link a blob from `source` into `name` without copying bytes; None when the source lacks it."""
+        linked = self.store.linked_blob(source, digest)
+        if linked is None or self.blobs.stat(digest) is None:
+            return None
+        self.store.link_blob(name, digest, self.clock.now())
+        return linked
+
+    # --- push: manifests -----------------------------------------------------------------------------
+    def put_manifest(
+        self,
+        name: RepositoryName,
+        reference: Reference,
+        body: bytes,
+        content_type: str | None,
+        extra_tags: Iterable[str] = (),
+    ) -> PushedManifest:
+        if len(body) > self.max_manifest_bytes:
+            raise PayloadTooLarge(f"manifests are limited to {self.max_manifest_bytes} bytes")
+        parsed = parse_manifest(body, content_type)
+        digest = Digest.of(body, reference.digest.algorithm if reference.digest else "sha256")
+        if reference.digest is not None and reference.digest != digest:
+            raise DigestInvalid(
+                f"the manifest's digest is {digest}, not {reference.digest}", detail={"digest": str(reference.digest)}
+            )
+        tags = [reference.tag] if reference.tag else []
+        tags += [Tag.parse(t) for t in extra_tags]
+
+        wanted = {d.digest: d.size for d in parsed.blobs}
+        have = self.store.linked_blob_sizes(name, wanted)
+        for blob_digest, size in wanted.items():
+            if blob_digest not in have:
+                raise ManifestBlobUnknown(
+                    f"blob {blob_digest} is unknown to the repository", detail={"digest": str(blob_digest)}
+                )
+            if have[blob_digest] != size:
+                raise ManifestInvalid(
+                    f"blob {blob_digest} has {have[blob_digest]} bytes, the manifest says {size}",
+                    detail={"digest": str(blob_digest)},
+                )
+        children = {d.digest for d in parsed.children}
+        missing = children - self.store.present_manifests(name, children)
+        if missing:
+            first = sorted(missing)[0]
+            raise ManifestBlobUnknown(f"manifest {first} is unknown to the repository", detail={"digest": str(first)})
+
+        now = self.clock.now()
+        self.store.ensure_repository(name, now)
+        manifest = StoredManifest(
+            digest=digest,
+            media_type=parsed.media_type,
+            size=len(body),
+            content=body,
+            artifact_type=parsed.artifact_type,
+            subject=parsed.subject.digest if parsed.subject else None,
+            annotations=parsed.annotations,
+        )
+        self.store.put_manifest(name, manifest, wanted, children, now)
+        for tag in tags:
+            self.store.tag_manifest(name, tag, digest, now)
+        return PushedManifest(digest, tuple(t.value for t in tags), manifest.subject)
+
+    # --- discovery -----------------------------------------------------------------------------------
+    def list_tags(self, name: RepositoryName, last: str | None, n: int | None) -> Page:
+        if not self.store.repository_exists(name):
+            raise NameUnknown(detail={"name": name.value})
+        limit = MAX_PAGE if n is None else min(n, MAX_PAGE)
+        if limit <= 0:
+            return Page([], False)
+        found = self.store.list_tags(name, last, limit + 1)
+        return Page(found[:limit], len(found) > limit)
+
+    def list_repositories(self, last: str | None, n: int | None, visible: Callable[[str], bool]) -> Page:
+        limit = MAX_PAGE if n is None else min(n, MAX_PAGE)
+        if limit <= 0:
+            return Page([], False)
+        names: list[str] = []
+        cursor = last
+        while True:
+            batch = self.store.list_repositories(cursor, limit + 1)
+            for repo in batch:
+                if visible(repo):
+                    names.append(repo)
+                    if len(names) > limit:
+                        return Page(names[:limit], True)
+            if len(batch) < limit + 1:
+                return Page(names, False)
+            cursor = batch[-1]
+
+    def referrers(
+        self, name: RepositoryName, subject: Digest, artifact_type: str | None = None
+    ) -> list[dict[str, Any]]:
+        found = self.store.referrers(name, subject)
+        if artifact_type is not None:
+            found = [m for m in found if m.artifact_type == artifact_type]
+        descriptors = []
+        for manifest in sorted(found, key=lambda m: str(m.digest)):
+            descriptor: dict[str, Any] = {
+                "mediaType": manifest.media_type,
+                "digest": str(manifest.digest),
+                "size": manifest.size,
+            }
+            if manifest.artifact_type:
+                descriptor["artifactType"] = manifest.artifact_type
+            if manifest.annotations:
+                descriptor["annotations"] = manifest.annotations
+            descriptors.append(descriptor)
+        return descriptors
+
+    # --- deletion ------------------------------------------------------------------------------------
+    def delete_manifest(self, name: RepositoryName, reference: Reference) -> None:
+        """By digest: the manifest and all its tags. By tag: that tag only."""
+        if reference.digest is not None:
+            deleted = self.store.delete_manifest(name, reference.digest)
+        else:
+            assert reference.tag is not None
+            deleted = self.store.delete_tag(name, reference.tag)
+        if not deleted:
+            raise ManifestUnknown(detail={"reference": str(reference)})
+
+    def delete_blob(self, name: RepositoryName, digest: Digest) -> None:
+        """Unlink the blob from this repository; its bytes go only when garbage collection finds no user."""
+        if not self.store.unlink_blob(name, digest):
+            raise BlobUnknown(detail={"digest": str(digest)})
+
+
+def dump_annotations(annotations: dict[str, str] | None) -> str | None:
+    return json.dumps(annotations, sort_keys=True) if annotations else None

@@ -1,0 +1,98 @@
+"""Web layer: the token endpoint of docker's auth flow, `/v2/token`.
+
+GET with Basic credentials (docker's token spec: repeated `scope`, `offline_token`, `client_id`, `account`) and the
+OAuth2 POST form (`grant_type=password` or `refresh_token`; one space-separated `scope`), which docker uses with the
+identity token it keeps after `docker login`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.view import view_config
+
+from stevedore.domain.errors import InvalidInput, TokenInvalid, Unauthenticated
+from stevedore.domain.model import Account, Scope
+from stevedore.domain.tokens import IssuedToken
+from stevedore.web.registry.challenge import service_name
+from stevedore.web.security import account_for_password, parse_basic
+
+
+def _scopes(values: list[str]) -> list[Scope]:
+    scopes = []
+    for value in values:
+        for text in value.split():
+            try:
+                scopes.append(Scope.parse(text))
+            except InvalidInput:
+                continue  # an unintelligible scope is simply not granted
+    return scopes
+
+
+def _body(issued: IssuedToken, *, oauth: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "token": issued.token,
+        "access_token": issued.token,
+        "expires_in": issued.expires_in,
+        "issued_at": issued.issued_at,
+    }
+    if oauth:
+        body["scope"] = " ".join(str(s) for s in issued.granted)
+    if issued.refresh_token:
+        body["refresh_token"] = issued.refresh_token
+    return body
+
+
+def _json(body: dict[str, Any]) -> Response:
+    response = Response(status=200, content_type="application/json", charset="utf-8")
+    response.json_body = body
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def _unauthenticated(message: str) -> Unauthenticated:
+    return Unauthenticated(message)
+
+
+@view_config(route_name="registry.token", request_method="GET")
+def get_token(request: Request) -> Response:
+    credentials = parse_basic(request.headers.get("Authorization", ""))
+    if credentials is None:
+        raise _unauthenticated("the token endpoint needs a user name and password (Basic)")
+    account = account_for_password(request, *credentials)
+    if account is None:
+        raise _unauthenticated("invalid user name or password")
+    issued = request.token_service.issue(
+        account,
+        _scopes(request.GET.getall("scope")),
+        service=request.GET.get("service") or service_name(request),
+        offline=request.GET.get("offline_token", "").lower() == "true",
+    )
+    return _json(_body(issued, oauth=False))
+
+
+@view_config(route_name="registry.token", request_method="POST")
+def post_token(request: Request) -> Response:
+    form = request.POST
+    grant_type = form.get("grant_type")
+    account: Account | None
+    if grant_type == "password":
+        account = account_for_password(request, form.get("username", ""), form.get("password", ""))
+        if account is None:
+            raise _unauthenticated("invalid user name or password")
+    elif grant_type == "refresh_token":
+        try:
+            account = request.token_service.account_for_refresh_token(form.get("refresh_token", ""))
+        except TokenInvalid as exc:
+            raise _unauthenticated("invalid or expired refresh token") from exc
+    else:
+        raise InvalidInput("grant_type must be password or refresh_token")
+    issued = request.token_service.issue(
+        account,
+        _scopes([form.get("scope", "")]),
+        service=form.get("service") or service_name(request),
+        offline=grant_type == "password" and form.get("access_type") == "offline",
+    )
+    return _json(_body(issued, oauth=True))
