@@ -131,7 +131,7 @@ def page_size(request: Request) -> int | None:
 
 def empty_response(status: int) -> Response:
     response = Response(status=status)
-    del response.headers["Content-Type"]
+    response.headers.pop("Content-Type", None)
     response.content_length = 0
     response.app_iter = []
     return response
