@@ -37,6 +37,7 @@ setup(
     extras_require={"testing": tests_require},
     entry_points={
         "paste.app_factory": ["main = stevedore.web.app:main"],
+        "paste.server_runner": ["waitress = stevedore.web.server:serve_paste"],
         "console_scripts": ["stevedore = stevedore.cli:main"],
     },
 )

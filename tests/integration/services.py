@@ -98,7 +98,7 @@ stevedore.bcrypt_rounds = 4
 script_location = {REPO_ROOT}/alembic
 
 [server:main]
-use = egg:waitress#main
+use = egg:stevedore-registry#waitress
 listen = 127.0.0.1:{port}
 threads = 8
 max_request_body_size = 1099511627776

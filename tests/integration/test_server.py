@@ -202,3 +202,18 @@ def test_a_large_layer_pushes_and_pulls_with_flat_server_memory(tmp_path_factory
         assert growth < 64, f"server peak memory grew by {growth:.0f} MiB for a 256 MiB layer"
     finally:
         server.stop()
+
+
+def test_a_tls_handshake_on_the_plain_port_is_refused_at_once(two_nodes):
+    """docker tries HTTPS first even on 127.0.0.1; a refusal (not a silent wait) lets it fall back to HTTP."""
+    import ssl
+
+    host, port = two_nodes[0].host.split(":")
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    # A hang would end in TimeoutError, not SSLError.
+    with socket.create_connection((host, int(port)), timeout=5) as sock, pytest.raises(ssl.SSLError):
+        context.wrap_socket(sock, server_hostname=host)
+    status, _, _ = two_nodes[0].request("GET", "/v2/")
+    assert status == 200
