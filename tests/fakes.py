@@ -5,12 +5,21 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stevedore.domain.errors import AccountExists, TokenInvalid
-from stevedore.domain.model import Account, Invite
+from stevedore.domain.errors import (
+    AccountExists,
+    BlobUnknown,
+    DigestInvalid,
+    RangeInvalid,
+    TokenInvalid,
+    UploadUnknown,
+)
+from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite, RepositoryName, Tag
+from stevedore.domain.registry import StoredManifest, UploadSession
 
 
 class FixedClock:
@@ -81,3 +90,212 @@ class InMemoryAccountStore:
     def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None:
         stored = self.invites[invite.id]  # type: ignore[index]
         stored.used_at, stored.used_by = when, account_id
+
+
+class InMemoryBlobStore:
+    """The BlobStore port in dicts, raising what FolderBlobStore raises. Yields blobs in `chunk_size` pieces."""
+
+    def __init__(self, chunk_size: int = 1024 * 1024) -> None:
+        self.chunk_size = chunk_size
+        self.blobs: dict[Digest, bytes] = {}
+        self.uploads: dict[str, bytearray] = {}
+
+    @staticmethod
+    def _check_id(upload_id: str) -> None:
+        # The folder store refuses ids that are not a plain file name the same way.
+        if not upload_id or "/" in upload_id or upload_id.startswith("."):
+            raise UploadUnknown()
+
+    def _upload(self, upload_id: str) -> bytearray:
+        self._check_id(upload_id)
+        if upload_id not in self.uploads:
+            raise UploadUnknown(detail={"upload": upload_id})
+        return self.uploads[upload_id]
+
+    def stat(self, digest: Digest) -> BlobInfo | None:
+        data = self.blobs.get(digest)
+        return None if data is None else BlobInfo(digest, len(data))
+
+    def open(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
+        if digest not in self.blobs:
+            raise BlobUnknown(detail={"digest": str(digest)})  # raised by the call, not by the first next()
+        data = self.blobs[digest]
+        if byte_range is not None:
+            data = data[byte_range.start : byte_range.end + 1]
+        return (data[i : i + self.chunk_size] for i in range(0, len(data), self.chunk_size))
+
+    def local_path(self, digest: Digest) -> str | None:
+        return None
+
+    def start_upload(self, upload_id: str) -> None:
+        self._check_id(upload_id)
+        if upload_id in self.uploads:
+            raise FileExistsError(upload_id)  # as the folder store's os.makedirs(exist_ok=False)
+        self.uploads[upload_id] = bytearray()
+
+    def upload_size(self, upload_id: str) -> int:
+        return len(self._upload(upload_id))
+
+    def append(self, upload_id: str, chunks: Iterable[bytes], offset: int | None = None) -> int:
+        data = self._upload(upload_id)
+        if offset is not None and offset != len(data):
+            raise RangeInvalid(f"upload is at offset {len(data)}, chunk starts at {offset}", detail={"size": len(data)})
+        for chunk in chunks:
+            data += chunk  # chunk by chunk: an iterator failing half-way leaves what came before, like a file
+        return len(data)
+
+    def finish(self, upload_id: str, digest: Digest) -> BlobInfo:
+        data = self._upload(upload_id)
+        if hashlib.new(digest.algorithm, data).hexdigest() != digest.hex:
+            raise DigestInvalid(detail={"digest": str(digest)})
+        self.blobs.setdefault(digest, bytes(data))
+        self.abort(upload_id)
+        return BlobInfo(digest, len(data))
+
+    def abort(self, upload_id: str) -> None:
+        self._check_id(upload_id)
+        self.uploads.pop(upload_id, None)
+
+    def delete(self, digest: Digest) -> None:
+        self.blobs.pop(digest, None)
+
+
+def _byte_order(names: Iterable[str], last: str | None, limit: int) -> list[str]:
+    # SQL: `WHERE name > :last ORDER BY name LIMIT :limit` in a byte-ordered collation; an empty `last` is no cursor.
+    ordered = sorted(names, key=lambda n: n.encode())
+    if last:
+        ordered = [n for n in ordered if n.encode() > last.encode()]
+    return ordered[: max(limit, 0)]
+
+
+class InMemoryRegistryStore:
+    """The RegistryStore port in dicts, with SqlRegistryStore's semantics (adapters/sql/registry.py).
+
+    Where the database would refuse a write with a constraint error (a link to an unrecorded blob, a tag on a missing
+    manifest, a duplicate upload id), this raises LookupError or ValueError.
+    """
+
+    def __init__(self) -> None:
+        self.repositories: dict[str, datetime] = {}
+        self.blobs: dict[Digest, BlobInfo] = {}
+        self.links: dict[str, set[Digest]] = {}
+        self.uploads: dict[str, UploadSession] = {}
+        self.manifests: dict[str, dict[Digest, StoredManifest]] = {}
+        self.references: dict[tuple[str, Digest], tuple[frozenset[Digest], frozenset[Digest]]] = {}
+        self.tags: dict[str, dict[str, Digest]] = {}
+
+    # --- repositories --------------------------------------------------------------------------------
+    def repository_exists(self, name: RepositoryName) -> bool:
+        return name.value in self.repositories
+
+    def ensure_repository(self, name: RepositoryName, now: datetime) -> None:
+        if name.value not in self.repositories:
+            self.repositories[name.value] = now
+            self.links[name.value] = set()
+            self.manifests[name.value] = {}
+            self.tags[name.value] = {}
+
+    # --- blobs ---------------------------------------------------------------------------------------
+    def add_blob(self, info: BlobInfo, now: datetime) -> None:
+        self.blobs.setdefault(info.digest, info)
+
+    def link_blob(self, name: RepositoryName, digest: Digest, now: datetime) -> None:
+        if digest not in self.blobs:
+            raise LookupError(f"blob {digest} is not recorded")  # the foreign key to blobs.digest
+        self.ensure_repository(name, now)
+        self.links[name.value].add(digest)
+
+    def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None:
+        found = self.linked_blob_sizes(name, [digest])
+        return BlobInfo(digest, found[digest]) if digest in found else None
+
+    def linked_blob_sizes(self, name: RepositoryName, digests: Iterable[Digest]) -> dict[Digest, int]:
+        linked = self.links.get(name.value, set())
+        return {d: self.blobs[d].size for d in set(digests) if d in linked and d in self.blobs}
+
+    def unlink_blob(self, name: RepositoryName, digest: Digest) -> bool:
+        linked = self.links.get(name.value, set())
+        if digest not in linked:
+            return False
+        linked.remove(digest)
+        return True
+
+    # --- uploads -------------------------------------------------------------------------------------
+    def add_upload(self, upload: UploadSession) -> None:
+        if upload.id in self.uploads:
+            raise ValueError(f"upload {upload.id} exists")  # the primary key
+        self.ensure_repository(upload.repository, upload.created_at)
+        self.uploads[upload.id] = upload
+
+    def get_upload(self, upload_id: str) -> UploadSession | None:
+        return self.uploads.get(upload_id)
+
+    def delete_upload(self, upload_id: str) -> None:
+        self.uploads.pop(upload_id, None)
+
+    # --- manifests -----------------------------------------------------------------------------------
+    @staticmethod
+    def _copy(manifest: StoredManifest, with_content: bool = True) -> StoredManifest:
+        return replace(
+            manifest,
+            content=manifest.content if with_content else b"",
+            annotations=dict(manifest.annotations) if manifest.annotations else None,
+        )
+
+    def get_manifest(self, name: RepositoryName, digest: Digest) -> StoredManifest | None:
+        found = self.manifests.get(name.value, {}).get(digest)
+        return self._copy(found) if found else None
+
+    def tagged_manifest(self, name: RepositoryName, tag: Tag) -> StoredManifest | None:
+        digest = self.tags.get(name.value, {}).get(tag.value)
+        return None if digest is None else self.get_manifest(name, digest)
+
+    def present_manifests(self, name: RepositoryName, digests: Iterable[Digest]) -> set[Digest]:
+        held = self.manifests.get(name.value, {})
+        return {d for d in digests if d in held}
+
+    def put_manifest(
+        self,
+        name: RepositoryName,
+        manifest: StoredManifest,
+        blobs: Iterable[Digest],
+        children: Iterable[Digest],
+        now: datetime,
+    ) -> None:
+        self.ensure_repository(name, now)
+        held = self.manifests[name.value]
+        if manifest.digest in held:
+            return  # the same bytes were pushed before: nothing changes
+        held[manifest.digest] = self._copy(manifest)
+        self.references[(name.value, manifest.digest)] = (frozenset(blobs), frozenset(children))
+
+    def tag_manifest(self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime) -> None:
+        self.ensure_repository(name, now)
+        if digest not in self.manifests[name.value]:
+            raise LookupError(f"manifest {digest} is not in {name}")  # scalar_one() finds no row
+        self.tags[name.value][tag.value] = digest
+
+    def delete_manifest(self, name: RepositoryName, digest: Digest) -> bool:
+        held = self.manifests.get(name.value, {})
+        if digest not in held:
+            return False
+        tags = self.tags[name.value]
+        for tag in [t for t, d in tags.items() if d == digest]:
+            del tags[tag]
+        self.references.pop((name.value, digest), None)
+        del held[digest]
+        return True
+
+    def delete_tag(self, name: RepositoryName, tag: Tag) -> bool:
+        return self.tags.get(name.value, {}).pop(tag.value, None) is not None
+
+    # --- discovery -----------------------------------------------------------------------------------
+    def list_tags(self, name: RepositoryName, last: str | None, limit: int) -> list[str]:
+        return _byte_order(self.tags.get(name.value, {}), last, limit)
+
+    def list_repositories(self, last: str | None, limit: int) -> list[str]:
+        return _byte_order([n for n, held in self.manifests.items() if held], last, limit)
+
+    def referrers(self, name: RepositoryName, subject: Digest) -> list[StoredManifest]:
+        held = self.manifests.get(name.value, {}).values()
+        return [self._copy(m, with_content=False) for m in held if m.subject == subject]

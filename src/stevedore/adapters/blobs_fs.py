@@ -11,6 +11,7 @@ import hashlib
 import os
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 
 from stevedore.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, UploadUnknown
@@ -20,23 +21,33 @@ CHUNK_SIZE = 1024 * 1024
 
 
 class _RunningHash:
-    """The hash of an upload's first `offset` bytes, kept by the process that received them (a cache only)."""
+    """The hash of an upload's bytes, kept by the process that received them (a cache only).
+
+    It is trusted only while the data file is exactly as this process left it (same inode, size and mtime), so an
+    append by another process, or an upload restarted under the same id, sends `finish` back to the file.
+    """
 
     def __init__(self) -> None:
-        self.offset = 0
         self.hashers = {"sha256": hashlib.sha256(), "sha512": hashlib.sha512()}
+        self.file_state: tuple[int, int, int, int] | None = None
 
     def update(self, chunk: bytes) -> None:
         for hasher in self.hashers.values():
             hasher.update(chunk)
-        self.offset += len(chunk)
+
+
+def _file_state(stat: os.stat_result) -> tuple[int, int, int, int]:
+    return (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+MAX_CACHED_HASHES = 1024
 
 
 class FolderBlobStore:
     def __init__(self, root: str, *, fsync: bool = True) -> None:
         self.root = os.path.abspath(root)
         self.fsync = fsync
-        self._hashes: dict[str, _RunningHash] = {}
+        self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
         self._lock = threading.Lock()
         os.makedirs(os.path.join(self.root, "blobs"), exist_ok=True)
         os.makedirs(os.path.join(self.root, "uploads"), exist_ok=True)
@@ -94,10 +105,17 @@ class FolderBlobStore:
     # --- uploads -------------------------------------------------------------------------------------
     def start_upload(self, upload_id: str) -> None:
         os.makedirs(self._upload_dir(upload_id), exist_ok=False)
-        with open(self._upload_data(upload_id), "xb"):
-            pass
+        with open(self._upload_data(upload_id), "xb") as handle:
+            running = _RunningHash()
+            running.file_state = _file_state(os.fstat(handle.fileno()))
+        self._remember(upload_id, running)
+
+    def _remember(self, upload_id: str, running: _RunningHash) -> None:
         with self._lock:
-            self._hashes[upload_id] = _RunningHash()
+            self._hashes[upload_id] = running
+            self._hashes.move_to_end(upload_id)
+            while len(self._hashes) > MAX_CACHED_HASHES:  # abandoned uploads must not grow the cache forever
+                self._hashes.popitem(last=False)
 
     def upload_size(self, upload_id: str) -> int:
         try:
@@ -115,42 +133,46 @@ class FolderBlobStore:
             if offset is not None and offset != size:
                 raise RangeInvalid(f"upload is at offset {size}, chunk starts at {offset}", detail={"size": size})
             with self._lock:
-                running = self._hashes.get(upload_id)
-            if running is not None and running.offset != size:
-                running = None  # another process appended: the cache is stale, finish will re-read
+                running = self._hashes.pop(upload_id, None)
+            if running is not None and running.file_state != _file_state(os.fstat(handle.fileno())):
+                running = None  # another process touched the file: finish will re-read it
             for chunk in chunks:
                 if not chunk:
                     continue
                 handle.write(chunk)
                 if running is not None:
                     running.update(chunk)
+            handle.flush()
             new_size = handle.tell()
-        with self._lock:
             if running is not None:
-                self._hashes[upload_id] = running
-            else:
-                self._hashes.pop(upload_id, None)
+                running.file_state = _file_state(os.fstat(handle.fileno()))
+        if running is not None:
+            self._remember(upload_id, running)
         return new_size
 
-    def _digest_of_upload(self, upload_id: str, algorithm: str, size: int) -> str:
-        with self._lock:
-            running = self._hashes.get(upload_id)
-        if running is not None and running.offset == size:
-            return running.hashers[algorithm].hexdigest()
-        hasher = hashlib.new(algorithm)
+    def _digest_of_upload(self, upload_id: str, algorithm: str) -> tuple[str, int]:
         with open(self._upload_data(upload_id), "rb") as handle:
+            state = _file_state(os.fstat(handle.fileno()))
+            with self._lock:
+                running = self._hashes.get(upload_id)
+            if running is not None and running.file_state == state:
+                return running.hashers[algorithm].hexdigest(), state[2]
+            hasher = hashlib.new(algorithm)
             while chunk := handle.read(CHUNK_SIZE):
                 hasher.update(chunk)
-        return hasher.hexdigest()
+            return hasher.hexdigest(), state[2]
 
     def finish(self, upload_id: str, digest: Digest) -> BlobInfo:
         data = self._upload_data(upload_id)
-        size = self.upload_size(upload_id)
-        if self._digest_of_upload(upload_id, digest.algorithm, size) != digest.hex:
+        try:
+            actual, size = self._digest_of_upload(upload_id, digest.algorithm)
+        except FileNotFoundError as exc:
+            raise UploadUnknown(detail={"upload": upload_id}) from exc
+        if actual != digest.hex:
             raise DigestInvalid(detail={"digest": str(digest)})
         target = self._blob_path(digest)
         if not os.path.exists(target):
-            os.makedirs(os.path.dirname(target), exist_ok=True)
+            self._make_dirs(os.path.dirname(target))
             if self.fsync:
                 fd = os.open(data, os.O_RDONLY)
                 try:
@@ -162,6 +184,17 @@ class FolderBlobStore:
                 self._fsync_dir(os.path.dirname(target))
         self.abort(upload_id)
         return BlobInfo(digest, size)
+
+    def _make_dirs(self, path: str) -> None:
+        """Create the blob's folders, fsyncing each new one's parent so the folders themselves survive a crash."""
+        missing = []
+        while not os.path.isdir(path):
+            missing.append(path)
+            path = os.path.dirname(path)
+        for folder in reversed(missing):
+            os.makedirs(folder, exist_ok=True)
+            if self.fsync:
+                self._fsync_dir(os.path.dirname(folder))
 
     @staticmethod
     def _fsync_dir(path: str) -> None:

@@ -279,17 +279,18 @@ class RegistryService:
         tags = [reference.tag] if reference.tag else []
         tags += [Tag.parse(t) for t in extra_tags]
 
-        wanted = {d.digest: d.size for d in parsed.blobs}
+        wanted = {d.digest for d in parsed.blobs}
         have = self.store.linked_blob_sizes(name, wanted)
-        for blob_digest, size in wanted.items():
-            if blob_digest not in have:
+        for descriptor in parsed.blobs:  # every descriptor, also when two share a digest
+            if descriptor.digest not in have:
                 raise ManifestBlobUnknown(
-                    f"blob {blob_digest} is unknown to the repository", detail={"digest": str(blob_digest)}
+                    f"blob {descriptor.digest} is unknown to the repository", detail={"digest": str(descriptor.digest)}
                 )
-            if have[blob_digest] != size:
+            stored_size = have[descriptor.digest]
+            if stored_size != descriptor.size:
                 raise ManifestInvalid(
-                    f"blob {blob_digest} has {have[blob_digest]} bytes, the manifest says {size}",
-                    detail={"digest": str(blob_digest)},
+                    f"blob {descriptor.digest} has {stored_size} bytes, the manifest says {descriptor.size}",
+                    detail={"digest": str(descriptor.digest)},
                 )
         children = {d.digest for d in parsed.children}
         missing = children - self.store.present_manifests(name, children)
