@@ -44,3 +44,19 @@ def test_front_page_renders_and_tells_how_to_set_up(testapp):
     page = testapp.get("/", status=200)
     assert "Stevedore" in page.text
     assert "user create" in page.text
+
+
+def test_configured_public_url_is_used_in_the_realm_and_in_locations(components, user):
+    import dataclasses
+
+    import webtest
+
+    from stevedore.web.app import make_app
+
+    components.settings = dataclasses.replace(components.settings, public_url="https://registry.example.com")
+    app = webtest.TestApp(make_app(components))
+    challenge = app.get("/v2/", status=401).headers["WWW-Authenticate"]
+    assert 'realm="https://registry.example.com/v2/token"' in challenge
+    assert 'service="registry.example.com"' in challenge
+    started = app.post("/v2/team/app/blobs/uploads/", headers=basic(*user), status=202)
+    assert started.headers["Location"].startswith("https://registry.example.com/v2/team/app/blobs/uploads/")
