@@ -100,7 +100,7 @@ class InviteUnknown(NotFound):
 
 # --- who may do what -----------------------------------------------------------------------------
 class Unauthenticated(StevedoreError):
-    message = "authentication required"
+    message = "authentication required: log in to this registry"
 
 
 class Denied(StevedoreError):

@@ -12,7 +12,7 @@ from pyramid.response import Response
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
 
 from stevedore.domain import errors as e
-from stevedore.web.registry.challenge import challenge_header
+from stevedore.web.registry.challenge import challenge_header, required_scope
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ def page_error_response(request: Request, status: int, message: str) -> Response
 def domain_error(exc: e.StevedoreError, request: Request) -> Response:
     status, code = status_and_code(exc)
     if isinstance(exc, e.Unauthenticated) and is_registry_path(request):
-        response = oci_error_response(status, code, exc.message, exc.detail)
+        response = oci_error_response(status, code, exc.message, exc.detail or {})
         response.headers["WWW-Authenticate"] = challenge_header(request, None)
         return response
     if is_registry_path(request):
@@ -94,7 +94,12 @@ def forbidden(exc: HTTPForbidden, request: Request) -> Response:
         return page_error_response(request, 403, "You may not see this page.")
     permission = getattr(request, "required_permission", None)
     if principal is None:
-        response = oci_error_response(401, "UNAUTHORIZED", "authentication required")
+        # Not docker's default message, and a detail: dockerd takes a bare default UNAUTHORIZED for a passing error
+        # and retries a push for about a minute; this one it reports at once.
+        scope = required_scope(request, permission)
+        response = oci_error_response(
+            401, "UNAUTHORIZED", "authentication required: log in to this registry", {"scope": scope} if scope else {}
+        )
         response.headers["WWW-Authenticate"] = challenge_header(request, permission)
         return response
     if principal.scopes is not None and request.registry_may(permission):

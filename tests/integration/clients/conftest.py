@@ -14,7 +14,9 @@ A missing client is a failure, never a skip: run scripts/install-client-tools.sh
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -27,11 +29,13 @@ from pathlib import Path
 
 import pytest
 
-from .peer_registry import DistributionRegistry
+from .images import RegistryHTTP
+from .peer_registry import DistributionRegistry, die_with_parent
 
 INSTALL_HINT = "run scripts/install-client-tools.sh (as root) to install the client tools"
 DOCKER = "/usr/bin/docker"  # docker.io 20.10 CLI; /usr/local/bin/docker has no engine
 DEFAULT_TIMEOUT = 180
+log = logging.getLogger("stevedore.clients")
 
 
 def pytest_configure(config):
@@ -91,8 +95,7 @@ def run(
             timeout=timeout,
             input=input,
             cwd=cwd,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            capture_output=True,
             stdin=None if input is not None else subprocess.DEVNULL,
         )
     except subprocess.TimeoutExpired as e:
@@ -101,15 +104,9 @@ def run(
     except FileNotFoundError as e:
         pytest.fail(f"{cmd[0]} not found ({e}): {INSTALL_HINT}", pytrace=False)
     res = Result(shown, p.returncode, p.stdout, p.stderr, time.monotonic() - t0)
+    log.info("exit %s after %.2fs: %s", res.rc, res.seconds, " ".join(shown))
     if check and res.rc != 0:
         pytest.fail(f"command failed\n{res.describe()}", pytrace=False)
-    return res
-
-
-def run_fails(cmd: list[str], **kw) -> Result:
-    """Run ``cmd`` and fail the test unless it exits non-zero."""
-    res = run(cmd, check=False, **kw)
-    assert res.rc != 0, f"command was expected to fail but succeeded\n{res.describe()}"
     return res
 
 
@@ -120,16 +117,18 @@ def require_tool(path_or_name: str) -> str:
     return found
 
 
-def repo_name(request, suffix: str = "") -> str:
-    """A repository name unique to the calling test (valid distribution path)."""
-    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")
+def unique_repo_name(node_name: str, suffix: str = "") -> str:
+    """A repository name unique to one test (a valid distribution name)."""
+    base = re.sub(r"[^a-z0-9]+", "-", node_name.lower()).strip("-")
     name = f"clients/{base}{('-' + suffix) if suffix else ''}"
     return name[:200]
 
 
 @pytest.fixture
-def repo(request) -> str:
-    return repo_name(request)
+def repo_name(request):
+    """``repo_name(suffix="")``: a repository name unique to this test, so
+    tests sharing the session's registry never collide."""
+    return lambda suffix="": unique_repo_name(request.node.name, suffix)
 
 
 # ---------------------------------------------------------------------------
@@ -158,8 +157,7 @@ def live_registry(request, tmp_path_factory):
 
 @pytest.fixture
 def registry_http(live_registry):
-    from .images import RegistryHTTP
-
+    """A urllib client for the registry (Basic or Bearer, as challenged)."""
     return RegistryHTTP(live_registry.url, live_registry.username, live_registry.password)
 
 
@@ -192,7 +190,7 @@ class Dockerd:
         self.exec_root.mkdir(parents=True, exist_ok=True)
         cfg = self.base / "daemon.json"
         cfg.write_text("{}")
-        self._log = open(self.log_path, "ab")
+        self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
             [
                 dockerd,
@@ -215,6 +213,7 @@ class Dockerd:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         env = self.env(self.base / "probe-config")
         deadline = time.monotonic() + timeout
@@ -249,10 +248,8 @@ class Dockerd:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 # dockerd runs in its own session: the group is ours alone
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
                 proc.wait(timeout=30)
         if self._log is not None:
             self._log.close()

@@ -3,13 +3,13 @@
 Nothing is ever pulled from the internet: every image the client tests push
 is made here, byte for byte, so the tests know every digest in advance.
 
-* :func:`docker_archive` – a ``docker save``-style tar (manifest.json, config,
+* :func:`docker_archive` - a ``docker save``-style tar (manifest.json, config,
   uncompressed layer tars) for ``docker load`` / ``podman load``.
-* :func:`oci_layout` – an OCI image layout directory with gzip layers, for
+* :func:`oci_layout` - an OCI image layout directory with gzip layers, for
   ``skopeo copy oci:DIR:TAG ...``.
-* :func:`oci_multiarch_layout` – an OCI layout whose tag points at an image
+* :func:`oci_multiarch_layout` - an OCI layout whose tag points at an image
   index with a linux/amd64 and a linux/arm64 image.
-* :func:`artifact_manifest` – an OCI artifact (``artifactType``, empty config)
+* :func:`artifact_manifest` - an OCI artifact (``artifactType``, empty config)
   with a ``subject``, pushed with :class:`RegistryHTTP` (plain urllib).
 """
 
@@ -350,7 +350,7 @@ def oci_multiarch_layout(root: Path, seed: str, tag: str = "latest", sizes: list
     }
     index_blob = Blob(MT_OCI_INDEX, manifest_json(index))
     blobs = [b for img in images.values() for b in img.blobs()]
-    _write_layout(root, blobs + [index_blob], index_blob, tag)
+    _write_layout(root, [*blobs, index_blob], index_blob, tag)
     return OCIMultiArch(index=index_blob, images=images)
 
 

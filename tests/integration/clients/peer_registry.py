@@ -37,6 +37,18 @@ class LiveRegistry:
     extra: dict = field(default_factory=dict)
 
 
+def die_with_parent() -> None:
+    """``preexec_fn``: the child gets SIGTERM when the test process dies, so a
+    pytest killed before its teardown leaves no daemon behind (Linux only)."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -126,7 +138,7 @@ class DistributionRegistry:
                     htpasswd=htpasswd_path,
                 )
             )
-            self._log_file = open(self.log_path, "ab")
+            self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
             env = dict(os.environ)
             # Make sure no ambient REGISTRY_* variables override the config.
             for k in list(env):
@@ -140,6 +152,7 @@ class DistributionRegistry:
                 env=env,
                 cwd=self.workdir,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline:

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from . import images
-from .conftest import repo_name
 
 pytestmark = pytest.mark.clients
 
@@ -22,8 +21,8 @@ def mounted_file(buildah, container: str, path: str) -> bytes:
         buildah("umount", container)
 
 
-def test_buildah_from_scratch_commit_push_pull(buildah, registry_http, live_registry, tmp_path, request):
-    name = repo_name(request)
+def test_buildah_from_scratch_commit_push_pull(buildah, registry_http, live_registry, tmp_path, request, repo_name):
+    name = repo_name()
     remote = f"{live_registry.host}/{name}:v1"
     content = images.payload(512 * 1024, request.node.name)
     src = tmp_path / "payload.bin"
@@ -56,8 +55,8 @@ def test_buildah_from_scratch_commit_push_pull(buildah, registry_http, live_regi
     buildah("rm", ctr2)
 
 
-def test_buildah_bud_containerfile_push_pull(buildah, registry_http, live_registry, tmp_path, request):
-    name = repo_name(request)
+def test_buildah_bud_containerfile_push_pull(buildah, registry_http, live_registry, tmp_path, request, repo_name):
+    name = repo_name()
     remote_oci = f"{live_registry.host}/{name}:oci"
     remote_v2 = f"{live_registry.host}/{name}:v2s2"
     ctx = tmp_path / "ctx"

@@ -11,7 +11,6 @@ import re
 import pytest
 
 from . import images
-from .conftest import repo_name
 
 pytestmark = pytest.mark.clients
 
@@ -59,8 +58,8 @@ def test_docker_login_wrong_password_refused(docker, live_registry):
         assert (user, pw) == (live_registry.username, live_registry.password)
 
 
-def test_docker_push_repush_rmi_pull_logout(docker, registry_http, live_registry, tmp_path, request):
-    name = repo_name(request)
+def test_docker_push_repush_rmi_pull_logout(docker, registry_http, live_registry, tmp_path, request, repo_name):
+    name = repo_name()
     ref = f"{live_registry.host}/{name}:v1"
     arc = images.docker_archive(tmp_path / "image.tar", SIZES, request.node.name, [ref])
 
@@ -120,12 +119,12 @@ def test_docker_push_repush_rmi_pull_logout(docker, registry_http, live_registry
     assert any(w in (res.out + res.err).lower() for w in AUTH_FAILURE_WORDS), res.describe()
 
 
-def test_docker_push_to_second_repository(docker, registry_http, live_registry, tmp_path, request):
+def test_docker_push_to_second_repository(docker, registry_http, live_registry, tmp_path, request, repo_name):
     """Pushing layers the registry already has in another repository: docker
     tries a cross-repository mount (POST ...?mount=&from=) and falls back to
     an upload if the registry does not mount."""
-    first = repo_name(request, "a")
-    second = repo_name(request, "b")
+    first = repo_name("a")
+    second = repo_name("b")
     ref1 = f"{live_registry.host}/{first}:v1"
     ref2 = f"{live_registry.host}/{second}:v1"
     arc = images.docker_archive(tmp_path / "image.tar", [MIB, 2048], request.node.name, [ref1])
@@ -157,13 +156,20 @@ def test_docker_push_to_second_repository(docker, registry_http, live_registry, 
     assert docker.image_id(ref2) == arc.image_id
 
 
-def test_docker_push_without_login_is_refused(docker, registry_http, live_registry, tmp_path, request):
-    name = repo_name(request)
+def test_docker_push_without_login_is_refused(docker, registry_http, live_registry, tmp_path, request, repo_name):
+    name = repo_name()
     ref = f"{live_registry.host}/{name}:v1"
     arc = images.docker_archive(tmp_path / "image.tar", [4096], request.node.name, [ref])
     docker("load", "-i", str(arc.path))
     res = docker.fails("push", ref, timeout=120)
     assert any(w in (res.out + res.err).lower() for w in AUTH_FAILURE_WORDS), res.describe()
+    # dockerd retries a layer upload 5 times (~50 s of back-off) unless the
+    # 401 is an error it knows is final: an errcode error whose message is not
+    # the default one or that carries a "detail" (a bare {"code":"UNAUTHORIZED"}
+    # decodes to a plain ErrorCode, which dockerd treats as retryable)
+    assert "Retrying in" not in res.out and res.seconds < 20, (
+        "docker kept retrying an unauthorized push\n" + res.describe()
+    )
     r = registry_http.get(name, "manifests/v1", accept=images.MT_DOCKER_MANIFEST)
     assert r.status == 404, (r.status, r.body[:300])  # nothing was stored
     docker("rmi", ref)

@@ -8,7 +8,6 @@ import json
 import pytest
 
 from . import images
-from .conftest import repo_name
 
 pytestmark = pytest.mark.clients
 
@@ -36,8 +35,8 @@ def test_podman_login_refuses_wrong_password(podman, live_registry):
     assert user == live_registry.username and pw == live_registry.password
 
 
-def test_podman_load_push_rmi_pull(podman, registry_http, live_registry, tmp_path, request):
-    name = repo_name(request)
+def test_podman_load_push_rmi_pull(podman, registry_http, live_registry, tmp_path, request, repo_name):
+    name = repo_name()
     ref = f"{live_registry.host}/{name}:v1"
     podman.login()
     arc = load_image(podman, tmp_path, request, ref)
@@ -66,8 +65,8 @@ def test_podman_load_push_rmi_pull(podman, registry_http, live_registry, tmp_pat
     assert inspect["Labels"]["stevedore.test.seed"] == request.node.name
 
 
-def test_podman_push_oci_format(podman, registry_http, live_registry, tmp_path, request):
-    name = repo_name(request)
+def test_podman_push_oci_format(podman, registry_http, live_registry, tmp_path, request, repo_name):
+    name = repo_name()
     ref = f"{live_registry.host}/{name}:oci"
     podman.login()
     arc = load_image(podman, tmp_path, request, ref)
@@ -91,8 +90,8 @@ def test_podman_push_oci_format(podman, registry_http, live_registry, tmp_path, 
     assert inspect["Digest"] == pushed
 
 
-def test_podman_logout_then_pull_fails(podman, live_registry, tmp_path, request):
-    name = repo_name(request)
+def test_podman_logout_then_pull_fails(podman, live_registry, tmp_path, request, repo_name):
+    name = repo_name()
     ref = f"{live_registry.host}/{name}:v1"
     podman.login()
     load_image(podman, tmp_path, request, ref)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import ssl
+import time
 
 import pytest
 
 from . import images
-from .conftest import repo_name
 
 pytestmark = pytest.mark.clients
 
@@ -20,10 +22,9 @@ def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def push_layout(skopeo, tmp_path, request, fmt: str, tag: str = "v1", seed: str | None = None, name: str | None = None):
+def push_layout(skopeo, tmp_path, request, fmt: str, name: str, tag: str = "v1", seed: str | None = None):
     """Build an OCI layout and copy it to ``name:tag``; return (image, name, digest)."""
     seed = seed or request.node.name
-    name = name or repo_name(request)
     layout = tmp_path / f"layout-{seed.replace('/', '_')}"
     img = images.oci_layout(layout, SIZES, seed, tag=tag)
     digestfile = tmp_path / f"digest-{tag}"
@@ -40,8 +41,8 @@ def push_layout(skopeo, tmp_path, request, fmt: str, tag: str = "v1", seed: str 
     return img, name, digestfile.read_text().strip()
 
 
-def test_copy_oci_layout_keeps_oci_manifest_byte_exact(skopeo, registry_http, tmp_path, request):
-    img, name, pushed = push_layout(skopeo, tmp_path, request, "oci")
+def test_copy_oci_layout_keeps_oci_manifest_byte_exact(skopeo, registry_http, tmp_path, request, repo_name):
+    img, name, pushed = push_layout(skopeo, tmp_path, request, "oci", repo_name())
     # skopeo does not rewrite an OCI manifest when the format stays OCI
     assert pushed == img.digest, "skopeo --digestfile differs from the source manifest digest"
 
@@ -64,8 +65,8 @@ def test_copy_oci_layout_keeps_oci_manifest_byte_exact(skopeo, registry_http, tm
     assert "v1" in info["RepoTags"]
 
 
-def test_copy_oci_layout_as_docker_v2s2(skopeo, registry_http, tmp_path, request):
-    img, name, pushed = push_layout(skopeo, tmp_path, request, "v2s2")
+def test_copy_oci_layout_as_docker_v2s2(skopeo, registry_http, tmp_path, request, repo_name):
+    img, name, pushed = push_layout(skopeo, tmp_path, request, "v2s2", repo_name())
     raw = skopeo.inspect_raw(f"{name}:v1")
     assert sha(raw) == pushed, f"sha256 of `inspect --raw` {sha(raw)} != digest skopeo pushed {pushed}\n{raw[:2000]!r}"
     m = json.loads(raw)
@@ -88,8 +89,8 @@ def test_copy_oci_layout_as_docker_v2s2(skopeo, registry_http, tmp_path, request
     assert r.body == img.config.data
 
 
-def test_copy_registry_to_oci_layout(skopeo, tmp_path, request):
-    img, name, pushed = push_layout(skopeo, tmp_path, request, "oci", tag="roundtrip")
+def test_copy_registry_to_oci_layout(skopeo, tmp_path, request, repo_name):
+    img, name, pushed = push_layout(skopeo, tmp_path, request, "oci", repo_name(), tag="roundtrip")
     out = tmp_path / "pulled"
     digestfile = tmp_path / "pulled-digest"
     skopeo("copy", "--digestfile", str(digestfile), *skopeo.src(), skopeo.ref(f"{name}:roundtrip"), f"oci:{out}:back")
@@ -98,28 +99,28 @@ def test_copy_registry_to_oci_layout(skopeo, tmp_path, request):
     assert raw == img.manifest.data
     m = json.loads(raw)
     assert [layer["digest"] for layer in m["layers"]] == img.layer_digests
-    for blob in img.layers + [img.config]:
+    for blob in [*img.layers, img.config]:
         assert images.read_layout_blob(out, blob.digest) == blob.data, f"blob {blob.digest} differs"
 
 
-def test_list_tags(skopeo, tmp_path, request):
-    name = repo_name(request)
-    img, _, _ = push_layout(skopeo, tmp_path, request, "oci", tag="1.0", name=name)
+def test_list_tags(skopeo, tmp_path, request, repo_name):
+    name = repo_name()
+    _img, _, _ = push_layout(skopeo, tmp_path, request, "oci", name, tag="1.0")
     layout = tmp_path / f"layout-{request.node.name}"
     for tag in ("1.1", "latest"):
         skopeo("copy", *skopeo.dest(), f"oci:{layout}:1.0", skopeo.ref(f"{name}:{tag}"))
     # a second, different image under another tag
-    push_layout(skopeo, tmp_path, request, "v2s2", tag="other", seed=f"{request.node.name}-2", name=name)
+    push_layout(skopeo, tmp_path, request, "v2s2", name, tag="other", seed=f"{request.node.name}-2")
     res = json.loads(skopeo("list-tags", *skopeo.remote(), skopeo.ref(name)).out)
     assert sorted(res["Tags"]) == ["1.0", "1.1", "latest", "other"], res
     assert res["Repository"].endswith(name), res
 
 
-def test_delete_then_inspect_fails(skopeo, tmp_path, request):
-    name = repo_name(request)
-    img, _, pushed = push_layout(skopeo, tmp_path, request, "oci", tag="doomed", name=name)
-    keep, _, keep_digest = push_layout(
-        skopeo, tmp_path, request, "oci", tag="keep", seed=f"{request.node.name}-keep", name=name
+def test_delete_then_inspect_fails(skopeo, tmp_path, request, repo_name):
+    name = repo_name()
+    _img, _, pushed = push_layout(skopeo, tmp_path, request, "oci", name, tag="doomed")
+    keep, _, _keep_digest = push_layout(
+        skopeo, tmp_path, request, "oci", name, tag="keep", seed=f"{request.node.name}-keep"
     )
     assert skopeo.inspect(f"{name}:doomed")["Digest"] == pushed
 
@@ -134,8 +135,39 @@ def test_delete_then_inspect_fails(skopeo, tmp_path, request):
     assert tags == ["keep"], tags
 
 
-def test_wrong_credentials_are_refused(skopeo, tmp_path, request):
-    img, name, _ = push_layout(skopeo, tmp_path, request, "oci")
+def test_plain_http_port_fails_a_tls_handshake_fast(live_registry):
+    """skopeo, podman, buildah (containers/image) and dockerd, told a registry
+    is insecure (--tls-verify=false, registries.conf insecure=true, dockerd's
+    127.0.0.0/8 default), try HTTPS first and fall back to plain HTTP only
+    when the TLS handshake fails. Go's net/http answers a ClientHello on a
+    plain port with a 400 at once; a server that waits for a request line
+    instead costs every client command a 10 s TLS handshake timeout."""
+    host, port = live_registry.host.rsplit(":", 1)
+    if live_registry.url.startswith("https://"):
+        return  # the registry speaks TLS itself: nothing to fall back from
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    t0 = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        try:
+            with ctx.wrap_socket(raw, server_hostname=host) as tls:
+                tls.do_handshake()
+            outcome = "handshake succeeded"
+        except TimeoutError:
+            outcome = "handshake timed out"
+        except (ssl.SSLError, OSError) as e:
+            outcome = f"handshake refused ({e.__class__.__name__}: {e})"
+    elapsed = time.monotonic() - t0
+    assert elapsed < 3 and "timed out" not in outcome, (
+        f"a TLS ClientHello to the plain-HTTP registry port took {elapsed:.1f}s ({outcome}): "
+        "the server must reject it at once (e.g. answer 400 and close), or every "
+        "docker/podman/buildah/skopeo call waits 10 s for its HTTPS probe to time out"
+    )
+
+
+def test_wrong_credentials_are_refused(skopeo, tmp_path, request, repo_name):
+    _img, name, _ = push_layout(skopeo, tmp_path, request, "oci", repo_name())
     res = skopeo.fails(
         "inspect",
         "--tls-verify=false",
@@ -150,9 +182,9 @@ def test_wrong_credentials_are_refused(skopeo, tmp_path, request):
 
 
 @pytest.fixture
-def multiarch(skopeo, tmp_path, request):
+def multiarch(skopeo, tmp_path, request, repo_name):
     """An amd64+arm64 OCI index copied with ``copy --all``."""
-    name = repo_name(request)
+    name = repo_name()
     layout = tmp_path / "multi"
     ma = images.oci_multiarch_layout(layout, request.node.name, tag="multi")
     digestfile = tmp_path / "multi-digest"
@@ -188,10 +220,10 @@ def test_multiarch_copy_all(skopeo, registry_http, multiarch):
         assert skopeo.inspect_raw(f"{name}@{img.digest}") == img.manifest.data
 
 
-def test_copy_single_platform_by_digest(skopeo, multiarch, tmp_path, request):
+def test_copy_single_platform_by_digest(skopeo, multiarch, tmp_path, request, repo_name):
     ma, name, _ = multiarch
     arm = ma.images["arm64"]
-    dest = repo_name(request, "arm64")
+    dest = repo_name("arm64")
     digestfile = tmp_path / "arm-digest"
     skopeo(
         "copy",
@@ -214,8 +246,8 @@ def test_copy_single_platform_by_digest(skopeo, multiarch, tmp_path, request):
     assert desc["digest"] == arm.digest and raw == arm.manifest.data
 
 
-def test_artifact_with_subject_and_referrers(skopeo, registry_http, tmp_path, request, live_registry):
-    img, name, pushed = push_layout(skopeo, tmp_path, request, "oci")
+def test_artifact_with_subject_and_referrers(skopeo, registry_http, tmp_path, request, live_registry, repo_name):
+    img, name, pushed = push_layout(skopeo, tmp_path, request, "oci", repo_name())
     subject = img.manifest.descriptor()
     art = images.artifact_manifest(
         subject,
