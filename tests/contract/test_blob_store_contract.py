@@ -351,3 +351,44 @@ def test_blob_committed_by_one_process_is_readable_by_another(folder_pair):
     digest = push(first, b"shared bytes", chunks=2)
     assert second.stat(digest) == BlobInfo(digest, 12)
     assert read(second, digest) == b"shared bytes"
+
+
+def test_a_wrong_final_chunk_leaves_the_upload_as_it_was(store):
+    upload = new_id()
+    store.start_upload(upload)
+    store.append(upload, [b"abc"])
+    with pytest.raises(DigestInvalid):
+        store.finish(upload, Digest.of(b"abcdef"), [b"xyz"])
+    assert store.upload_size(upload) == 3
+    assert store.finish(upload, Digest.of(b"abcdef"), [b"def"]).size == 6
+    assert read(store, Digest.of(b"abcdef")) == b"abcdef"
+
+
+def test_an_append_racing_a_finish_never_reaches_the_committed_blob(tmp_path):
+    """A PATCH that reaches the upload while its PUT is being verified must not add bytes to the verified blob."""
+    import threading
+
+    store = FolderBlobStore(str(tmp_path / "race"), fsync=False)
+    upload = new_id()
+    store.start_upload(upload)
+    store.append(upload, [b"the real layer"])
+    outcome: list[object] = []
+
+    def late_append():
+        try:
+            outcome.append(store.append(upload, [b"ATTACKER BYTES"]))
+        except UploadUnknown as exc:
+            outcome.append(exc)
+
+    racer = threading.Thread(target=late_append)
+
+    def final_chunks():
+        racer.start()  # while finish holds the upload: the append opens the file and waits for the lock
+        racer.join(timeout=0.5)
+        yield b""
+
+    info = store.finish(upload, Digest.of(b"the real layer"), final_chunks())
+    racer.join(timeout=10)
+    assert isinstance(outcome[0], UploadUnknown)
+    assert read(store, info.digest) == b"the real layer"
+    assert store.stat(info.digest).size == len(b"the real layer")

@@ -7,12 +7,15 @@ progress. A blob becomes visible only by an atomic rename after its digest is ve
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import os
 import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from typing import BinaryIO
 
 from stevedore.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, UploadUnknown
 from stevedore.domain.model import BlobInfo, ByteRange, Digest
@@ -123,65 +126,84 @@ class FolderBlobStore:
         except FileNotFoundError as exc:
             raise UploadUnknown(detail={"upload": upload_id}) from exc
 
-    def append(self, upload_id: str, chunks: Iterable[bytes], offset: int | None = None) -> int:
+    @contextmanager
+    def _locked_upload(self, upload_id: str) -> Iterator[BinaryIO]:
+        """The upload's data file, opened and exclusively locked (flock: across threads, processes and, on a
+        shared filesystem with working locks, hosts). Once finish or abort has removed the file, whoever waited
+        for the lock finds the upload gone instead of writing into a committed blob."""
+        path = self._upload_data(upload_id)
         try:
-            handle = open(self._upload_data(upload_id), "r+b")  # noqa: SIM115
+            handle = open(path, "r+b")  # noqa: SIM115 - closed below, which also releases the lock
         except FileNotFoundError as exc:
             raise UploadUnknown(detail={"upload": upload_id}) from exc
         with handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            opened = os.fstat(handle.fileno())
+            try:
+                current = os.stat(path)
+            except FileNotFoundError as exc:
+                raise UploadUnknown(detail={"upload": upload_id}) from exc
+            if (current.st_dev, current.st_ino) != (opened.st_dev, opened.st_ino):
+                raise UploadUnknown(detail={"upload": upload_id})
+            yield handle
+
+    def _write(self, upload_id: str, handle: BinaryIO, chunks: Iterable[bytes]) -> _RunningHash | None:
+        """Append chunks at the end, keeping the running hash when it is still the file's."""
+        handle.seek(0, os.SEEK_END)
+        with self._lock:
+            running = self._hashes.pop(upload_id, None)
+        if running is not None and running.file_state != _file_state(os.fstat(handle.fileno())):
+            running = None  # another process wrote here: the file will be re-read
+        for chunk in chunks:
+            if not chunk:
+                continue
+            handle.write(chunk)
+            if running is not None:
+                running.update(chunk)
+        handle.flush()
+        if running is not None:
+            running.file_state = _file_state(os.fstat(handle.fileno()))
+        return running
+
+    def append(self, upload_id: str, chunks: Iterable[bytes], offset: int | None = None) -> int:
+        with self._locked_upload(upload_id) as handle:
             size = handle.seek(0, os.SEEK_END)
             if offset is not None and offset != size:
                 raise RangeInvalid(f"upload is at offset {size}, chunk starts at {offset}", detail={"size": size})
-            with self._lock:
-                running = self._hashes.pop(upload_id, None)
-            if running is not None and running.file_state != _file_state(os.fstat(handle.fileno())):
-                running = None  # another process touched the file: finish will re-read it
-            for chunk in chunks:
-                if not chunk:
-                    continue
-                handle.write(chunk)
-                if running is not None:
-                    running.update(chunk)
-            handle.flush()
+            running = self._write(upload_id, handle, chunks)
             new_size = handle.tell()
             if running is not None:
-                running.file_state = _file_state(os.fstat(handle.fileno()))
-        if running is not None:
-            self._remember(upload_id, running)
-        return new_size
+                self._remember(upload_id, running)
+            return new_size
 
-    def _digest_of_upload(self, upload_id: str, algorithm: str) -> tuple[str, int]:
-        with open(self._upload_data(upload_id), "rb") as handle:
-            state = _file_state(os.fstat(handle.fileno()))
-            with self._lock:
-                running = self._hashes.get(upload_id)
-            if running is not None and running.file_state == state:
-                return running.hashers[algorithm].hexdigest(), state[2]
-            hasher = hashlib.new(algorithm)
-            while chunk := handle.read(CHUNK_SIZE):
-                hasher.update(chunk)
-            return hasher.hexdigest(), state[2]
+    def _hex_digest(self, handle: BinaryIO, running: _RunningHash | None, algorithm: str) -> str:
+        if running is not None and running.file_state == _file_state(os.fstat(handle.fileno())):
+            return running.hashers[algorithm].hexdigest()
+        hasher = hashlib.new(algorithm)
+        handle.seek(0)
+        while chunk := handle.read(CHUNK_SIZE):
+            hasher.update(chunk)
+        return hasher.hexdigest()
 
-    def finish(self, upload_id: str, digest: Digest) -> BlobInfo:
+    def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
         data = self._upload_data(upload_id)
-        try:
-            actual, size = self._digest_of_upload(upload_id, digest.algorithm)
-        except FileNotFoundError as exc:
-            raise UploadUnknown(detail={"upload": upload_id}) from exc
-        if actual != digest.hex:
-            raise DigestInvalid(detail={"digest": str(digest)})
-        target = self._blob_path(digest)
-        if not os.path.exists(target):
-            self._make_dirs(os.path.dirname(target))
-            if self.fsync:
-                fd = os.open(data, os.O_RDONLY)
-                try:
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            os.replace(data, target)
-            if self.fsync:
-                self._fsync_dir(os.path.dirname(target))
+        with self._locked_upload(upload_id) as handle:
+            size_before = handle.seek(0, os.SEEK_END)
+            running = self._write(upload_id, handle, final_chunks)
+            size = handle.tell()
+            if self._hex_digest(handle, running, digest.algorithm) != digest.hex:
+                handle.truncate(size_before)  # a failed finish leaves the upload as it was
+                raise DigestInvalid(detail={"digest": str(digest)})
+            target = self._blob_path(digest)
+            if os.path.exists(target):
+                os.unlink(data)  # content-addressed: the bytes are already there
+            else:
+                self._make_dirs(os.path.dirname(target))
+                if self.fsync:
+                    os.fsync(handle.fileno())
+                os.replace(data, target)  # still locked: a waiting append will find the upload gone
+                if self.fsync:
+                    self._fsync_dir(os.path.dirname(target))
         self.abort(upload_id)
         return BlobInfo(digest, size)
 

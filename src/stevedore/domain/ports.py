@@ -65,8 +65,10 @@ class BlobStore(Protocol):
         """Append chunks; with `offset`, raise RangeInvalid unless it equals the current size. Returns the new size."""
         ...
 
-    def finish(self, upload_id: str, digest: Digest) -> BlobInfo:
-        """Verify the content against `digest` (DigestInvalid if it differs) and commit it as a blob."""
+    def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
+        """Append `final_chunks`, verify the whole content against `digest` and commit it as a blob. On a mismatch
+        raise DigestInvalid and leave the upload exactly as it was before the call. Operations on one upload are
+        serialized, so nothing can be appended to a blob once it is verified."""
         ...
 
     def abort(self, upload_id: str) -> None:

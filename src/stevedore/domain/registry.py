@@ -223,8 +223,7 @@ class RegistryService:
         self._owned_upload(name, upload_id, account_id)
         if start is not None and start != self.blobs.upload_size(upload_id):
             raise RangeInvalid("the final chunk does not continue the upload")
-        self.blobs.append(upload_id, chunks, start)
-        info = self.blobs.finish(upload_id, digest)  # verifies; on a mismatch the upload stays as it was
+        info = self.blobs.finish(upload_id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
         now = self.clock.now()
         self.store.add_blob(info, now)
         self.store.link_blob(name, digest, now)
@@ -241,8 +240,7 @@ class RegistryService:
         upload_id = str(uuid.uuid4())
         self.blobs.start_upload(upload_id)
         try:
-            self.blobs.append(upload_id, chunks)
-            info = self.blobs.finish(upload_id, digest)
+            info = self.blobs.finish(upload_id, digest, chunks)
         except BaseException:
             self.blobs.abort(upload_id)
             raise
