@@ -463,9 +463,11 @@ def test_delete_by_tag_removes_only_the_tag(service, store):
         service.delete_manifest(APP, ref("v1"))
 
 
-def test_delete_in_an_unknown_repository_is_manifest_unknown(service):
-    with pytest.raises(ManifestUnknown):
+def test_delete_in_an_unknown_repository_is_name_unknown(service):
+    with pytest.raises(NameUnknown):
         service.delete_manifest(APP, ref("v1"))
+    with pytest.raises(NameUnknown):
+        service.delete_blob(APP, Digest.of(b"anything"))
 
 
 def test_repository_whose_last_manifest_is_deleted_leaves_the_catalog(service):

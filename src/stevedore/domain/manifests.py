@@ -6,6 +6,7 @@ The registry stores manifests byte-exact; this module only validates them and ex
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,7 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     size = value.get("size")
     if not isinstance(media_type, str) or not media_type:
         raise ManifestInvalid(f"{where} has no mediaType")
+    _check_media_type(media_type, f"{where}.mediaType")
     if not isinstance(digest_text, str):
         raise ManifestInvalid(f"{where} has no digest")
     try:
@@ -92,6 +94,16 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     )
 
 
+MAX_MEDIA_TYPE_LENGTH = 255
+_MEDIA_TYPE = re.compile(r"[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}")
+
+
+def _check_media_type(value: str, where: str) -> None:
+    """RFC 6838 `type/subtype`, at most 255 characters (what the database stores for every backend)."""
+    if len(value) > MAX_MEDIA_TYPE_LENGTH or not _MEDIA_TYPE.fullmatch(value):
+        raise ManifestInvalid(f"{where} is not a valid media type")
+
+
 def _is_string_map(value: Any) -> bool:
     return isinstance(value, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
 
@@ -106,6 +118,8 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ManifestInvalid("the manifest is not valid JSON") from exc
+    except RecursionError as exc:
+        raise ManifestInvalid("the manifest nests too deeply") from exc
     if not isinstance(document, dict):
         raise ManifestInvalid("the manifest is not a JSON object")
 
@@ -135,8 +149,10 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         raise ManifestInvalid("annotations must map strings to strings")
     subject = _descriptor(document["subject"], "subject") if document.get("subject") is not None else None
     artifact_type = document.get("artifactType")
-    if artifact_type is not None and not isinstance(artifact_type, str):
-        raise ManifestInvalid("artifactType must be a string")
+    if artifact_type is not None:
+        if not isinstance(artifact_type, str):
+            raise ManifestInvalid("artifactType must be a string")
+        _check_media_type(artifact_type, "artifactType")
 
     if media_type in INDEXES:
         entries = document.get("manifests")

@@ -17,13 +17,14 @@ from stevedore.domain.errors import (
     UsernameInvalid,
 )
 
-# distribution-spec "Pulling manifests": <name> and <reference> grammars.
+# distribution-spec "Pulling manifests": <name> and <reference> grammars. Always used with fullmatch: `$` would
+# also match before a trailing newline, and a tag "latest\n" would reach a response header.
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
-_NAME_RE = re.compile(rf"^{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*$")
-_TAG_RE = re.compile(r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$")
+_NAME_RE = re.compile(rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*")
+_TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 # image-spec descriptor.md: algorithm ":" encoded
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
-_USERNAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?$")
+_DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
+_USERNAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
 
 MAX_NAME_LENGTH = 255
 
@@ -39,7 +40,7 @@ class Digest:
 
     @classmethod
     def parse(cls, text: str) -> Digest:
-        match = _DIGEST_RE.match(text or "")
+        match = _DIGEST_RE.fullmatch(text or "")
         if not match:
             raise DigestInvalid(f"invalid digest {text!r}", detail={"digest": text})
         algorithm, encoded = match.groups()
@@ -72,7 +73,7 @@ class RepositoryName:
 
     @classmethod
     def parse(cls, text: str) -> RepositoryName:
-        if not text or len(text) > MAX_NAME_LENGTH or not _NAME_RE.match(text):
+        if not text or len(text) > MAX_NAME_LENGTH or not _NAME_RE.fullmatch(text):
             raise NameInvalid(f"invalid repository name {text!r}", detail={"name": text})
         return cls(text)
 
@@ -92,7 +93,7 @@ class Tag:
 
     @classmethod
     def parse(cls, text: str) -> Tag:
-        if not text or not _TAG_RE.match(text):
+        if not text or not _TAG_RE.fullmatch(text):
             raise TagInvalid(f"invalid tag {text!r}", detail={"tag": text})
         return cls(text)
 
@@ -122,7 +123,7 @@ class Reference:
 
 def validate_username(text: str) -> str:
     name = (text or "").strip()
-    if not _USERNAME_RE.match(name):
+    if not _USERNAME_RE.fullmatch(name):
         raise UsernameInvalid(
             "user names are 1 to 64 characters: lowercase letters, digits, '.', '_' and '-', "
             "starting and ending with a letter or digit"

@@ -163,12 +163,11 @@ class RegistryService:
         return manifest
 
     def stat_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo:
-        if self.store.linked_blob(name, digest) is None:
+        """The blob as recorded when it was verified; its bytes must still be in the store."""
+        linked = self.store.linked_blob(name, digest)
+        if linked is None or self.blobs.stat(digest) is None:
             raise BlobUnknown(detail={"digest": str(digest)})
-        info = self.blobs.stat(digest)
-        if info is None:
-            raise BlobUnknown(detail={"digest": str(digest)})
-        return info
+        return linked
 
     def open_blob(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
         return self.blobs.open(digest, byte_range)
@@ -186,7 +185,7 @@ class RegistryService:
 
     def _owned_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> UploadSession:
         """The upload, if it belongs to this repository and this caller; otherwise it does not exist for them."""
-        upload = self.lookups.get_upload(upload_id)
+        upload = self.lookups.get_upload(upload_id) if _is_upload_id(upload_id) else None
         if upload is None or upload.repository != name or upload.account_id != account_id:
             raise UploadUnknown(detail={"upload": upload_id})
         return upload
@@ -368,12 +367,23 @@ class RegistryService:
             assert reference.tag is not None
             deleted = self.store.delete_tag(name, reference.tag)
         if not deleted:
+            if not self.store.repository_exists(name):
+                raise NameUnknown(detail={"name": name.value})
             raise ManifestUnknown(detail={"reference": str(reference)})
 
     def delete_blob(self, name: RepositoryName, digest: Digest) -> None:
         """Unlink the blob from this repository; its bytes go only when garbage collection finds no user."""
         if not self.store.unlink_blob(name, digest):
+            if not self.store.repository_exists(name):
+                raise NameUnknown(detail={"name": name.value})
             raise BlobUnknown(detail={"digest": str(digest)})
+
+
+def _is_upload_id(text: str) -> bool:
+    try:
+        return str(uuid.UUID(text)) == text
+    except ValueError:
+        return False
 
 
 def dump_annotations(annotations: dict[str, str] | None) -> str | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import secrets
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +24,13 @@ from stevedore.domain.accounts import AccountService
 from stevedore.domain.ports import BlobStore, Clock, PasswordHasher, TokenSigner
 from stevedore.domain.registry import RegistryService
 from stevedore.domain.tokens import TokenService
-from stevedore.web.security import CredentialCache, StevedoreSecurityPolicy, authenticate_request, registry_may
+from stevedore.web.security import (
+    CredentialCache,
+    Permission,
+    StevedoreSecurityPolicy,
+    authenticate_request,
+    registry_may,
+)
 from stevedore.web.settings import Settings, SettingsError
 
 log = logging.getLogger(__name__)
@@ -44,6 +51,7 @@ class Components:
     token_signer: TokenSigner
     clock: Clock
     credential_cache: CredentialCache
+    dummy_password_hash: str
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
@@ -54,16 +62,18 @@ def build_blob_store(settings: Settings) -> BlobStore:
 
 def build_components(settings: Settings, *, blob_store: BlobStore | None = None) -> Components:
     engine = make_engine(settings.database_url, **_pool_options(settings.database_url))
+    hasher = BcryptPasswordHasher(settings.bcrypt_rounds)
     return Components(
         settings=settings,
         engine=engine,
         read_sessions=make_session_factory(engine),
         write_sessions=make_session_factory(writer_engine(engine)),
         blob_store=blob_store or build_blob_store(settings),
-        hasher=BcryptPasswordHasher(settings.bcrypt_rounds),
+        hasher=hasher,
         token_signer=HmacTokenSigner(settings.secret_key),
         clock=SystemClock(),
         credential_cache=CredentialCache(settings.secret_key, settings.credential_cache_seconds),
+        dummy_password_hash=hasher.hash(secrets.token_urlsafe(16)),
     )
 
 
@@ -100,6 +110,9 @@ def _announce_setup(components: Components) -> None:
 def make_app(components: Components, ini_settings: dict[str, Any] | None = None) -> Any:
     pyramid_settings = dict(ini_settings or {})
     pyramid_settings.setdefault("tm.manager_hook", "pyramid_tm.explicit_manager")
+    # pyramid_tm would read the caller's identity in its own tween, outside the exception views, so a failure
+    # while authenticating (a database outage) would escape as waitress's plain-text 500.
+    pyramid_settings.setdefault("tm.annotate_user", "false")
     pyramid_settings.setdefault("jinja2.filters", "")
     with Configurator(settings=pyramid_settings) as config:
         config.registry.stevedore = components
@@ -107,6 +120,8 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.include("pyramid_tm")
         config.add_jinja2_renderer(".jinja2")
         config.set_security_policy(StevedoreSecurityPolicy())
+        # A view that forgets its permission is closed, not open; public views say NO_PERMISSION_REQUIRED.
+        config.set_default_permission(Permission.AUTHENTICATED)
         config.add_request_method(_dbsession, "dbsession", reify=True)
         config.add_request_method(_account_store, "account_store", reify=True)
         config.add_request_method(_account_service, "account_service", reify=True)
@@ -145,7 +160,12 @@ def _lookup_account_store(request: Request) -> SqlAccountStore:
 
 def _lookup_account_service(request: Request) -> AccountService:
     components: Components = request.registry.stevedore
-    return AccountService(request.lookup_account_store, components.hasher, components.clock)
+    return AccountService(
+        request.lookup_account_store,
+        components.hasher,
+        components.clock,
+        dummy_hash=components.dummy_password_hash,
+    )
 
 
 def _registry_service(request: Request) -> RegistryService:

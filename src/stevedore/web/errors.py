@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pyramid.exceptions import PredicateMismatch
+from pyramid.exceptions import PredicateMismatch, URLDecodeError
 from pyramid.httpexceptions import HTTPException, HTTPForbidden, HTTPNotFound
 from pyramid.request import Request
 from pyramid.response import Response
@@ -50,7 +50,8 @@ def status_and_code(error: e.StevedoreError) -> tuple[int, str]:
 
 
 def is_registry_path(request: Request) -> bool:
-    path: str = request.path_info
+    # The raw WSGI path: request.path_info would fail to decode a path like /v2/%ff.
+    path: str = request.environ.get("PATH_INFO", "")
     return path == "/v2" or path.startswith("/v2/")
 
 
@@ -126,9 +127,16 @@ def http_exception(exc: HTTPException, request: Request) -> Response:
     return exc
 
 
+@exception_view_config(URLDecodeError)
+def undecodable_url(exc: URLDecodeError, request: Request) -> Response:
+    if is_registry_path(request):
+        return oci_error_response(400, "NAME_INVALID", "the path is not valid UTF-8")
+    return page_error_response(request, 400, "That address is not valid.")
+
+
 @exception_view_config(Exception)
 def unexpected_error(exc: Exception, request: Request) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.path_info)
+    log.exception("unexpected error on %s %s", request.method, request.environ.get("PATH_INFO", ""))
     if is_registry_path(request):
         return oci_error_response(500, "UNKNOWN", "internal server error")
     return page_error_response(request, 500, "Something went wrong on our side.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pyramid.config import Configurator
+from pyramid.security import NO_PERMISSION_REQUIRED
 
 # distribution-spec: <name> is one or more path components, so the name pattern spans slashes and each route is
 # told apart by its fixed suffix. It is deliberately loose: the view parses the name, so a bad one gets the spec's
@@ -11,7 +12,7 @@ NAME = "{name:.+}"
 
 
 def includeme(config: Configurator) -> None:
-    config.add_static_view("static", "stevedore.web:static", cache_max_age=3600)
+    config.add_static_view("static", "stevedore.web:static", cache_max_age=3600, permission=NO_PERMISSION_REQUIRED)
 
     config.add_route("registry.base", "/v2/")
     config.add_route("registry.base_noslash", "/v2")

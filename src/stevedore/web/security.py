@@ -164,7 +164,7 @@ def authenticate_request(request: Request) -> Principal | None:
         except TokenInvalid:
             return None
         account = request.lookup_account_store.get(int(claims.get("sub_id", 0)))
-        if account is None or not account.is_active:
+        if account is None or not account.is_active or account.username != claims.get("sub"):
             return None
         scopes = tuple(Scope(s["type"], s["name"], frozenset(s["actions"])) for s in claims.get("access", []))
         return Principal(account, scopes)

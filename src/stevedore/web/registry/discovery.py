@@ -14,7 +14,7 @@ from stevedore.domain.errors import NameInvalid
 from stevedore.domain.manifests import OCI_INDEX
 from stevedore.domain.model import Digest, RepositoryName
 from stevedore.domain.registry import Page
-from stevedore.web.registry.http import page_size, repository
+from stevedore.web.registry.http import page_size, pagination_marker, repository
 from stevedore.web.security import Permission
 
 
@@ -36,7 +36,7 @@ def _link_next(response: Response, path: str, page: Page, n: int | None) -> None
 def list_tags(request: Request) -> Response:
     name = repository(request)
     n = page_size(request)
-    page = request.registry_service.list_tags(name, request.params.get("last") or None, n)
+    page = request.registry_service.list_tags(name, pagination_marker(request), n)
     response = _json({"name": name.value, "tags": page.items})
     _link_next(response, f"/v2/{name}/tags/list", page, n)
     return response
@@ -55,7 +55,7 @@ def catalog(request: Request) -> Response:
         except NameInvalid:
             return False
 
-    page = request.registry_service.list_repositories(request.params.get("last") or None, n, visible)
+    page = request.registry_service.list_repositories(pagination_marker(request), n, visible)
     response = _json({"repositories": page.items})
     _link_next(response, "/v2/_catalog", page, n)
     return response

@@ -19,8 +19,9 @@ from stevedore.domain.model import ByteRange, Digest, RepositoryName
 from stevedore.web.registry.challenge import public_url
 
 CHUNK_SIZE = 1024 * 1024
-_CONTENT_RANGE = re.compile(r"^\s*(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?\s*$")
-_RANGE = re.compile(r"^\s*bytes=(\d*)-(\d*)\s*$")
+# Offsets of at most 19 digits (int64), so a hostile header cannot make int() work on thousands of digits.
+_CONTENT_RANGE = re.compile(r"\s*(?:bytes[ =])?(\d{1,19})-(\d{1,19})(?:/(?:\d{1,19}|\*))?\s*")
+_RANGE = re.compile(r"\s*bytes=(\d{0,19})-(\d{0,19})\s*")
 
 
 def repository(request: Request) -> RepositoryName:
@@ -64,7 +65,7 @@ def content_range_start(request: Request) -> int | None:
     header = request.headers.get("Content-Range")
     if not header:
         return None
-    match = _CONTENT_RANGE.match(header)
+    match = _CONTENT_RANGE.fullmatch(header)
     if not match:
         raise RangeInvalid(f"invalid Content-Range {header!r}")
     start, end = int(match.group(1)), int(match.group(2))
@@ -80,7 +81,7 @@ def requested_range(request: Request, size: int) -> ByteRange | None:
     header = request.headers.get("Range")
     if not header:
         return None
-    match = _RANGE.match(header)
+    match = _RANGE.fullmatch(header)
     if not match or (not match.group(1) and not match.group(2)):
         return None  # multiple or malformed ranges: RFC 9110 lets us ignore the header
     first, last = match.group(1), match.group(2)
@@ -135,3 +136,11 @@ def empty_response(status: int) -> Response:
     response.content_length = 0
     response.app_iter = []
     return response
+
+
+def pagination_marker(request: Request) -> str | None:
+    """The `last` parameter: a name from an earlier page. Control characters can be in no name."""
+    last = request.params.get("last") or None
+    if last is not None and (len(last) > 512 or any(ord(c) < 32 or c == "\x7f" for c in last)):
+        raise PaginationNumberInvalid("invalid last parameter")
+    return last

@@ -11,9 +11,10 @@ from typing import Any
 
 from pyramid.request import Request
 from pyramid.response import Response
+from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
-from stevedore.domain.errors import InvalidInput, TokenInvalid, Unauthenticated
+from stevedore.domain.errors import InvalidInput, PayloadTooLarge, TokenInvalid, Unauthenticated
 from stevedore.domain.model import Account, Scope
 from stevedore.domain.tokens import IssuedToken
 from stevedore.web.registry.challenge import service_name
@@ -56,7 +57,7 @@ def _unauthenticated(message: str) -> Unauthenticated:
     return Unauthenticated(message)
 
 
-@view_config(route_name="registry.token", request_method="GET")
+@view_config(route_name="registry.token", request_method="GET", permission=NO_PERMISSION_REQUIRED)
 def get_token(request: Request) -> Response:
     credentials = parse_basic(request.headers.get("Authorization", ""))
     if credentials is None:
@@ -73,8 +74,14 @@ def get_token(request: Request) -> Response:
     return _json(_body(issued, oauth=False))
 
 
-@view_config(route_name="registry.token", request_method="POST")
+MAX_FORM_BYTES = 64 * 1024
+
+
+@view_config(route_name="registry.token", request_method="POST", permission=NO_PERMISSION_REQUIRED)
 def post_token(request: Request) -> Response:
+    # Anyone may call this: refuse a big body from its Content-Length before WebOb reads the form into memory.
+    if request.content_length is None or request.content_length > MAX_FORM_BYTES:
+        raise PayloadTooLarge(f"the token form is limited to {MAX_FORM_BYTES} bytes")
     form = request.POST
     grant_type = form.get("grant_type")
     account: Account | None
