@@ -127,7 +127,7 @@ class InMemoryBlobStore:
     def local_path(self, digest: Digest) -> str | None:
         return None
 
-    def start_upload(self, upload_id: str) -> None:
+    def start_upload(self, upload_id: str, digest_algorithm: str = "sha256") -> None:
         self._check_id(upload_id)
         if upload_id in self.uploads:
             raise FileExistsError(upload_id)  # as the folder store's os.makedirs(exist_ok=False)

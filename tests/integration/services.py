@@ -102,6 +102,7 @@ use = egg:stevedore-registry#waitress
 listen = 127.0.0.1:{port}
 threads = 8
 max_request_body_size = 1099511627776
+recv_bytes = 262144
 
 [loggers]
 keys = root

@@ -30,13 +30,14 @@ class _RunningHash:
     append by another process, or an upload restarted under the same id, sends `finish` back to the file.
     """
 
-    def __init__(self) -> None:
-        self.hashers = {"sha256": hashlib.sha256(), "sha512": hashlib.sha512()}
+    def __init__(self, algorithm: str) -> None:
+        # One algorithm, the one the upload declared: hashing costs more CPU than anything else in a push.
+        self.algorithm = algorithm
+        self.hasher = hashlib.new(algorithm)
         self.file_state: tuple[int, int, int, int] | None = None
 
     def update(self, chunk: bytes) -> None:
-        for hasher in self.hashers.values():
-            hasher.update(chunk)
+        self.hasher.update(chunk)
 
 
 def _file_state(stat: os.stat_result) -> tuple[int, int, int, int]:
@@ -106,10 +107,10 @@ class FolderBlobStore:
             os.unlink(self._blob_path(digest))
 
     # --- uploads -------------------------------------------------------------------------------------
-    def start_upload(self, upload_id: str) -> None:
+    def start_upload(self, upload_id: str, digest_algorithm: str = "sha256") -> None:
         os.makedirs(self._upload_dir(upload_id), exist_ok=False)
         with open(self._upload_data(upload_id), "xb") as handle:
-            running = _RunningHash()
+            running = _RunningHash(digest_algorithm)
             running.file_state = _file_state(os.fstat(handle.fileno()))
         self._remember(upload_id, running)
 
@@ -177,8 +178,12 @@ class FolderBlobStore:
             return new_size
 
     def _hex_digest(self, handle: BinaryIO, running: _RunningHash | None, algorithm: str) -> str:
-        if running is not None and running.file_state == _file_state(os.fstat(handle.fileno())):
-            return running.hashers[algorithm].hexdigest()
+        if (
+            running is not None
+            and running.algorithm == algorithm
+            and running.file_state == _file_state(os.fstat(handle.fileno()))
+        ):
+            return running.hasher.hexdigest()
         hasher = hashlib.new(algorithm)
         handle.seek(0)
         while chunk := handle.read(CHUNK_SIZE):

@@ -55,7 +55,9 @@ class BlobStore(Protocol):
         """A filesystem path to the blob when the store has one (for sendfile), else None."""
         ...
 
-    def start_upload(self, upload_id: str) -> None: ...
+    def start_upload(self, upload_id: str, digest_algorithm: str = "sha256") -> None:
+        """Begin an upload; `digest_algorithm` is the one it will most likely be finished with (a hint)."""
+        ...
 
     def upload_size(self, upload_id: str) -> int:
         """Bytes received so far. Raises UploadUnknown."""

@@ -177,7 +177,7 @@ class RegistryService:
         if not Digest.is_supported_algorithm(digest_algorithm):
             raise DigestInvalid(f"unsupported digest algorithm {digest_algorithm!r}")
         upload_id = str(uuid.uuid4())
-        self.blobs.start_upload(upload_id)
+        self.blobs.start_upload(upload_id, digest_algorithm)
         now = self.clock.now()
         self.store.ensure_repository(name, now)
         self.store.add_upload(UploadSession(upload_id, name, account_id, digest_algorithm, now))
@@ -237,7 +237,7 @@ class RegistryService:
     def push_blob(self, name: RepositoryName, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
         """A whole blob in one request (POST ?digest=): verified and committed, or nothing at all."""
         upload_id = str(uuid.uuid4())
-        self.blobs.start_upload(upload_id)
+        self.blobs.start_upload(upload_id, digest.algorithm)
         try:
             info = self.blobs.finish(upload_id, digest, chunks)
         except BaseException:

@@ -24,6 +24,7 @@ from stevedore.domain.accounts import AccountService
 from stevedore.domain.ports import BlobStore, Clock, PasswordHasher, TokenSigner
 from stevedore.domain.registry import RegistryService
 from stevedore.domain.tokens import TokenService
+from stevedore.web.errors import is_registry_path
 from stevedore.web.security import (
     CredentialCache,
     Permission,
@@ -200,6 +201,5 @@ def _account_service(request: Request) -> AccountService:
 
 
 def _registry_version_header(event: NewResponse) -> None:
-    path = event.request.path_info
-    if path == "/v2" or path.startswith("/v2/"):
+    if is_registry_path(event.request):
         event.response.headers["Docker-Distribution-API-Version"] = "registry/2.0"
