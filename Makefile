@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PORT ?= 5000
 INSTALLED := $(VENV)/.installed
 
-.PHONY: run test check lint typecheck venv system-deps clean
+.PHONY: run test check lint typecheck venv system-deps bench clean
 
 $(INSTALLED): setup.py requirements/constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,14 +30,18 @@ check: $(INSTALLED) lint
 	$(BIN)/pytest -p no:cacheprovider -q -m "not postgres and not clients and not server" tests
 
 lint: $(INSTALLED)
-	$(BIN)/ruff check src tests alembic
-	$(BIN)/ruff format --check src tests alembic
+	$(BIN)/ruff check src tests alembic benchmarks
+	$(BIN)/ruff format --check src tests alembic benchmarks
 
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
 system-deps:
 	bash scripts/install-system-deps.sh
+
+## Blob push/pull throughput, side by side with CNCF Distribution (benchmarks/README.md).
+bench: $(INSTALLED) system-deps
+	$(BIN)/python -m benchmarks.throughput
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache
