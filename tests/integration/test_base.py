@@ -60,3 +60,30 @@ def test_configured_public_url_is_used_in_the_realm_and_in_locations(components,
     assert 'service="registry.example.com"' in challenge
     started = app.post("/v2/team/app/blobs/uploads/", headers=basic(*user), status=202)
     assert started.headers["Location"].startswith("https://registry.example.com/v2/team/app/blobs/uploads/")
+
+
+def test_health_answers_anonymously_with_the_state_of_database_and_storage(testapp):
+    response = testapp.get("/-/health", status=200)
+    assert response.json == {"status": "ok", "database": "ok", "storage": "ok"}
+
+
+def test_health_is_503_when_the_storage_fails(components, testapp):
+    class BrokenStore:
+        def stat(self, digest):
+            raise OSError("disk gone")
+
+    components.blob_store = BrokenStore()
+    response = testapp.get("/-/health", status=503)
+    assert response.json["storage"] == "unavailable" and response.json["database"] == "ok"
+
+
+def test_every_request_is_logged_without_credentials(testapp, user, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="stevedore.requests"):
+        testapp.get("/v2/", headers=basic(*user), status=200)
+        testapp.get("/v2/", headers=basic(user[0], "not the password"), status=401)
+    lines = [r.getMessage() for r in caplog.records if r.name == "stevedore.requests"]
+    assert lines[0].startswith("GET /v2/ 200 ") and lines[0].endswith(" alice")
+    assert lines[1].startswith("GET /v2/ 401 ")
+    assert not any(user[1] in line or "Basic" in line for line in lines)

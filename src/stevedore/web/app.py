@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from pyramid.config import Configurator
 from pyramid.events import NewResponse
 from pyramid.request import Request
+from pyramid.tweens import INGRESS
 from sqlalchemy.orm import Session, sessionmaker
 
 from stevedore.adapters.blobs_fs import FolderBlobStore
@@ -134,6 +135,7 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.add_request_method(authenticate_request, "principal", reify=True)
         config.add_request_method(registry_may, "registry_may")
         config.add_subscriber(_registry_version_header, NewResponse)
+        config.add_tween("stevedore.web.request_log.request_log_tween_factory", under=INGRESS)
         config.include("stevedore.web.routes")
         config.scan("stevedore.web")
         return config.make_wsgi_app()

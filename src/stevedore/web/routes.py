@@ -25,5 +25,6 @@ def includeme(config: Configurator) -> None:
     config.add_route("registry.blob", f"/v2/{NAME}/blobs/{{digest}}")
     config.add_route("registry.referrers", f"/v2/{NAME}/referrers/{{digest}}")
 
+    config.add_route("health", "/-/health")
     config.add_route("ui.home", "/")
     config.add_route("ui.login", "/login")
