@@ -217,3 +217,56 @@ def test_a_tls_handshake_on_the_plain_port_is_refused_at_once(two_nodes):
         context.wrap_socket(sock, server_hostname=host)
     status, _, _ = two_nodes[0].request("GET", "/v2/")
     assert status == 200
+
+
+def test_parallel_pushes_on_sqlite_never_see_a_locked_database(two_nodes):
+    """docker pushes up to five layers at once; here 8 clients over two processes push blobs and tag manifests
+    on one SQLite file at the same time. Writers take the lock up front and wait for it: no 'database is locked'."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def push(worker: int) -> list[int]:
+        node = two_nodes[worker % 2]
+        statuses = []
+        layers = []
+        for index in range(4):
+            data = os.urandom(64 * 1024) + f"{worker}-{index}".encode()
+            digest = "sha256:" + hashlib.sha256(data).hexdigest()
+            status, headers, _ = node.request("POST", "/v2/parallel/app/blobs/uploads/")
+            statuses.append(status)
+            upload = path_of(headers["Location"])
+            status, _, _ = node.request("PATCH", upload, data[:1000], {"Content-Range": "0-999"})
+            statuses.append(status)
+            status, _, _ = node.request("PUT", f"{upload}?digest={digest}", data[1000:])
+            statuses.append(status)
+            layers.append({"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": len(data)})
+        config = f'{{"worker":{worker}}}'.encode()
+        config_digest = "sha256:" + hashlib.sha256(config).hexdigest()
+        status, _, _ = node.request("POST", f"/v2/parallel/app/blobs/uploads/?digest={config_digest}", config)
+        statuses.append(status)
+        manifest = json.dumps(
+            {
+                "schemaVersion": 2,
+                "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {
+                    "mediaType": "application/vnd.oci.image.config.v1+json",
+                    "digest": config_digest,
+                    "size": len(config),
+                },
+                "layers": layers,
+            }
+        ).encode()
+        status, _, _ = node.request(
+            "PUT",
+            f"/v2/parallel/app/manifests/w{worker}",
+            manifest,
+            {"Content-Type": "application/vnd.oci.image.manifest.v1+json"},
+        )
+        statuses.append(status)
+        return statuses
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(push, range(8)))
+    for statuses in results:
+        assert statuses == [202, 202, 201] * 4 + [201, 201], statuses
+    status, _, body = two_nodes[1].request("GET", "/v2/parallel/app/tags/list")
+    assert status == 200 and json.loads(body)["tags"] == [f"w{i}" for i in range(8)]
