@@ -20,6 +20,7 @@ from stevedore.adapters.sql.tables import (
     tags,
     uploads,
 )
+from stevedore.domain.errors import ManifestUnknown
 from stevedore.domain.model import BlobInfo, Digest, RepositoryName, Tag
 from stevedore.domain.registry import StoredManifest, UploadSession, dump_annotations
 
@@ -207,36 +208,52 @@ class SqlRegistryStore:
         now: datetime,
     ) -> None:
         repository_id = self._require_repository(name, now)
-        inserted = self.session.execute(
-            self._insert(manifests)
-            .values(
-                repository_id=repository_id,
-                digest=str(manifest.digest),
-                media_type=manifest.media_type,
-                artifact_type=manifest.artifact_type,
-                subject_digest=str(manifest.subject) if manifest.subject else None,
-                annotations=dump_annotations(manifest.annotations),
-                size=manifest.size,
-                content=manifest.content,
-                created_at=now,
-            )
-            .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
-            .returning(manifests.c.id)
-        ).scalar_one_or_none()
-        if inserted is None:
-            return  # the same bytes were pushed before: nothing changes
-        references = [{"manifest_id": inserted, "kind": "blob", "digest": str(d)} for d in set(blobs)]
-        references += [{"manifest_id": inserted, "kind": "manifest", "digest": str(d)} for d in set(children)]
-        if references:
-            self.session.execute(sa.insert(manifest_references), references)
+        for _attempt in range(3):
+            inserted = self.session.execute(
+                self._insert(manifests)
+                .values(
+                    repository_id=repository_id,
+                    digest=str(manifest.digest),
+                    media_type=manifest.media_type,
+                    artifact_type=manifest.artifact_type,
+                    subject_digest=str(manifest.subject) if manifest.subject else None,
+                    annotations=dump_annotations(manifest.annotations),
+                    size=manifest.size,
+                    content=manifest.content,
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["repository_id", "digest"])
+                .returning(manifests.c.id)
+            ).scalar_one_or_none()
+            if inserted is not None:
+                references = [{"manifest_id": inserted, "kind": "blob", "digest": str(d)} for d in set(blobs)]
+                references += [{"manifest_id": inserted, "kind": "manifest", "digest": str(d)} for d in set(children)]
+                if references:
+                    self.session.execute(sa.insert(manifest_references), references)
+                return
+            # The same bytes were pushed before: nothing changes, but lock the row so a concurrent DELETE waits for
+            # this transaction (and its tags) instead of pulling the manifest from under it. If that DELETE won,
+            # the row is gone: insert again.
+            if self._manifest_id(repository_id, manifest.digest, lock=True) is not None:
+                return
+        raise RuntimeError(f"manifest {manifest.digest} kept vanishing while being pushed")
 
-    def tag_manifest(self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime) -> None:
-        repository_id = self._require_repository(name, now)
-        manifest_id = self.session.execute(
+    def _manifest_id(self, repository_id: int, digest: Digest, *, lock: bool = False) -> int | None:
+        query = (
             sa.select(manifests.c.id)
             .where(manifests.c.repository_id == repository_id)
             .where(manifests.c.digest == str(digest))
-        ).scalar_one()
+        )
+        if lock:
+            query = query.with_for_update()  # PostgreSQL; SQLite's writers are serialized already
+        found = self.session.execute(query).scalar_one_or_none()
+        return None if found is None else int(found)
+
+    def tag_manifest(self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime) -> None:
+        repository_id = self._require_repository(name, now)
+        manifest_id = self._manifest_id(repository_id, digest, lock=True)
+        if manifest_id is None:
+            raise ManifestUnknown(detail={"digest": str(digest)})
         statement = self._insert(tags).values(
             repository_id=repository_id, name=tag.value, manifest_id=manifest_id, updated_at=now
         )
@@ -251,11 +268,7 @@ class SqlRegistryStore:
         repository_id = self._repository_id(name)
         if repository_id is None:
             return False
-        manifest_id = self.session.execute(
-            sa.select(manifests.c.id)
-            .where(manifests.c.repository_id == repository_id)
-            .where(manifests.c.digest == str(digest))
-        ).scalar_one_or_none()
+        manifest_id = self._manifest_id(repository_id, digest, lock=True)
         if manifest_id is None:
             return False
         # Explicit rather than trusting every database's ON DELETE CASCADE to be switched on.
