@@ -1,4 +1,4 @@
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 requires = [
     "alembic",
@@ -28,9 +28,10 @@ setup(
     version="0.1.0",
     description="A private container registry and index that an organization runs for itself",
     package_dir={"": "src"},
-    packages=find_packages("src"),
+    # Namespace packages too, so templates/ and static/ ship as the data packages they are.
+    packages=find_namespace_packages(where="src", include=["stevedore", "stevedore.*"]),
     include_package_data=True,
-    package_data={"stevedore.web": ["templates/*.jinja2", "templates/**/*.jinja2", "static/*"]},
+    package_data={"stevedore.web.templates": ["*.jinja2"], "stevedore.web.static": ["*"]},
     zip_safe=False,
     python_requires=">=3.11",
     install_requires=requires,

@@ -106,10 +106,13 @@ def _create_invite(settings: Settings, email: str | None) -> int:
     with transaction.manager:
         join_transaction(session)
         issued = service.create_invite(email=email)
-    base = settings.public_url or "http://127.0.0.1:5000"
+    base = settings.public_url or f"http://127.0.0.1:{os.environ.get('PORT') or 5000}"
     print(f"invite code: {issued.code}")
     print(f"sign-up URL: {base}/signup/{issued.code}")
     print(f"expires: {issued.invite.expires_at:%Y-%m-%d %H:%M} UTC")
+    if not settings.public_url:
+        print("(set STEVEDORE_PUBLIC_URL or stevedore.public_url so the URL names your registry's real address)")
+    print("note: the sign-up page arrives with the web index; until then create accounts with `user create`.")
     return 0
 
 

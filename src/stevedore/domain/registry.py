@@ -158,8 +158,9 @@ class RegistryService:
             manifest = self.store.tagged_manifest(name, reference.tag)
         if manifest is None:
             if not self.store.repository_exists(name):
-                raise NameUnknown(detail={"name": name.value})
-            raise ManifestUnknown(detail={"reference": str(reference)})
+                raise NameUnknown(f"repository {name} is not known to this registry", detail={"name": name.value})
+            what = f"tag {reference.tag}" if reference.tag else f"manifest {reference.digest}"
+            raise ManifestUnknown(f"{what} is not in repository {name}", detail={"reference": str(reference)})
         return manifest
 
     def stat_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo:

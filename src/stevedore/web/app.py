@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 from dataclasses import dataclass
 from typing import Any
@@ -90,22 +91,27 @@ def main(global_config: dict[str, Any], **ini_settings: str) -> Any:
     """The paste.deploy app factory: `pserve development.ini`."""
     settings = Settings.from_mapping(ini_settings)
     components = build_components(settings)
-    _announce_setup(components)
+    _announce_setup(components, global_config)
     return make_app(components, ini_settings)
 
 
-def _announce_setup(components: Components) -> None:
-    """Say on the console what a new installation needs next."""
+def _announce_setup(components: Components, global_config: dict[str, Any]) -> None:
+    """Say on the console what a new installation needs next, as commands that can be pasted."""
+    ini = os.path.relpath(global_config.get("__file__", "development.ini"))
+    where = components.settings.public_url or f"http://127.0.0.1:{global_config.get('http_port', 5000)}"
     try:
         with components.read_sessions() as session:
             count = SqlAccountStore(session).count()
     except sa.exc.DBAPIError:
-        log.error("the database has no schema yet: run `stevedore --config INI db upgrade`")
+        log.error("the database has no schema yet: run `.venv/bin/stevedore --config %s db upgrade`", ini)
         return
     if count == 0:
         log.warning(
             "no accounts yet: create the administrator with "
-            "`stevedore --config INI user create NAME --admin --password-stdin`, then open the front page"
+            "`echo 'a long password' | .venv/bin/stevedore --config %s user create admin --admin --password-stdin`, "
+            "then open %s/",
+            ini,
+            where,
         )
 
 

@@ -20,10 +20,12 @@ def request_log_tween_factory(handler: Callable[[Request], Response], registry: 
         response = handler(request)
         if log.isEnabledFor(logging.INFO):
             principal = request.__dict__.get("principal")  # only if this request already authenticated
+            query = request.environ.get("QUERY_STRING", "")  # digests, mounts, paging: never secrets
             log.info(
-                "%s %s %s %s %.3fs %s",
+                "%s %s%s %s %s %.3fs %s",
                 request.method,
                 request.environ.get("PATH_INFO", ""),
+                f"?{query}" if query else "",
                 response.status_code,
                 response.content_length if response.content_length is not None else "-",
                 time.monotonic() - started,

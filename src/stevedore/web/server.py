@@ -53,7 +53,15 @@ def create_server(app: Any, **settings: Any) -> Any:
 def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
     """The paste.server_runner entry point."""
     logging.basicConfig()
-    server = create_server(app, **settings)
+    try:
+        server = create_server(app, **settings)
+    except OSError as exc:
+        log.error(
+            "cannot listen on %s: %s (another server there? PORT=8080 make run picks another port)",
+            settings.get("listen", "?"),
+            exc.strerror or exc,
+        )
+        raise SystemExit(1) from exc
     server.print_listen("Serving on http://{}:{}")
     server.run()
     return 0

@@ -61,7 +61,7 @@ def _unauthenticated(message: str) -> Unauthenticated:
 def get_token(request: Request) -> Response:
     credentials = parse_basic(request.headers.get("Authorization", ""))
     if credentials is None:
-        raise _unauthenticated("the token endpoint needs a user name and password (Basic)")
+        raise _unauthenticated(f'authentication required: run "docker login {service_name(request)}" first')
     account = account_for_password(request, *credentials)
     if account is None:
         raise _unauthenticated("invalid user name or password")
