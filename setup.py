@@ -17,6 +17,7 @@ requires = [
 
 tests_require = [
     "mypy",
+    "oras",
     "pytest",
     "pytest-timeout",
     "ruff",
