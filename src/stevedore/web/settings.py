@@ -40,7 +40,6 @@ class Settings:
     refresh_token_ttl_seconds: int = 90 * 24 * 3600
     credential_cache_seconds: int = 60
     max_manifest_bytes: int = 4 * MiB
-    max_json_body_bytes: int = 1 * MiB
     bcrypt_rounds: int = 12
     blob_fsync: bool = True
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
