@@ -205,11 +205,7 @@ class RegistryService:
     ) -> int:
         """Append a chunk; with `start` (from Content-Range) it must continue exactly where the upload is."""
         self._owned_upload(name, upload_id, account_id)
-        if start is not None:
-            size = self.blobs.upload_size(upload_id)
-            if start != size:
-                raise RangeInvalid(f"the upload holds {size} bytes; a chunk starting at {start} is out of order")
-        return self.blobs.append(upload_id, chunks, start)
+        return self.blobs.append(upload_id, chunks, start)  # checks `start` under the upload's lock
 
     def finish_upload(
         self,

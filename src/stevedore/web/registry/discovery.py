@@ -14,15 +14,8 @@ from stevedore.domain.errors import NameInvalid
 from stevedore.domain.manifests import OCI_INDEX
 from stevedore.domain.model import Digest, RepositoryName
 from stevedore.domain.registry import Page
-from stevedore.web.registry.http import page_size, pagination_marker, repository
+from stevedore.web.registry.http import json_response, page_size, pagination_marker, repository
 from stevedore.web.security import Permission
-
-
-def _json(body: object, content_type: str = "application/json") -> Response:
-    response = Response(status=200)
-    response.json_body = body
-    response.headers["Content-Type"] = content_type
-    return response
 
 
 def _link_next(response: Response, path: str, page: Page, n: int | None) -> None:
@@ -37,7 +30,7 @@ def list_tags(request: Request) -> Response:
     name = repository(request)
     n = page_size(request)
     page = request.registry_service.list_tags(name, pagination_marker(request), n)
-    response = _json({"name": name.value, "tags": page.items})
+    response = json_response({"name": name.value, "tags": page.items})
     _link_next(response, f"/v2/{name}/tags/list", page, n)
     return response
 
@@ -56,7 +49,7 @@ def catalog(request: Request) -> Response:
             return False
 
     page = request.registry_service.list_repositories(pagination_marker(request), n, visible)
-    response = _json({"repositories": page.items})
+    response = json_response({"repositories": page.items})
     _link_next(response, "/v2/_catalog", page, n)
     return response
 
@@ -67,7 +60,7 @@ def referrers(request: Request) -> Response:
     digest = Digest.parse(request.matchdict["digest"])
     artifact_type = request.params.get("artifactType") or None
     descriptors = request.registry_service.referrers(name, digest, artifact_type)
-    response = _json({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}, OCI_INDEX)
+    response = json_response({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors}, OCI_INDEX)
     if artifact_type is not None:
         response.headers["OCI-Filters-Applied"] = "artifactType"
     return response

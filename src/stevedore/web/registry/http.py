@@ -130,6 +130,13 @@ def page_size(request: Request) -> int | None:
     return n
 
 
+def json_response(body: object, content_type: str = "application/json") -> Response:
+    response = Response(status=200, charset="utf-8")
+    response.json_body = body
+    response.headers["Content-Type"] = content_type
+    return response
+
+
 def empty_response(status: int) -> Response:
     response = Response(status=status)
     response.headers.pop("Content-Type", None)

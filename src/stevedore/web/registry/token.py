@@ -18,6 +18,7 @@ from stevedore.domain.errors import InvalidInput, PayloadTooLarge, TokenInvalid,
 from stevedore.domain.model import Account, Scope
 from stevedore.domain.tokens import IssuedToken
 from stevedore.web.registry.challenge import service_name
+from stevedore.web.registry.http import json_response
 from stevedore.web.security import account_for_password, parse_basic
 
 
@@ -46,9 +47,8 @@ def _body(issued: IssuedToken, *, oauth: bool) -> dict[str, Any]:
     return body
 
 
-def _json(body: dict[str, Any]) -> Response:
-    response = Response(status=200, content_type="application/json", charset="utf-8")
-    response.json_body = body
+def _token_response(body: dict[str, Any]) -> Response:
+    response = json_response(body)
     response.headers["Cache-Control"] = "no-store"
     return response
 
@@ -71,7 +71,7 @@ def get_token(request: Request) -> Response:
         service=request.GET.get("service") or service_name(request),
         offline=request.GET.get("offline_token", "").lower() == "true",
     )
-    return _json(_body(issued, oauth=False))
+    return _token_response(_body(issued, oauth=False))
 
 
 MAX_FORM_BYTES = 64 * 1024
@@ -102,4 +102,4 @@ def post_token(request: Request) -> Response:
         service=form.get("service") or service_name(request),
         offline=grant_type == "password" and form.get("access_type") == "offline",
     )
-    return _json(_body(issued, oauth=True))
+    return _token_response(_body(issued, oauth=True))

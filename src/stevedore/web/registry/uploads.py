@@ -21,20 +21,15 @@ from stevedore.web.registry.http import (
 from stevedore.web.security import Permission, authorize
 
 
-def _empty(status: int) -> Response:
-    response = empty_response(status)
-    return response
-
-
 def _created(request: Request, name: RepositoryName, info: BlobInfo) -> Response:
-    response = _empty(201)
+    response = empty_response(201)
     response.headers["Location"] = blob_location(request, name, info.digest)
     response.headers["Docker-Content-Digest"] = str(info.digest)
     return response
 
 
 def _in_progress(request: Request, name: RepositoryName, upload_id: str, size: int, status: int = 202) -> Response:
-    response = _empty(status)
+    response = empty_response(status)
     response.headers["Location"] = upload_location(request, name, upload_id)
     response.headers["Range"] = upload_range(size)
     response.headers["Docker-Upload-UUID"] = upload_id
@@ -112,4 +107,4 @@ def finish_upload(request: Request) -> Response:
 @view_config(route_name="registry.upload", request_method="DELETE", permission=Permission.PUSH)
 def cancel_upload(request: Request) -> Response:
     request.registry_service.cancel_upload(repository(request), request.matchdict["upload_id"], _account_id(request))
-    return _empty(204)
+    return empty_response(204)
