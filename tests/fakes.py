@@ -235,6 +235,16 @@ class InMemoryRegistryStore:
     def delete_upload(self, upload_id: str) -> None:
         self.uploads.pop(upload_id, None)
 
+    def count_uploads(self, account_id: int | None) -> int:
+        return sum(1 for u in self.uploads.values() if u.account_id == account_id)
+
+    def account_upload_ids(self, account_id: int) -> list[str]:
+        return [u.id for u in self.uploads.values() if u.account_id == account_id]
+
+    def blob_holders(self, digest: Digest) -> list[RepositoryName]:
+        held = [name for name, linked in self.links.items() if digest in linked]
+        return [RepositoryName(name) for name in _byte_order(held, None, len(held))]
+
     # --- manifests -----------------------------------------------------------------------------------
     @staticmethod
     def _copy(manifest: StoredManifest, with_content: bool = True) -> StoredManifest:

@@ -16,6 +16,7 @@ from stevedore.domain.errors import (
     PayloadTooLarge,
     RangeInvalid,
     TagInvalid,
+    TooManyUploads,
     UploadUnknown,
 )
 from stevedore.domain.manifests import OCI_INDEX, OCI_MANIFEST
@@ -220,6 +221,141 @@ def test_mount_of_a_blob_whose_bytes_are_gone_links_nothing(service, store, blob
     blobs.delete(digest)
     assert service.mount_blob(APP, OTHER, digest) is None
     assert store.linked_blob(APP, digest) is None
+
+
+# --- the cap on open uploads ----------------------------------------------------------------------------
+@pytest.fixture
+def capped(store, blobs):
+    return RegistryService(store, blobs, FixedClock(), max_open_uploads_per_account=3)
+
+
+def test_uploads_past_the_cap_are_refused_and_leave_nothing(capped, store, blobs):
+    for _ in range(3):
+        capped.start_upload(APP, ALICE)
+    with pytest.raises(TooManyUploads) as refused:
+        capped.start_upload(OTHER, ALICE)
+    assert "3 uploads are open" in refused.value.message and "DELETE" in refused.value.message
+    assert refused.value.detail == {"open": 3, "limit": 3}
+    assert len(store.uploads) == 3 and len(blobs.uploads) == 3
+    assert not store.repository_exists(OTHER)
+
+
+def test_the_cap_counts_each_account_on_its_own(capped):
+    for _ in range(3):
+        capped.start_upload(APP, ALICE)
+    capped.start_upload(APP, BOB)  # Alice's sessions do not count against Bob
+
+
+def test_finished_or_cancelled_uploads_free_their_slot(capped):
+    first, second, _third = (capped.start_upload(APP, ALICE) for _ in range(3))
+    capped.cancel_upload(APP, first, ALICE)
+    capped.start_upload(APP, ALICE)
+    capped.finish_upload(APP, second, ALICE, Digest.of(b""))
+    capped.start_upload(APP, ALICE)
+    with pytest.raises(TooManyUploads):
+        capped.start_upload(APP, ALICE)
+
+
+def test_monolithic_pushes_and_mounts_need_no_slot(capped, store):
+    for _ in range(3):
+        capped.start_upload(APP, ALICE)
+    digest = Digest.of(b"whole")
+    assert capped.push_blob(OTHER, digest, [b"whole"]) == BlobInfo(digest, 5)
+    assert capped.mount_blob(APP, OTHER, digest) == BlobInfo(digest, 5)
+    assert capped.mount_blob_from_any(RepositoryName.parse("team/third"), digest, lambda _repo: True) is not None
+    assert len(store.uploads) == 3
+
+
+def test_a_cap_of_zero_is_no_cap(store, blobs):
+    service = RegistryService(store, blobs, FixedClock(), max_open_uploads_per_account=0)
+    for _ in range(150):
+        service.start_upload(APP, ALICE)
+    assert len(store.uploads) == 150
+
+
+def test_the_default_cap_is_a_hundred(service, store):
+    for _ in range(100):
+        service.start_upload(APP, ALICE)
+    with pytest.raises(TooManyUploads):
+        service.start_upload(APP, ALICE)
+
+
+def test_aborting_an_account_s_uploads_removes_their_bytes_and_rows_only(service, store, blobs):
+    mine = [service.start_upload(APP, ALICE), service.start_upload(OTHER, ALICE)]
+    service.append_upload(APP, mine[0], ALICE, [b"half a layer"])
+    theirs = service.start_upload(APP, BOB)
+    assert service.abort_account_uploads(ALICE) == 2
+    assert set(store.uploads) == {theirs} and set(blobs.uploads) == {theirs}
+    for upload_id in mine:
+        with pytest.raises(UploadUnknown):
+            service.upload_status(APP, upload_id, ALICE)
+    assert service.abort_account_uploads(ALICE) == 0
+
+
+# --- mounts without `from` -----------------------------------------------------------------------------
+class Asked:
+    """A `may_pull` predicate that allows some repositories and remembers every question."""
+
+    def __init__(self, *allowed: RepositoryName) -> None:
+        self.allowed = set(allowed)
+        self.asked: list[RepositoryName] = []
+
+    def __call__(self, repository: RepositoryName) -> bool:
+        self.asked.append(repository)
+        return repository in self.allowed
+
+
+THIRD = RepositoryName.parse("team/third")
+
+
+def test_mount_without_from_links_the_blob_from_a_repository_the_caller_may_pull(service, store, blobs):
+    digest = Digest.of(b"shared layer")
+    service.push_blob(OTHER, digest, [b"shared layer"])
+    assert service.mount_blob_from_any(APP, digest, Asked(OTHER)) == BlobInfo(digest, 12)
+    assert store.linked_blob(APP, digest) == BlobInfo(digest, 12)
+    assert list(blobs.blobs) == [digest]
+
+
+def test_mount_without_from_ignores_repositories_the_caller_may_not_pull(service, store):
+    digest = Digest.of(b"secret layer")
+    service.push_blob(OTHER, digest, [b"secret layer"])
+    may_pull = Asked(THIRD)
+    assert service.mount_blob_from_any(APP, digest, may_pull) is None
+    assert store.linked_blob(APP, digest) is None
+    assert may_pull.asked == [OTHER]
+
+
+@pytest.mark.parametrize("allowed", [[], [0], [4], [1, 3]], ids=["none", "first", "last", "some"])
+def test_mount_without_from_asks_about_every_holder_without_stopping_early(service, allowed):
+    """The work done must not tell where an inaccessible copy sorts, nor stop at the first accessible one."""
+    digest = Digest.of(b"everywhere")
+    holders = [RepositoryName.parse(f"team/r{i}") for i in range(5)]
+    for holder in holders:
+        service.push_blob(holder, digest, [b"everywhere"])
+    may_pull = Asked(*(holders[i] for i in allowed))
+    mounted = service.mount_blob_from_any(THIRD, digest, may_pull)
+    assert may_pull.asked == holders
+    assert (mounted is not None) == bool(allowed)
+
+
+def test_mount_without_from_of_a_blob_nobody_holds_is_none(service, store):
+    assert service.mount_blob_from_any(APP, Digest.of(b"nowhere"), Asked(APP, OTHER)) is None
+    assert store.linked_blob(APP, Digest.of(b"nowhere")) is None
+
+
+def test_mount_without_from_of_a_blob_whose_bytes_are_gone_is_none(service, store, blobs):
+    digest = Digest.of(b"collected")
+    service.push_blob(OTHER, digest, [b"collected"])
+    blobs.delete(digest)
+    assert service.mount_blob_from_any(APP, digest, Asked(OTHER)) is None
+    assert store.linked_blob(APP, digest) is None
+
+
+def test_mount_without_from_of_a_blob_the_target_holds_is_that_blob(service, store):
+    digest = Digest.of(b"already here")
+    service.push_blob(APP, digest, [b"already here"])
+    assert service.mount_blob_from_any(APP, digest, Asked(APP)) == BlobInfo(digest, 12)
+    assert store.blob_holders(digest) == [APP]
 
 
 def test_deleted_blob_is_unlinked_from_that_repository_only(service, store, blobs):

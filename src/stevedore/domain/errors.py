@@ -130,3 +130,10 @@ class UsernameInvalid(InvalidInput):
 
 class PaginationNumberInvalid(InvalidInput):
     message = "invalid number of results requested"
+
+
+# --- limits --------------------------------------------------------------------------------------
+class TooManyUploads(StevedoreError):
+    """An account has as many upload sessions open as it may: it must finish or cancel some first."""
+
+    message = "too many uploads in progress"

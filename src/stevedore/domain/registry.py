@@ -22,6 +22,7 @@ from stevedore.domain.errors import (
     NameUnknown,
     PayloadTooLarge,
     RangeInvalid,
+    TooManyUploads,
     UploadUnknown,
 )
 from stevedore.domain.manifests import parse_manifest
@@ -29,6 +30,8 @@ from stevedore.domain.model import BlobInfo, ByteRange, Digest, Reference, Repos
 from stevedore.domain.ports import BlobStore, Clock
 
 DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+# docker pushes at most five layers at once; a hundred open sessions is far more than any client needs.
+DEFAULT_MAX_OPEN_UPLOADS_PER_ACCOUNT = 100
 MAX_PAGE = 10_000
 
 
@@ -92,6 +95,18 @@ class RegistryStore(Protocol):
 
     def delete_upload(self, upload_id: str) -> None: ...
 
+    def count_uploads(self, account_id: int | None) -> int:
+        """How many upload sessions `account_id` has open (None: those without an account)."""
+        ...
+
+    def account_upload_ids(self, account_id: int) -> list[str]:
+        """The ids of every upload session `account_id` has open."""
+        ...
+
+    def blob_holders(self, digest: Digest) -> list[RepositoryName]:
+        """Every repository the blob is linked into, in byte order of their names, in one query."""
+        ...
+
     def get_manifest(self, name: RepositoryName, digest: Digest) -> StoredManifest | None: ...
 
     def tagged_manifest(self, name: RepositoryName, tag: Tag) -> StoredManifest | None: ...
@@ -142,12 +157,14 @@ class RegistryService:
         *,
         lookups: RegistryStore | None = None,
         max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES,
+        max_open_uploads_per_account: int = DEFAULT_MAX_OPEN_UPLOADS_PER_ACCOUNT,
     ) -> None:
         self.store = store
         self.lookups = lookups or store
         self.blobs = blobs
         self.clock = clock
         self.max_manifest_bytes = max_manifest_bytes
+        self.max_open_uploads_per_account = max_open_uploads_per_account  # 0: no limit
 
     # --- pull ----------------------------------------------------------------------------------------
     def get_manifest(self, name: RepositoryName, reference: Reference) -> StoredManifest:
@@ -177,12 +194,42 @@ class RegistryService:
     def start_upload(self, name: RepositoryName, account_id: int | None, digest_algorithm: str = "sha256") -> str:
         if not Digest.is_supported_algorithm(digest_algorithm):
             raise DigestInvalid(f"unsupported digest algorithm {digest_algorithm!r}")
+        self._check_upload_limit(account_id)
         upload_id = str(uuid.uuid4())
         self.blobs.start_upload(upload_id, digest_algorithm)
         now = self.clock.now()
         self.store.ensure_repository(name, now)
         self.store.add_upload(UploadSession(upload_id, name, account_id, digest_algorithm, now))
         return upload_id
+
+    def _check_upload_limit(self, account_id: int | None) -> None:
+        """Refuse a new session when the account already has the most it may hold open.
+
+        Counted in the transaction that then inserts the session. On SQLite writers hold the database lock from the
+        start, so the limit is exact; on PostgreSQL two concurrent starts can both see one slot left and both pass,
+        so an account may end up a few sessions (at most its concurrent requests) over: a cap against piling up, not
+        a quota."""
+        limit = self.max_open_uploads_per_account
+        if limit <= 0:
+            return
+        open_uploads = self.store.count_uploads(account_id)
+        if open_uploads >= limit:
+            raise TooManyUploads(
+                f"{open_uploads} uploads are open for this account, the most it may have: finish some, or cancel "
+                "those you no longer need (DELETE on their upload URL), before starting another",
+                detail={"open": open_uploads, "limit": limit},
+            )
+
+    def abort_account_uploads(self, account_id: int) -> int:
+        """Abort every open upload of an account (their bytes in the blob store, then their rows); how many.
+
+        Call it before deleting the account: the rows would go with it (ON DELETE CASCADE), the bytes would not. A
+        session the account starts meanwhile is not seen: deactivate the account first."""
+        upload_ids = self.store.account_upload_ids(account_id)
+        for upload_id in upload_ids:
+            self.blobs.abort(upload_id)
+            self.store.delete_upload(upload_id)
+        return len(upload_ids)
 
     def _owned_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> UploadSession:
         """The upload, if it belongs to this repository and this caller; otherwise it does not exist for them."""
@@ -252,6 +299,22 @@ class RegistryService:
             return None
         self.store.link_blob(name, digest, self.clock.now())
         return linked
+
+    def mount_blob_from_any(
+        self, name: RepositoryName, digest: Digest, may_pull: Callable[[RepositoryName], bool]
+    ) -> BlobInfo | None:
+        """A mount without `from` (the spec lets a registry pick the source): link the blob into `name` from any
+        repository that holds it and passes `may_pull`; None when none does.
+
+        Repositories failing `may_pull` must stay invisible, also through timing: one query lists every holder, and
+        `may_pull` is asked about each of them with no early exit, so the work depends on how many repositories hold
+        the blob, never on which of them the caller may not read, nor on where they sort."""
+        holders = self.store.blob_holders(digest)
+        allowed = [holder for holder in holders if may_pull(holder)]  # all of them: no short-circuit
+        if not allowed:
+            return None
+        source = name if name in allowed else allowed[0]  # already here: linking again changes nothing
+        return self.mount_blob(name, source, digest)
 
     # --- push: manifests -----------------------------------------------------------------------------
     def put_manifest(

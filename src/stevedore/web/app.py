@@ -185,6 +185,7 @@ def _registry_service(request: Request) -> RegistryService:
         components.clock,
         lookups=SqlRegistryStore(request.read_session),
         max_manifest_bytes=components.settings.max_manifest_bytes,
+        max_open_uploads_per_account=components.settings.max_open_uploads_per_account,
     )
 
 

@@ -37,6 +37,7 @@ ERROR_TABLE: list[tuple[type[e.StevedoreError], int, str]] = [
     (e.NotFound, 404, "NOT_FOUND"),
     (e.Unauthenticated, 401, "UNAUTHORIZED"),
     (e.Denied, 403, "DENIED"),
+    (e.TooManyUploads, 429, "TOOMANYREQUESTS"),
     (e.AccountExists, 409, "DENIED"),
     (e.InvalidInput, 400, "UNSUPPORTED"),
 ]

@@ -28,3 +28,6 @@ def includeme(config: Configurator) -> None:
     config.add_route("health", "/-/health")
     config.add_route("ui.home", "/")
     config.add_route("ui.login", "/login")
+    # What other registries need to verify our tokens: the public keys as a JWKS and as a PEM certificate bundle.
+    config.add_route("token_keys.jwks", "/.well-known/jwks.json")
+    config.add_route("token_keys.certificates", "/-/token-certificates.pem")

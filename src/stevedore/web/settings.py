@@ -40,6 +40,7 @@ class Settings:
     refresh_token_ttl_seconds: int = 90 * 24 * 3600
     credential_cache_seconds: int = 60
     max_manifest_bytes: int = 4 * MiB
+    max_open_uploads_per_account: int = 100  # 0: no limit
     bcrypt_rounds: int = 12
     blob_fsync: bool = True
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
@@ -77,6 +78,7 @@ class Settings:
             refresh_token_ttl_seconds=int(merged.get("stevedore.refresh_token_ttl_seconds", 90 * 24 * 3600)),
             credential_cache_seconds=int(merged.get("stevedore.credential_cache_seconds", 60)),
             max_manifest_bytes=int(merged.get("stevedore.max_manifest_bytes", 4 * MiB)),
+            max_open_uploads_per_account=int(merged.get("stevedore.max_open_uploads_per_account", 100)),
             bcrypt_rounds=int(merged.get("stevedore.bcrypt_rounds", 12)),
             blob_fsync=_bool(merged.get("stevedore.blob_fsync", "true")),
             raw=merged,

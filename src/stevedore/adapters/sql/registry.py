@@ -116,6 +116,15 @@ class SqlRegistryStore:
             found.update({wanted[row.digest]: int(row.size) for row in rows})
         return found
 
+    def blob_holders(self, digest: Digest) -> list[RepositoryName]:
+        rows = self.session.execute(
+            sa.select(repositories.c.name)
+            .join(repository_blobs, repository_blobs.c.repository_id == repositories.c.id)
+            .where(repository_blobs.c.digest == str(digest))
+            .order_by(repositories.c.name)
+        ).scalars()
+        return [RepositoryName(name) for name in rows]
+
     def unlink_blob(self, name: RepositoryName, digest: Digest) -> bool:
         repository_id = self._repository_id(name)
         if repository_id is None:
@@ -158,6 +167,14 @@ class SqlRegistryStore:
 
     def delete_upload(self, upload_id: str) -> None:
         self.session.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
+
+    def count_uploads(self, account_id: int | None) -> int:
+        owner = uploads.c.account_id.is_(None) if account_id is None else uploads.c.account_id == account_id
+        return int(self.session.execute(sa.select(sa.func.count()).select_from(uploads).where(owner)).scalar_one())
+
+    def account_upload_ids(self, account_id: int) -> list[str]:
+        query = sa.select(uploads.c.id).where(uploads.c.account_id == account_id).order_by(uploads.c.id)
+        return list(self.session.execute(query).scalars())
 
     # --- manifests -----------------------------------------------------------------------------------
     def get_manifest(self, name: RepositoryName, digest: Digest) -> StoredManifest | None:

@@ -6,9 +6,12 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from stevedore.domain import access
 from stevedore.domain.access import Action
 from stevedore.domain.errors import DigestInvalid, NameInvalid
 from stevedore.domain.model import BlobInfo, Digest, RepositoryName
+from stevedore.web.errors import oci_error_response
+from stevedore.web.registry.challenge import challenge_for_scopes
 from stevedore.web.registry.http import (
     blob_location,
     content_range_start,
@@ -40,24 +43,61 @@ def _account_id(request: Request) -> int | None:
     return request.principal.account.id  # type: ignore[no-any-return]
 
 
+def _mount_from(request: Request, name: RepositoryName, digest: Digest, source: str) -> Response | None:
+    """POST ?mount=&from=: 201 when mounted, a 401 challenge when only the token stands in the way, else None (the
+    caller opens a fresh upload, which is how the spec answers a mount that cannot happen)."""
+    try:
+        source_name = RepositoryName.parse(source)
+    except NameInvalid:
+        return None
+    principal = request.principal
+    if authorize(principal, Action.PULL, source_name):
+        mounted = request.registry_service.mount_blob(name, source_name, digest)
+        return None if mounted is None else _created(request, name, mounted)
+    if principal.scopes is not None and access.may(principal.account, Action.PULL, source_name):
+        # The account may pull the source, this token was just not issued for it. As CNCF Distribution does, ask
+        # for both scopes: a client that follows challenges fetches one token for them and retries the mount
+        # (docker asks for the source's scope up front). Built from the parsed names, never from the raw query.
+        response = oci_error_response(
+            401,
+            "UNAUTHORIZED",
+            "the token does not grant pull on the repository to mount from",
+            {"scope": f"repository:{source_name.value}:pull"},
+        )
+        response.headers["WWW-Authenticate"] = challenge_for_scopes(
+            request,
+            [f"repository:{name.value}:pull,push", f"repository:{source_name.value}:pull"],
+            insufficient=True,
+        )
+        return response
+    # The account may not pull the source (or it does not exist for them): a fresh upload reveals nothing about it.
+    return None
+
+
+def _mount_from_any(request: Request, name: RepositoryName, digest: Digest) -> Response | None:
+    """POST ?mount= without `from`: the spec lets the registry choose the source. Only repositories the caller may
+    pull are candidates: for Basic credentials every one the account may pull; for a Bearer token only those the token
+    itself grants pull on (the target included when, as clients ask, it grants pull,push there) and that the account
+    may pull. Counting the account's rights alone would let a token scoped to one repository read blobs of others."""
+    principal = request.principal
+    mounted = request.registry_service.mount_blob_from_any(
+        name, digest, lambda candidate: bool(authorize(principal, Action.PULL, candidate))
+    )
+    return None if mounted is None else _created(request, name, mounted)
+
+
 @view_config(route_name="registry.uploads", request_method="POST", permission=Permission.PUSH)
 def start_upload(request: Request) -> Response:
     name = repository(request)
     service = request.registry_service
 
-    mount, source = request.GET.get("mount"), request.GET.get("from")
-    if mount and source:
+    mount = request.GET.get("mount")
+    if mount:
         digest = Digest.parse(mount)
-        try:
-            source_name = RepositoryName.parse(source)
-        except NameInvalid:
-            source_name = None
-        # Without pull on the source (in this very token, for Bearer) a mount is simply not possible: the spec
-        # answers that with a fresh upload session, which also reveals nothing about the source.
-        if source_name is not None and authorize(request.principal, Action.PULL, source_name):
-            mounted = service.mount_blob(name, source_name, digest)
-            if mounted is not None:
-                return _created(request, name, mounted)
+        source = request.GET.get("from")
+        answer = _mount_from(request, name, digest, source) if source else _mount_from_any(request, name, digest)
+        if answer is not None:
+            return answer
 
     digest_param = request.GET.get("digest")
     if digest_param:
