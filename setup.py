@@ -6,6 +6,9 @@ requires = [
     "boto3",
     "plaster_pastedeploy",
     "psycopg[binary]",
+    # Registry tokens as standard JWTs (ES256/RS256) that other registries verify: PyJWT is the well-kept
+    # implementation, with `cryptography` for the keys and the certificates we publish.
+    "PyJWT[crypto]",
     "pyramid",
     "pyramid_jinja2",
     "pyramid_tm",

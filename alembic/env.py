@@ -6,6 +6,7 @@ import contextlib
 import os
 from logging.config import fileConfig
 
+import sqlalchemy as sa
 from alembic import context
 
 from stevedore.adapters.sql.engine import make_engine
@@ -41,18 +42,32 @@ def run_migrations_offline() -> None:
 def run_migrations_online() -> None:
     connection = config.attributes.get("connection")
     if connection is not None:
-        context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
-        with context.begin_transaction():
-            context.run_migrations()
+        _migrate(connection)
         return
     engine = make_engine(database_url())
     try:
         with engine.connect() as conn:
-            context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
-            with context.begin_transaction():
-                context.run_migrations()
+            _migrate(conn)
     finally:
         engine.dispose()
+
+
+def _migrate(conn: sa.Connection) -> None:
+    # SQLite rebuilds a table to change it (batch mode): with foreign keys enforced, dropping the old table would
+    # cascade into every table referencing it. Enforcement can only be switched outside a transaction, so it is
+    # done on the driver's connection (in autocommit mode, see engine.py) before alembic begins one.
+    sqlite = conn.dialect.name == "sqlite"
+    if sqlite:
+        conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+    try:
+        context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
+        with context.begin_transaction():
+            context.run_migrations()
+            if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                raise RuntimeError("the migration left rows whose references point nowhere; nothing was changed")
+    finally:
+        if sqlite:
+            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
 
 
 if context.is_offline_mode():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
@@ -44,11 +45,14 @@ class PlainPasswordHasher:
 
 
 class InMemoryTokenSigner:
+    _instances = itertools.count()
+
     def __init__(self) -> None:
         self.issued: dict[str, dict[str, Any]] = {}
+        self._prefix = f"s{next(self._instances)}t"  # two signers never make the same token
 
     def sign(self, claims: dict[str, Any]) -> str:
-        token = f"t{len(self.issued)}"
+        token = f"{self._prefix}{len(self.issued)}"
         self.issued[token] = json.loads(json.dumps(claims))
         return token
 
@@ -62,6 +66,7 @@ class InMemoryAccountStore:
     def __init__(self) -> None:
         self.accounts: dict[int, Account] = {}
         self.invites: dict[int, Invite] = {}
+        self._ids = itertools.count(1)  # like the real table: an id is never handed out twice
 
     def get(self, account_id: int) -> Account | None:
         return self.accounts.get(account_id)
@@ -72,9 +77,15 @@ class InMemoryAccountStore:
     def add(self, account: Account) -> Account:
         if self.by_username(account.username):
             raise AccountExists()
-        stored = replace(account, id=len(self.accounts) + 1)
+        stored = replace(account, id=next(self._ids))
         self.accounts[stored.id] = stored  # type: ignore[index]
         return stored
+
+    def update(self, account: Account) -> None:
+        self.accounts[account.id] = account  # type: ignore[index]
+
+    def delete(self, account: Account) -> None:
+        self.accounts.pop(account.id, None)  # type: ignore[arg-type]
 
     def count(self) -> int:
         return len(self.accounts)

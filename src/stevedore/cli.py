@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from stevedore.adapters.sql.engine import join_transaction
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.errors import StevedoreError
+from stevedore.domain.registry import RegistryService
 from stevedore.web.settings import Settings, SettingsError
 
 
@@ -36,6 +37,21 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--admin", action="store_true", help="make it an administrator")
     create.add_argument("--email")
     create.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+    password = user.add_parser("password", help="set a new password (ends the old one's tokens and logins)")
+    password.add_argument("name")
+    password.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
+    for action, text in (
+        ("disable", "disable an account: its tokens and logins stop working at once"),
+        ("enable", "enable a disabled account again"),
+        ("delete", "delete an account, its open uploads and every token it holds"),
+    ):
+        user.add_parser(action, help=text).add_argument("name")
+
+    token_key = commands.add_parser("token-key", help="the keys that sign registry tokens")
+    token_key_create = token_key.add_subparsers(dest="action", required=True).add_parser(
+        "create", help="write a new ES256 private key (mode 0600) to FILE"
+    )
+    token_key_create.add_argument("file")
 
     invite = commands.add_parser("invite", help="invites").add_subparsers(dest="action", required=True)
     invite_create = invite.add_parser("create", help="create an invite and print its sign-up URL")
@@ -57,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from pyramid.paster import get_appsettings
 
+    if args.command == "token-key":
+        return _create_token_key(args.file)
     try:
         settings = Settings.from_mapping(get_appsettings(ini, "main"))
     except SettingsError as exc:
@@ -71,9 +89,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             upgrade(settings.database_url, ini)
             print("database is up to date")
             return 0
-        if args.command == "user":
+        if args.command == "user" and args.action in ("create", "password"):
             password = sys.stdin.readline().rstrip("\r\n")
+            if args.action == "password":
+                return _change_account(settings, args.name, "password", password)
             return _create_user(settings, args.name, password, args.email, args.admin)
+        if args.command == "user":
+            return _change_account(settings, args.name, args.action)
         if args.command == "invite":
             return _create_invite(settings, args.email)
     except StevedoreError as exc:
@@ -98,6 +120,47 @@ def _create_user(settings: Settings, name: str, password: str, email: str | None
         join_transaction(session)
         account = service.create_account(name, password, email=email, is_admin=admin)
     print(f"created {'administrator' if admin else 'user'} {account.username}")
+    return 0
+
+
+def _change_account(settings: Settings, name: str, action: str, password: str = "") -> int:
+    session, service = _account_service(settings)
+    with transaction.manager:
+        join_transaction(session)
+        if action == "password":
+            service.change_password(name, password)
+        elif action in ("disable", "enable"):
+            service.set_active(name, action == "enable")
+        else:
+            account = service.account_named(name)
+            assert account.id is not None
+            aborted = _registry_service(settings, session).abort_account_uploads(account.id)
+            service.delete_account(name)
+            print(f"aborted {aborted} open upload{'s' if aborted != 1 else ''}")
+    done = {"password": "changed the password of", "disable": "disabled", "enable": "enabled", "delete": "deleted"}
+    print(f"{done[action]} user {name}")
+    return 0
+
+
+def _registry_service(settings: Settings, session: Session) -> RegistryService:
+    from stevedore.adapters.clock import SystemClock
+    from stevedore.adapters.sql.registry import SqlRegistryStore
+    from stevedore.web.app import build_blob_store
+
+    return RegistryService(SqlRegistryStore(session), build_blob_store(settings), SystemClock())
+
+
+def _create_token_key(path: str) -> int:
+    from stevedore.adapters.token_keys import write_new_signing_key
+
+    try:
+        write_new_signing_key(path)
+    except FileExistsError:
+        return _fail(f"{path} exists already: choose another file name (keys are never overwritten)")
+    except OSError as exc:
+        return _fail(f"cannot write {path}: {exc.strerror}")
+    print(f"wrote a new ES256 token signing key to {path}")
+    print("put it first in stevedore.token_signing_key_files; keep the old key listed until its tokens expire")
     return 0
 
 

@@ -14,6 +14,7 @@ import webtest
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction, make_engine, make_session_factory
 from stevedore.adapters.sql.migrations import upgrade
+from stevedore.adapters.token_keys import generate_signing_key_pem
 from stevedore.domain.accounts import AccountService
 from stevedore.web.app import build_components, make_app
 from stevedore.web.settings import Settings
@@ -27,6 +28,7 @@ from tests.integration.services import (
 )
 
 SECRET = "integration-tests-secret-key-0123456789abcdef"
+TOKEN_SIGNING_KEY = generate_signing_key_pem().decode()
 _counter = itertools.count()
 
 
@@ -80,7 +82,7 @@ def settings(database_url, tmp_path):
             "stevedore.bcrypt_rounds": "4",
             "stevedore.blob_fsync": "false",
         },
-        environ={"STEVEDORE_SECRET_KEY": SECRET},
+        environ={"STEVEDORE_SECRET_KEY": SECRET, "STEVEDORE_TOKEN_SIGNING_KEYS": TOKEN_SIGNING_KEY},
     )
 
 

@@ -99,6 +99,8 @@ script_location = {REPO_ROOT}/alembic
 
 [server:main]
 use = egg:stevedore-registry#waitress
+stevedore.token_signing_key_files = {os.path.dirname(path)}/token_signing_key.pem
+stevedore.create_token_signing_key = true
 listen = 127.0.0.1:{port}
 threads = 8
 max_request_body_size = 1099511627776

@@ -1,62 +1,173 @@
-"""Who gets in: expired and revoked tokens, and bcrypt running once for repeated Basic credentials."""
+"""Who gets in: expired, revoked and foreign tokens; password changes, disabled and deleted accounts; bcrypt once
+for repeated Basic credentials; the published token keys."""
 
 from __future__ import annotations
 
-import time
+from datetime import timedelta
 
+import jwt
+import pytest
 import sqlalchemy as sa
 import transaction
+from cryptography import x509
 
+from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction
 from stevedore.adapters.sql.tables import accounts
+from stevedore.domain.accounts import AccountService
+from tests.fakes import FixedClock
 from tests.integration.test_base import basic
 
-
-def access_token(components, account_id, username, *, expires_in=300, access=()):
-    now = int(time.time())
-    return components.token_signer.sign(
-        {
-            "typ": "access",
-            "sub": username,
-            "sub_id": account_id,
-            "iat": now,
-            "exp": now + expires_in,
-            "access": list(access),
-        }
-    )
+SERVICE = "localhost"
 
 
 def bearer(token):
     return {"Authorization": f"Bearer {token}"}
 
 
-def test_an_expired_token_is_challenged(testapp, components, make_user):
-    account = make_user("tokenuser", "a fine password")
-    fresh = access_token(components, account.id, "tokenuser")
-    testapp.get("/v2/", headers=bearer(fresh), status=200)
-    expired = access_token(components, account.id, "tokenuser", expires_in=-1)
-    response = testapp.get("/v2/", headers=bearer(expired), status=401)
+def token_for(testapp, username, password, *scopes, service=SERVICE, offline=False):
+    query = [("service", service), *(("scope", s) for s in scopes)]
+    if offline:
+        query.append(("offline_token", "true"))
+    return testapp.get("/v2/token", params=query, headers=basic(username, password), status=200).json
+
+
+def refresh(testapp, refresh_token, status=200):
+    form = {"grant_type": "refresh_token", "refresh_token": refresh_token, "service": SERVICE, "client_id": "t"}
+    return testapp.post("/v2/token", form, status=status)
+
+
+def change_account(components, action, *args):
+    with transaction.manager:
+        session = join_transaction(components.write_sessions())
+        service = AccountService(SqlAccountStore(session), components.hasher, components.clock)
+        getattr(service, action)(*args)
+
+
+@pytest.fixture
+def frozen_clock(components):
+    clock = FixedClock()
+    components.clock = clock
+    return clock
+
+
+def test_the_challenges_service_is_the_one_tokens_are_checked_against(testapp):
+    challenge = testapp.get("/v2/", status=401).headers["WWW-Authenticate"]
+    assert f'service="{SERVICE}"' in challenge
+
+
+def test_an_expired_token_is_challenged(testapp, make_user, frozen_clock):
+    make_user("tokenuser", "a fine password")
+    token = token_for(testapp, "tokenuser", "a fine password")["token"]
+    testapp.get("/v2/", headers=bearer(token), status=200)
+    frozen_clock.advance(seconds=301)
+    response = testapp.get("/v2/", headers=bearer(token), status=401)
     assert response.headers["WWW-Authenticate"].startswith("Bearer realm=")
 
 
 def test_a_refresh_token_is_not_an_access_token(testapp, make_user):
     make_user("refresher", "a fine password")
-    body = testapp.get(
-        "/v2/token?service=x&offline_token=true", headers=basic("refresher", "a fine password"), status=200
-    ).json
+    body = token_for(testapp, "refresher", "a fine password", offline=True)
     testapp.get("/v2/", headers=bearer(body["refresh_token"]), status=401)
 
 
-def test_a_deactivated_account_loses_its_tokens_and_its_cached_password(testapp, components, make_user, db):
-    account = make_user("leaver", "a fine password")
-    token = access_token(components, account.id, "leaver")
-    testapp.get("/v2/", headers=bearer(token), status=200)
-    testapp.get("/v2/", headers=basic("leaver", "a fine password"), status=200)
-    with transaction.manager:
-        session = join_transaction(components.write_sessions())
-        session.execute(sa.update(accounts).where(accounts.c.id == account.id).values(is_active=False))
+def test_an_access_token_is_not_a_refresh_token(testapp, make_user):
+    make_user("refresher", "a fine password")
+    body = token_for(testapp, "refresher", "a fine password", offline=True)
+    refresh(testapp, body["token"], status=401)
+    assert refresh(testapp, body["refresh_token"]).json["access_token"]
+
+
+def test_a_token_for_another_service_is_refused(testapp, components, make_user):
+    make_user("traveller", "a fine password")
+    components.settings = components.settings.__class__(
+        **{**components.settings.__dict__, "token_audiences": ("peer.example:5000",)}
+    )
+    token = token_for(testapp, "traveller", "a fine password", service="peer.example:5000")["token"]
+    assert jwt.decode(token, options={"verify_signature": False})["aud"] == "peer.example:5000"
     testapp.get("/v2/", headers=bearer(token), status=401)
+
+
+def test_no_token_is_issued_for_an_unknown_service(testapp, make_user):
+    make_user("traveller", "a fine password")
+    response = testapp.get("/v2/token?service=evil.example", headers=basic("traveller", "a fine password"), status=400)
+    assert "evil.example" in response.json["errors"][0]["message"]
+
+
+def test_a_token_signed_by_an_unknown_key_is_refused(testapp, make_user):
+    from stevedore.adapters.token_keys import generate_signing_key_pem, load_signing_key
+    from stevedore.adapters.tokens import JwtTokenSigner
+
+    make_user("forger", "a fine password")
+    claims = jwt.decode(token_for(testapp, "forger", "a fine password")["token"], options={"verify_signature": False})
+    stranger = JwtTokenSigner([load_signing_key(generate_signing_key_pem(), issuer="stevedore")])
+    testapp.get("/v2/", headers=bearer(stranger.sign(claims)), status=401)
+
+
+def test_a_deactivated_account_loses_its_tokens_and_its_cached_password(testapp, components, make_user):
+    make_user("leaver", "a fine password")
+    body = token_for(testapp, "leaver", "a fine password", offline=True)
+    testapp.get("/v2/", headers=bearer(body["token"]), status=200)
+    testapp.get("/v2/", headers=basic("leaver", "a fine password"), status=200)
+    change_account(components, "set_active", "leaver", False)
+    testapp.get("/v2/", headers=bearer(body["token"]), status=401)
     testapp.get("/v2/", headers=basic("leaver", "a fine password"), status=401)
+    refresh(testapp, body["refresh_token"], status=401)
+
+
+def test_a_password_change_ends_tokens_refresh_tokens_and_cached_logins(testapp, components, make_user):
+    make_user("changer", "the old password")
+    body = token_for(testapp, "changer", "the old password", offline=True)
+    testapp.get("/v2/", headers=basic("changer", "the old password"), status=200)  # now cached
+    testapp.get("/v2/", headers=bearer(body["token"]), status=200)
+    change_account(components, "change_password", "changer", "the new password")
+    testapp.get("/v2/", headers=basic("changer", "the old password"), status=401)
+    testapp.get("/v2/", headers=bearer(body["token"]), status=401)
+    refresh(testapp, body["refresh_token"], status=401)
+    testapp.get("/v2/", headers=basic("changer", "the new password"), status=200)
+
+
+def test_a_deleted_accounts_tokens_do_not_come_back_with_a_new_account(testapp, components, make_user, db):
+    first = make_user("phoenix", "a fine password")
+    body = token_for(testapp, "phoenix", "a fine password", offline=True)
+    change_account(components, "delete_account", "phoenix")
+    testapp.get("/v2/", headers=bearer(body["token"]), status=401)
+    second = make_user("phoenix", "a fine password")  # the same name and password, again
+    assert second.id != first.id
+    testapp.get("/v2/", headers=bearer(body["token"]), status=401)
+    refresh(testapp, body["refresh_token"], status=401)
+    db.rollback()
+    assert db.execute(sa.select(accounts.c.id).where(accounts.c.username == "phoenix")).scalar_one() == second.id
+
+
+def test_a_deleted_account_id_is_never_given_to_the_next_account(components, make_user):
+    make_user("first", "a fine password")
+    last = make_user("last", "a fine password")
+    change_account(components, "delete_account", "last")
+    assert make_user("next", "a fine password").id > last.id
+
+
+@pytest.mark.parametrize("header", ["Basic \xe9", "Basic \xe9\xe9\xe9\xe9", "Bearer \xe9", "Basic w6k6w6k="])
+def test_a_non_ascii_or_non_utf8_authorization_header_is_a_401(testapp, header):
+    response = testapp.get("/v2/", headers={"Authorization": header}, status=401)
+    assert response.json["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_jwks_and_certificates_publish_the_signing_keys(testapp, components):
+    signer = components.token_signer
+    jwks = testapp.get("/.well-known/jwks.json", status=200)
+    assert jwks.content_type == "application/jwk-set+json"
+    (key,) = jwks.json["keys"]
+    assert key["kid"] == signer.keys[0].kid and key["alg"] == "ES256" and key["kty"] == "EC" and key["use"] == "sig"
+    assert "d" not in key  # never the private part
+    pem = testapp.get("/-/token-certificates.pem", status=200).body
+    (certificate,) = x509.load_pem_x509_certificates(pem)
+    assert certificate.public_key() == signer.keys[0].public_key
+    assert b"PRIVATE" not in pem
+    # What a verifier does: take the key the token's kid names from the JWKS, and check the token with it.
+    token = signer.sign({"sub": "alice", "aud": "registry"})
+    public = jwt.PyJWK(key).key
+    assert jwt.decode(token, public, algorithms=["ES256"], audience="registry")["sub"] == "alice"
 
 
 class CountingHasher:
@@ -80,3 +191,13 @@ def test_basic_credentials_on_every_request_run_bcrypt_once(testapp, components,
     assert counting.verifications == 1
     testapp.get("/v2/", headers=basic(user[0], "a wrong password"), status=401)
     assert counting.verifications == 2  # a wrong password is never answered from the cache
+
+
+def test_tokens_expire_in_the_configured_time(testapp, make_user, frozen_clock):
+    make_user("timer", "a fine password")
+    body = token_for(testapp, "timer", "a fine password")
+    claims = jwt.decode(body["token"], options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == body["expires_in"] == 300
+    assert claims["iat"] == int(frozen_clock.now().timestamp())
+    frozen_clock.advance(seconds=300)
+    assert frozen_clock.now() - timedelta(seconds=300) < frozen_clock.now()

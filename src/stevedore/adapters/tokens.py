@@ -1,4 +1,11 @@
-"""Adapter: the TokenSigner port with HMAC-SHA256 over compact JSON (a JWS-like `payload.signature`)."""
+"""Adapters: the TokenSigner port, twice.
+
+- `JwtTokenSigner`: registry access tokens as standard JWTs (RFC 7519) signed with an asymmetric key (ES256 or
+  RS256, `kid` in the header) by PyJWT, so other registries (CNCF Distribution's `auth: token`) can verify them
+  with nothing but our published certificate or JWKS.
+- `HmacTokenSigner`: opaque tokens only Stevedore reads (refresh tokens): HMAC-SHA256 over compact JSON, keyed by
+  the installation secret narrowed per purpose. They are not JWTs, so no JWT verifier can mistake one for access.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +13,59 @@ import base64
 import hashlib
 import hmac
 import json
+from collections.abc import Sequence
 from typing import Any
 
+import jwt
+
+from stevedore.adapters.token_keys import TokenSigningKey
 from stevedore.domain.errors import TokenInvalid
+
+
+class JwtTokenSigner:
+    """Signs with the first key; verifies the signature with whichever key the header's `kid` names. Claims (expiry,
+    audience, issuer) are the domain's to check, with its clock."""
+
+    def __init__(self, keys: Sequence[TokenSigningKey]) -> None:
+        if not keys:
+            raise ValueError("at least one signing key is needed")
+        self.keys = list(keys)
+        self._by_kid = {key.kid: key for key in self.keys}
+
+    def sign(self, claims: dict[str, Any]) -> str:
+        key = self.keys[0]
+        return jwt.encode(claims, key.private_key, algorithm=key.algorithm, headers={"kid": key.kid, "typ": "JWT"})
+
+    def verify(self, token: str) -> dict[str, Any]:
+        try:
+            header = jwt.get_unverified_header(token)
+            key = self._by_kid.get(header.get("kid", ""))
+            if key is None or header.get("alg") != key.algorithm:
+                raise TokenInvalid()
+            claims = jwt.decode(
+                token,
+                key.public_key,
+                algorithms=[key.algorithm],
+                options={
+                    "verify_signature": True,
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                    "verify_aud": False,
+                    "verify_iss": False,
+                },
+            )
+        except jwt.PyJWTError as exc:
+            raise TokenInvalid() from exc
+        if not isinstance(claims, dict):
+            raise TokenInvalid()
+        return claims
+
+    def jwks(self) -> dict[str, Any]:
+        return {"keys": [key.jwk() for key in self.keys]}
+
+    def certificates_pem(self) -> str:
+        return "".join(key.certificate_pem() for key in self.keys)
 
 
 def _b64(data: bytes) -> str:

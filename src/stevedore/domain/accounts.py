@@ -8,7 +8,14 @@ import secrets
 from dataclasses import dataclass
 from datetime import timedelta
 
-from stevedore.domain.errors import AccountExists, EmailInvalid, InviteUnknown, UsernameInvalid, WeakPassword
+from stevedore.domain.errors import (
+    AccountExists,
+    AccountUnknown,
+    EmailInvalid,
+    InviteUnknown,
+    UsernameInvalid,
+    WeakPassword,
+)
 from stevedore.domain.model import Account, Invite, validate_username
 from stevedore.domain.ports import AccountStore, Clock, PasswordHasher
 
@@ -93,6 +100,33 @@ class AccountService:
             return None
         if not self.hasher.verify(password, account.password_hash) or not account.is_active:
             return None
+        return account
+
+    def account_named(self, username: str) -> Account:
+        account = self.accounts.by_username(username)
+        if account is None:
+            raise AccountUnknown(f"no user {username!r}")
+        return account
+
+    def change_password(self, username: str, password: str) -> Account:
+        """A new password. Every token, refresh token and cached login of the old one stops working."""
+        account = self.account_named(username)
+        check_password_strength(password, account.username)
+        account.password_hash = self.hasher.hash(password)
+        self.accounts.update(account)
+        return account
+
+    def set_active(self, username: str, active: bool) -> Account:
+        """Disable (or enable again) an account. A disabled account's tokens stop working at once."""
+        account = self.account_named(username)
+        account.is_active = active
+        self.accounts.update(account)
+        return account
+
+    def delete_account(self, username: str) -> Account:
+        """Remove the account. Its id is never given to another account, so its tokens can never come back."""
+        account = self.account_named(username)
+        self.accounts.delete(account)
         return account
 
     def create_invite(self, *, email: str | None = None, created_by: int | None = None) -> IssuedInvite:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -21,7 +23,8 @@ from stevedore.adapters.passwords import BcryptPasswordHasher
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction, make_engine, make_session_factory, writer_engine
 from stevedore.adapters.sql.registry import SqlRegistryStore
-from stevedore.adapters.tokens import HmacTokenSigner
+from stevedore.adapters.token_keys import TokenKeyError, load_signing_key
+from stevedore.adapters.tokens import HmacTokenSigner, JwtTokenSigner
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.ports import BlobStore, Clock, PasswordHasher, TokenSigner
 from stevedore.domain.registry import RegistryService
@@ -51,16 +54,33 @@ class Components:
     write_sessions: sessionmaker[Session]
     blob_store: BlobStore
     hasher: PasswordHasher
-    token_signer: TokenSigner
+    token_signer: JwtTokenSigner
+    refresh_token_signer: TokenSigner
     clock: Clock
     credential_cache: CredentialCache
     dummy_password_hash: str
+    credential_stamp_key: bytes
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
     if settings.storage_url.startswith("file:"):
         return FolderBlobStore(settings.storage_path, fsync=settings.blob_fsync)
     raise SettingsError(f"storage {settings.storage_url!r} is not supported yet")
+
+
+def build_token_signer(settings: Settings) -> JwtTokenSigner:
+    if not settings.token_signing_keys:
+        raise SettingsError(
+            "no token signing key: set stevedore.token_signing_key_files in the ini (create one with "
+            "`stevedore token-key create FILE`) or STEVEDORE_TOKEN_SIGNING_KEYS"
+        )
+    keys = []
+    for number, pem in enumerate(settings.token_signing_keys, start=1):
+        try:
+            keys.append(load_signing_key(pem, issuer=settings.token_issuer))
+        except TokenKeyError as exc:
+            raise SettingsError(f"token signing key {number}: {exc}") from exc
+    return JwtTokenSigner(keys)
 
 
 def build_components(settings: Settings, *, blob_store: BlobStore | None = None) -> Components:
@@ -73,10 +93,12 @@ def build_components(settings: Settings, *, blob_store: BlobStore | None = None)
         write_sessions=make_session_factory(writer_engine(engine)),
         blob_store=blob_store or build_blob_store(settings),
         hasher=hasher,
-        token_signer=HmacTokenSigner(settings.secret_key),
+        token_signer=build_token_signer(settings),
+        refresh_token_signer=HmacTokenSigner(settings.secret_key, purpose="refresh-token"),
         clock=SystemClock(),
         credential_cache=CredentialCache(settings.secret_key, settings.credential_cache_seconds),
         dummy_password_hash=hasher.hash(secrets.token_urlsafe(16)),
+        credential_stamp_key=hmac.new(settings.secret_key, b"credential-stamp", hashlib.sha256).digest(),
     )
 
 
@@ -193,8 +215,11 @@ def _token_service(request: Request) -> TokenService:
     components: Components = request.registry.stevedore
     return TokenService(
         components.token_signer,
+        components.refresh_token_signer,
         request.lookup_account_store,
         components.clock,
+        issuer=components.settings.token_issuer,
+        stamp_key=components.credential_stamp_key,
         ttl_seconds=components.settings.token_ttl_seconds,
         refresh_ttl_seconds=components.settings.refresh_token_ttl_seconds,
     )

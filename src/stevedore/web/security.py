@@ -4,7 +4,6 @@ Pyramid security policy that routes every permission decision through domain.acc
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import threading
@@ -20,7 +19,7 @@ from stevedore.domain.access import Action
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.errors import TokenInvalid
 from stevedore.domain.model import Account, RepositoryName, Scope
-from stevedore.domain.ports import AccountStore, Clock, TokenSigner
+from stevedore.domain.ports import AccountStore
 
 
 class Permission:
@@ -54,19 +53,23 @@ class Principal:
 
 
 class CredentialCache:
-    """Verified Basic credentials for a short while, keyed by an HMAC of name and password (never the password)."""
+    """Verified Basic credentials for a short while, keyed by an HMAC of name and password (never the password).
+
+    An entry remembers the password hash it was verified against: once the account's hash changes (a new password),
+    the entry no longer answers, on every node, whatever its age."""
 
     def __init__(self, secret_key: bytes, ttl_seconds: int, max_entries: int = 10_000) -> None:
         self._key = hmac.new(secret_key, b"credential-cache", hashlib.sha256).digest()
         self.ttl = ttl_seconds
         self.max_entries = max_entries
-        self._entries: dict[bytes, tuple[int, float]] = {}
+        self._entries: dict[bytes, tuple[int, str, float]] = {}
         self._lock = threading.Lock()
 
     def _fingerprint(self, username: str, password: str) -> bytes:
         return hmac.new(self._key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
 
-    def get(self, username: str, password: str) -> int | None:
+    def get(self, username: str, password: str) -> tuple[int, str] | None:
+        """(account id, password hash it was verified against), or None."""
         if self.ttl <= 0:
             return None
         fingerprint = self._fingerprint(username, password)
@@ -74,19 +77,23 @@ class CredentialCache:
             entry = self._entries.get(fingerprint)
             if entry is None:
                 return None
-            account_id, expires = entry
+            account_id, password_hash, expires = entry
             if expires < time.monotonic():
                 del self._entries[fingerprint]
                 return None
-            return account_id
+            return account_id, password_hash
 
-    def put(self, username: str, password: str, account_id: int) -> None:
+    def put(self, username: str, password: str, account_id: int, password_hash: str) -> None:
         if self.ttl <= 0:
             return
         with self._lock:
             if len(self._entries) >= self.max_entries:
                 self._entries.clear()
-            self._entries[self._fingerprint(username, password)] = (account_id, time.monotonic() + self.ttl)
+            self._entries[self._fingerprint(username, password)] = (
+                account_id,
+                password_hash,
+                time.monotonic() + self.ttl,
+            )
 
 
 def parse_basic(header: str) -> tuple[str, str] | None:
@@ -95,7 +102,7 @@ def parse_basic(header: str) -> tuple[str, str] | None:
         return None
     try:
         decoded = base64.b64decode(value.strip(), validate=True).decode("utf-8")
-    except (binascii.Error, UnicodeDecodeError):
+    except ValueError:  # binascii.Error, UnicodeDecodeError, and non-ASCII text in the header
         return None
     username, sep, password = decoded.partition(":")
     return (username, password) if sep else None
@@ -106,30 +113,27 @@ def parse_bearer(header: str) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
-def verify_access_token(signer: TokenSigner, clock: Clock, token: str) -> dict[str, Any]:
-    claims = signer.verify(token)
-    if claims.get("typ") != "access" or not isinstance(claims.get("exp"), int | float):
-        raise TokenInvalid()
-    if claims["exp"] < clock.now().timestamp():
-        raise TokenInvalid("token expired")
-    return claims
-
-
 def account_for_password(request: Request, username: str, password: str) -> Account | None:
     """The active account for these credentials. bcrypt runs once; then a short-lived cache answers."""
     cache: CredentialCache = request.registry.stevedore.credential_cache
     store: AccountStore = request.lookup_account_store
-    account_id = cache.get(username, password)
-    if account_id is not None:
+    cached = cache.get(username, password)
+    if cached is not None:
+        account_id, password_hash = cached
         account = store.get(account_id)
-        if account is not None and account.is_active and account.username == username:
+        if (
+            account is not None
+            and account.is_active
+            and account.username == username
+            and hmac.compare_digest(account.password_hash.encode(), password_hash.encode())
+        ):
             return account
     service: AccountService = request.lookup_account_service
     account = service.authenticate(username, password)
     if account is None:
         return None
     assert account.id is not None
-    cache.put(username, password, account.id)
+    cache.put(username, password, account.id, account.password_hash)
     return account
 
 
@@ -152,22 +156,19 @@ def registry_may(request: Request, permission: str | None) -> bool:
 def authenticate_request(request: Request) -> Principal | None:
     """The caller, from the Authorization header, or None. Never raises for bad credentials: they are anonymous."""
     header = request.headers.get("Authorization", "")
-    components = request.registry.stevedore
     basic = parse_basic(header)
     if basic is not None:
         account = account_for_password(request, *basic)
         return Principal(account) if account else None
     token = parse_bearer(header)
     if token is not None:
+        from stevedore.web.registry.challenge import service_name  # it imports this module
+
         try:
-            claims = verify_access_token(components.token_signer, components.clock, token)
+            holder = request.token_service.holder_of_access_token(token, service=service_name(request))
         except TokenInvalid:
             return None
-        account = request.lookup_account_store.get(int(claims.get("sub_id", 0)))
-        if account is None or not account.is_active or account.username != claims.get("sub"):
-            return None
-        scopes = tuple(Scope(s["type"], s["name"], frozenset(s["actions"])) for s in claims.get("access", []))
-        return Principal(account, scopes)
+        return Principal(holder.account, holder.scopes)
     return None
 
 

@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
+from stevedore.adapters.token_keys import split_pem_keys, write_new_signing_key
+
 
 class SettingsError(Exception):
     """The configuration cannot work; the message says what to change."""
@@ -20,6 +22,8 @@ ENVIRONMENT_OVERRIDES = {
     "STEVEDORE_S3_ENDPOINT_URL": "stevedore.s3_endpoint_url",
     "STEVEDORE_PUBLIC_URL": "stevedore.public_url",
 }
+# Holds PEM private keys themselves (newest first), not a path: for containers that get secrets as variables.
+TOKEN_KEYS_VARIABLE = "STEVEDORE_TOKEN_SIGNING_KEYS"
 
 MiB = 1024 * 1024
 
@@ -43,6 +47,13 @@ class Settings:
     max_open_uploads_per_account: int = 100  # 0: no limit
     bcrypt_rounds: int = 12
     blob_fsync: bool = True
+    # Password checks (bcrypt) running at once; None: one or two, after the CPUs (adapters/passwords.py).
+    password_check_concurrency: int | None = None
+    # PEM private keys that sign registry tokens; the first signs, all verify (rotation).
+    token_signing_keys: tuple[bytes, ...] = ()
+    token_issuer: str = "stevedore"
+    # Services (other registries trusting our tokens) the token endpoint may issue tokens for, besides our own.
+    token_audiences: tuple[str, ...] = ()
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -81,6 +92,10 @@ class Settings:
             max_open_uploads_per_account=int(merged.get("stevedore.max_open_uploads_per_account", 100)),
             bcrypt_rounds=int(merged.get("stevedore.bcrypt_rounds", 12)),
             blob_fsync=_bool(merged.get("stevedore.blob_fsync", "true")),
+            password_check_concurrency=int(merged.get("stevedore.password_check_concurrency") or 0) or None,
+            token_signing_keys=_token_signing_keys(merged, environ),
+            token_issuer=(merged.get("stevedore.token_issuer") or "stevedore").strip(),
+            token_audiences=tuple((merged.get("stevedore.token_audiences") or "").split()),
             raw=merged,
         )
 
@@ -120,3 +135,29 @@ def _secret_key(settings: Mapping[str, str], environ: Mapping[str, str]) -> byte
     if len(key) < 32:
         raise SettingsError("the secret key must be at least 32 characters long")
     return key.encode()
+
+
+def _token_signing_keys(settings: Mapping[str, str], environ: Mapping[str, str]) -> tuple[bytes, ...]:
+    """STEVEDORE_TOKEN_SIGNING_KEYS (PEM text), else the key files, newest first. A development ini may let the app
+    create the first file. The keys are parsed (and refused with a reason) where they are used."""
+    if environ.get(TOKEN_KEYS_VARIABLE):
+        keys = split_pem_keys(environ[TOKEN_KEYS_VARIABLE])
+        if not keys:
+            raise SettingsError(f"{TOKEN_KEYS_VARIABLE} holds no PEM private key")
+        return tuple(keys)
+    paths = (settings.get("stevedore.token_signing_key_files") or "").split()
+    if not paths:
+        return ()  # the app refuses to start without one (the CLI does not need it)
+    if not os.path.exists(paths[0]) and _bool(settings.get("stevedore.create_token_signing_key", "false")):
+        write_new_signing_key(paths[0])
+    keys = []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                keys.append(handle.read())
+        except OSError as exc:
+            raise SettingsError(
+                f"cannot read the token signing key {path}: {exc.strerror} "
+                "(create one with `stevedore token-key create FILE`)"
+            ) from exc
+    return tuple(keys)

@@ -79,10 +79,22 @@ http:
   headers:
     X-Content-Type-Options: [nosniff]
 auth:
+{auth}
+"""
+
+HTPASSWD_AUTH = """\
   htpasswd:
     realm: stevedore-peer
-    path: {htpasswd}
-"""
+    path: {htpasswd}"""
+
+# Distribution trusting another service's tokens (docker's token auth): `realm` is where clients get tokens, and
+# a token is accepted when its `iss` and `aud` match and its signing key is in `rootcertbundle` (looked up by `kid`).
+TOKEN_AUTH = """\
+  token:
+    realm: {realm}
+    service: {service}
+    issuer: {issuer}
+    rootcertbundle: {rootcertbundle}"""
 
 
 class DistributionRegistry:
@@ -95,12 +107,14 @@ class DistributionRegistry:
         password: str = "s3cret-Pa55word",
         log_level: str = "info",
         access_log: bool = True,
+        token_auth: dict[str, str] | None = None,
     ):
         self.workdir = Path(workdir)
         self.username = username
         self.password = password
         self.log_level = log_level
         self.access_log = access_log
+        self.token_auth = token_auth  # realm, service, issuer, rootcertbundle: trust that token service
         self.port: int | None = None
         self.proc: subprocess.Popen | None = None
         self.log_path = self.workdir / "registry.log"
@@ -135,7 +149,9 @@ class DistributionRegistry:
                     accesslog_disabled="false" if self.access_log else "true",
                     storage=storage,
                     port=self.port,
-                    htpasswd=htpasswd_path,
+                    auth=TOKEN_AUTH.format(**self.token_auth)
+                    if self.token_auth
+                    else HTPASSWD_AUTH.format(htpasswd=htpasswd_path),
                 )
             )
             self._log_file = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()

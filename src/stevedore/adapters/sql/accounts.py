@@ -78,6 +78,21 @@ class SqlAccountStore:
             raise AccountExists(f"the user {account.username!r} already exists") from exc
         return account
 
+    def update(self, account: Account) -> None:
+        self.session.execute(
+            sa.update(accounts)
+            .where(accounts.c.id == account.id)
+            .values(
+                email=account.email,
+                password_hash=account.password_hash,
+                is_admin=account.is_admin,
+                is_active=account.is_active,
+            )
+        )
+
+    def delete(self, account: Account) -> None:
+        self.session.execute(sa.delete(accounts).where(accounts.c.id == account.id))
+
     def count(self) -> int:
         return int(self.session.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one())
 

@@ -32,6 +32,8 @@ accounts = sa.Table(
     sa.Column("is_admin", sa.Boolean, nullable=False, default=False),
     sa.Column("is_active", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # SQLite would otherwise give a deleted account's id to the next one (and its tokens with it).
+    sqlite_autoincrement=True,
 )
 
 invites = sa.Table(
@@ -117,4 +119,5 @@ uploads = sa.Table(
     sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
     sa.Column("digest_algorithm", sa.String(16), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    sa.Index("ix_uploads_account_id", "account_id"),
 )

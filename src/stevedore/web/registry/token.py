@@ -47,6 +47,17 @@ def _body(issued: IssuedToken, *, oauth: bool) -> dict[str, Any]:
     return body
 
 
+def _issue(
+    request: Request, account: Account, scopes: list[Scope], *, service: str | None, offline: bool
+) -> IssuedToken:
+    """Tokens for this registry, or for one of the registries configured to trust our tokens."""
+    own = service_name(request)
+    audiences = (own, *request.registry.stevedore.settings.token_audiences)
+    return request.token_service.issue(  # type: ignore[no-any-return]
+        account, scopes, service=service or own, offline=offline, audiences=audiences
+    )
+
+
 def _token_response(body: dict[str, Any]) -> Response:
     response = json_response(body)
     response.headers["Cache-Control"] = "no-store"
@@ -65,10 +76,11 @@ def get_token(request: Request) -> Response:
     account = account_for_password(request, *credentials)
     if account is None:
         raise _unauthenticated("invalid user name or password")
-    issued = request.token_service.issue(
+    issued = _issue(
+        request,
         account,
         _scopes(request.GET.getall("scope")),
-        service=request.GET.get("service") or service_name(request),
+        service=request.GET.get("service"),
         offline=request.GET.get("offline_token", "").lower() == "true",
     )
     return _token_response(_body(issued, oauth=False))
@@ -96,10 +108,11 @@ def post_token(request: Request) -> Response:
             raise _unauthenticated("invalid or expired refresh token") from exc
     else:
         raise InvalidInput("grant_type must be password or refresh_token")
-    issued = request.token_service.issue(
+    issued = _issue(
+        request,
         account,
         _scopes([form.get("scope", "")]),
-        service=form.get("service") or service_name(request),
+        service=form.get("service"),
         offline=grant_type == "password" and form.get("access_type") == "offline",
     )
     return _token_response(_body(issued, oauth=True))
