@@ -156,6 +156,34 @@ def test_docker_push_to_second_repository(docker, registry_http, live_registry, 
     assert docker.image_id(ref2) == arc.image_id
 
 
+def test_docker_mounts_every_layer_into_a_second_repository_with_its_token(
+    docker, registry_http, live_registry, tmp_path, request, repo_name
+):
+    """docker 20.10 remembers which repository holds each layer it pushed and, for a mount, asks the token endpoint
+    for `repository:<source>:pull` next to the target's `pull,push` (the distribution client's token handler adds the
+    `from` repository), so the registry mounts every layer at once: nothing is uploaded twice."""
+    first = repo_name("a")
+    second = repo_name("b")
+    ref1 = f"{live_registry.host}/{first}:v1"
+    ref2 = f"{live_registry.host}/{second}:v1"
+    arc = images.docker_archive(tmp_path / "image.tar", [MIB, 4096, 2048], request.node.name, [ref1])
+    docker.login()
+    if live_registry.flavor == "stevedore":
+        assert docker.config()["auths"][live_registry.host].get("identitytoken"), "docker is not in the token flow"
+    docker("load", "-i", str(arc.path), timeout=300)
+    pushed = push_digest(docker("push", ref1, timeout=300).out, "v1")
+    docker("tag", ref1, ref2)
+    res = docker("push", ref2, timeout=300)
+    assert push_digest(res.out, "v1") == pushed
+    lines = layer_lines(res.out)
+    assert len(lines) == 3 and all(line.endswith(f"Mounted from {first}") for line in lines), res.describe()
+    m = registry_http.get(second, "manifests/v1", accept=images.MT_DOCKER_MANIFEST).json()
+    for desc in m["layers"]:
+        r = registry_http.request("HEAD", f"/v2/{second}/blobs/{desc['digest']}", scope=f"repository:{second}:pull")
+        assert r.status == 200 and int(r.headers.get("content-length", -1)) == desc["size"], (desc, r.status)
+    docker("rmi", ref1, ref2)
+
+
 def test_docker_push_without_login_is_refused(docker, registry_http, live_registry, tmp_path, request, repo_name):
     name = repo_name()
     ref = f"{live_registry.host}/{name}:v1"
