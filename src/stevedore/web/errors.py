@@ -9,10 +9,13 @@ from pyramid.exceptions import PredicateMismatch, URLDecodeError
 from pyramid.httpexceptions import HTTPException, HTTPForbidden, HTTPNotFound
 from pyramid.request import Request
 from pyramid.response import Response
-from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config
+from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config, view_config
 
 from stevedore.domain import errors as e
+from stevedore.domain.model import RepositoryName
 from stevedore.web.registry.challenge import challenge_header, required_scope
+from stevedore.web.request_log import escaped_for_log
+from stevedore.web.security import Permission
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +37,15 @@ ERROR_TABLE: list[tuple[type[e.StevedoreError], int, str]] = [
     (e.BlobUnknown, 404, "BLOB_UNKNOWN"),
     (e.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
     (e.UploadUnknown, 404, "BLOB_UPLOAD_UNKNOWN"),
-    (e.NotFound, 404, "NOT_FOUND"),
+    (e.NotFound, 404, "NAME_UNKNOWN"),  # the spec has no generic code; under /v2/ only repositories have names
     (e.Unauthenticated, 401, "UNAUTHORIZED"),
     (e.Denied, 403, "DENIED"),
     (e.TooManyUploads, 429, "TOOMANYREQUESTS"),
     (e.AccountExists, 409, "DENIED"),
     (e.InvalidInput, 400, "UNSUPPORTED"),
 ]
+
+NO_SUCH_ENDPOINT = "no such endpoint: a repository name is followed by manifests/, blobs/, tags/list or referrers/"
 
 
 def status_and_code(error: e.StevedoreError) -> tuple[int, str]:
@@ -117,7 +122,7 @@ def not_found(exc: HTTPNotFound, request: Request) -> Response:
     if is_registry_path(request):
         if isinstance(exc, PredicateMismatch):
             return oci_error_response(405, "UNSUPPORTED", "the method is not supported here")
-        return oci_error_response(404, "NOT_FOUND", "no such endpoint")
+        return oci_error_response(404, "NAME_UNKNOWN", NO_SUCH_ENDPOINT)
     return page_error_response(request, 404, "There is nothing here.")
 
 
@@ -137,7 +142,29 @@ def undecodable_url(exc: URLDecodeError, request: Request) -> Response:
 
 @exception_view_config(Exception)
 def unexpected_error(exc: Exception, request: Request) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.environ.get("PATH_INFO", ""))
+    log.exception(
+        "unexpected error on %s %s",
+        escaped_for_log(request.environ.get("REQUEST_METHOD", "")),
+        escaped_for_log(request.environ.get("PATH_INFO", "")),
+    )
     if is_registry_path(request):
         return oci_error_response(500, "UNKNOWN", "internal server error")
     return page_error_response(request, 500, "Something went wrong on our side.")
+
+
+# --- /v2/ paths that name no endpoint: the last routes in routes.py ------------------------------------------------
+@view_config(
+    route_name="registry.upload_slashed", request_method=("GET", "PATCH", "PUT", "DELETE"), permission=Permission.PUSH
+)
+def upload_id_with_a_slash(request: Request) -> Response:
+    """`blobs/uploads/abc/def` or `abc%2Fdef`: no upload has such an id. Checked like an upload, so the caller is
+    authenticated and the name parsed (by the security policy) first; other methods are 405 as on an upload."""
+    raise e.UploadUnknown(detail={"upload": request.matchdict["upload_id"]})
+
+
+@view_config(route_name="registry.unknown", permission=Permission.AUTHENTICATED)
+def no_such_endpoint(request: Request) -> Response:
+    """Anything else under /v2/ reads as a repository name with no endpoint after it: NAME_INVALID when it is no
+    valid name, else NAME_UNKNOWN. Only for a known caller: the anonymous get the 401 challenge, as everywhere."""
+    name = RepositoryName.parse(request.matchdict["path"].removesuffix("/"))
+    raise e.NameUnknown(NO_SUCH_ENDPOINT, detail={"name": str(name)})

@@ -7,8 +7,8 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 
 # distribution-spec: <name> is one or more path components, so the name pattern spans slashes and each route is
 # told apart by its fixed suffix. It is deliberately loose: the view parses the name, so a bad one gets the spec's
-# NAME_INVALID instead of a bare 404.
-NAME = "{name:.+}"
+# NAME_INVALID instead of a bare 404. `(?s:...)`: a name with a newline (`%0a`) is matched, and refused, like any.
+NAME = "{name:(?s:.+)}"
 
 
 def includeme(config: Configurator) -> None:
@@ -24,6 +24,13 @@ def includeme(config: Configurator) -> None:
     config.add_route("registry.upload", f"/v2/{NAME}/blobs/uploads/{{upload_id}}")
     config.add_route("registry.blob", f"/v2/{NAME}/blobs/{{digest}}")
     config.add_route("registry.referrers", f"/v2/{NAME}/referrers/{{digest}}")
+    # Paths that name no endpoint still get a code from the spec's table, never a bare 404. Keep these three last
+    # among the /v2/ routes: Pyramid tries routes in order, so they only see what nothing above matched. The server
+    # decodes PATH_INFO before matching, so `manifests/a%2Fb` and `manifests/a/b` are the same path here: a
+    # reference or upload id with a `/` in it (or an empty reference), which parses as neither and is answered so.
+    config.add_route("registry.manifest_slashed", f"/v2/{NAME}/manifests/{{reference:.*}}")
+    config.add_route("registry.upload_slashed", f"/v2/{NAME}/blobs/uploads/{{upload_id:.+}}")
+    config.add_route("registry.unknown", "/v2/{path:(?s:.+)}")
 
     config.add_route("health", "/-/health")
     config.add_route("ui.home", "/")

@@ -7,7 +7,6 @@ from tests.integration.protocol.helpers import (
     API_VERSION,
     basic,
     digest,
-    error_codes,
     parse_challenge,
     push_blob,
     push_image,
@@ -131,16 +130,100 @@ def test_unknown_digest_algorithm_is_400(testapp, auth):
     md5 = "md5:" + "0" * 32
     for response in (
         testapp.get(f"/v2/errors/md5/blobs/{md5}", headers=auth, status=400),
-        testapp.get(f"/v2/errors/md5/manifests/{md5}", headers=auth, status=400),
+        testapp.put(f"/v2/errors/md5/manifests/{md5}", params=b"{}", headers=auth, status=400),
         testapp.post(f"/v2/errors/md5/blobs/uploads/?digest={md5}", params=b"x", headers=auth, status=400),
     ):
         assert response.json["errors"][0]["code"] in ("DIGEST_INVALID", "UNSUPPORTED")
 
 
-def test_invalid_digest_as_manifest_reference_is_400(testapp, auth):
+def test_invalid_reference_is_400_on_push_and_manifest_unknown_on_pull_and_delete(testapp, auth):
     push_image(testapp, auth, "errors/ref", "v1", layer_count=1)
-    response = testapp.get("/v2/errors/ref/manifests/sha256:short", headers=auth, status=400)
-    assert error_codes(response)[0] in ("DIGEST_INVALID", "MANIFEST_INVALID")
+    for reference, push_code in (
+        ("sha256:short", "DIGEST_INVALID"),
+        ("sha256:zzz", "DIGEST_INVALID"),
+        (".INVALID_MANIFEST_NAME", "TAG_INVALID"),
+        ("t" * 129, "TAG_INVALID"),
+        ("a%2Fb", "TAG_INVALID"),  # an encoded '/' arrives decoded: a tag with a slash
+        ("", "TAG_INVALID"),
+    ):
+        url = f"/v2/errors/ref/manifests/{reference}"
+        push = testapp.put(url, params=b"{}", headers=auth, content_type="application/json", status=400)
+        assert_error_body(push, push_code)
+        assert_error_body(testapp.get(url, headers=auth, status=404), "MANIFEST_UNKNOWN")
+        assert_error_body(testapp.delete(url, headers=auth, status=404), "MANIFEST_UNKNOWN")
+    assert testapp.get("/v2/errors/ref/manifests/v1", headers=auth, status=200)
+
+
+# distribution-spec "Error Codes", plus Docker's TAG_INVALID and PAGINATION_NUMBER_INVALID.
+SPEC_CODES = {
+    "BLOB_UNKNOWN",
+    "BLOB_UPLOAD_INVALID",
+    "BLOB_UPLOAD_UNKNOWN",
+    "DIGEST_INVALID",
+    "MANIFEST_BLOB_UNKNOWN",
+    "MANIFEST_INVALID",
+    "MANIFEST_UNKNOWN",
+    "NAME_INVALID",
+    "NAME_UNKNOWN",
+    "SIZE_INVALID",
+    "UNAUTHORIZED",
+    "DENIED",
+    "UNSUPPORTED",
+    "TOOMANYREQUESTS",
+    "TAG_INVALID",
+    "PAGINATION_NUMBER_INVALID",
+}
+
+# Paths under /v2/ that no route takes as they are, and what each one is.
+NO_ENDPOINT = [
+    # An upload id that names no upload, also with extra or encoded segments (PATH_INFO arrives decoded).
+    *[
+        (method, f"/v2/errors/paths/blobs/uploads/{upload}{query}", 404, "BLOB_UPLOAD_UNKNOWN")
+        for upload in ("abc", "abc/def", "abc%2Fdef", "abc/def/", "a%00b")
+        for method, query in (("GET", ""), ("PATCH", ""), ("PUT", f"?digest={BLOB}"), ("DELETE", ""))
+    ],
+    ("PUT", "/v2/errors/paths/manifests/a%2Fb", 400, "TAG_INVALID"),
+    ("GET", "/v2/errors/paths/manifests/a%2Fb", 404, "MANIFEST_UNKNOWN"),
+    ("GET", "/v2/errors/paths/nothing-here", 404, "NAME_UNKNOWN"),
+    ("GET", "/v2/errors/paths/", 404, "NAME_UNKNOWN"),
+    ("DELETE", "/v2/errors/paths/blobs/", 404, "NAME_UNKNOWN"),
+    ("GET", "/v2/token/extra", 404, "NAME_UNKNOWN"),
+    ("GET", "/v2/errors/Paths/nothing", 400, "NAME_INVALID"),
+    ("GET", "/v2/_catalog/extra", 400, "NAME_INVALID"),
+    ("GET", "/v2//", 400, "NAME_INVALID"),
+    # A route that exists, with a method it does not have.
+    ("POST", "/v2/errors/paths/tags/list", 405, "UNSUPPORTED"),
+    ("POST", "/v2/errors/paths/blobs/uploads/abc/def", 405, "UNSUPPORTED"),
+]
+
+
+def test_a_path_that_names_no_endpoint_still_gets_a_code_from_the_spec(testapp, auth):
+    push_image(testapp, auth, "errors/paths", "v1", layer_count=1)
+    for method, path, status, code in NO_ENDPOINT:
+        response = testapp.request(path, method=method, body=b"", headers=auth, status="*")
+        assert response.status_int == status, (method, path, response.status, response.body)
+        assert_error_body(response, code)
+        assert code in SPEC_CODES
+        assert response.headers["Docker-Distribution-API-Version"] == API_VERSION
+
+
+def test_a_path_that_names_no_endpoint_is_challenged_for_the_anonymous(testapp, user):
+    for method, path, status, _code in NO_ENDPOINT:
+        response = testapp.request(path, method=method, body=b"", status="*")
+        if status == 405:
+            assert_error_body(response, "UNSUPPORTED")
+            continue
+        assert response.status_int == 401, (method, path, response.status)
+        assert_error_body(response, "UNAUTHORIZED")
+        scheme, params = parse_challenge(response.headers["WWW-Authenticate"])
+        assert scheme == "Bearer" and params["realm"].endswith("/v2/token"), (method, path)
+        assert params.get("scope", "repository:errors/paths:").startswith("repository:errors/paths:"), (method, path)
+
+
+def test_outside_v2_an_unknown_path_keeps_its_page(testapp, auth):
+    response = testapp.get("/nothing/here", headers=auth, status=404)
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert "Docker-Distribution-API-Version" not in response.headers
 
 
 def test_error_bodies_have_the_spec_shape(testapp, auth):

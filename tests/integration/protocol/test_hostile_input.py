@@ -8,6 +8,7 @@ from tests.integration.protocol.helpers import (
     digest,
     error_codes,
     image_manifest,
+    parse_challenge,
     push_blob,
     put_manifest,
 )
@@ -100,3 +101,32 @@ def test_a_failed_finish_leaves_the_upload_retryable(testapp, auth):
     assert testapp.get(location, headers=auth, status=204).headers["Range"] == "0-2"
     testapp.request(f"{location}?digest={digest(b'abcdef')}", method="PUT", body=b"def", headers=auth, status=201)
     assert testapp.get(f"/v2/hostile/retry/blobs/{digest(b'abcdef')}", headers=auth).body == b"abcdef"
+
+
+def test_a_quote_in_the_name_cannot_add_a_realm_to_the_challenge(testapp):
+    hostile = "/v2/a%22,realm=%22http:%2f%2fevil.example%2ftoken%22,x=%22"
+    for method, path in (
+        ("GET", f"{hostile}/manifests/latest"),
+        ("HEAD", f"{hostile}/manifests/latest"),
+        ("POST", f"{hostile}/blobs/uploads/"),
+        ("GET", f"{hostile}/tags/list"),
+        ("GET", f"{hostile}/nowhere"),
+    ):
+        response = testapp.request(path, method=method, status=401)
+        header = response.headers["WWW-Authenticate"]
+        assert header.count("realm=") == 1 and "evil" not in header, (method, header)
+        _scheme, params = parse_challenge(header)
+        assert params["realm"] == "http://localhost/v2/token", header
+        assert "scope" not in params, header  # no scope from a name that does not parse
+        assert "evil" not in response.text
+
+
+def test_a_hostile_host_header_cannot_break_out_of_the_challenge(testapp):
+    response = testapp.get("/v2/team/app/manifests/latest", headers={"Host": 'evil"x\\y\x01z, realm="a'}, status=401)
+    header = response.headers["WWW-Authenticate"]
+    assert header.count('"') == 6, header  # realm, service and scope, each in its own quotes
+    assert not any(ord(c) < 32 or c == "\\" for c in header), header
+    _scheme, params = parse_challenge(header)
+    assert set(params) == {"realm", "service", "scope"}, header
+    assert params["realm"].startswith("http://evil%22x%5Cy%01z") and params["realm"].endswith("/v2/token"), header
+    assert params["scope"] == "repository:team/app:pull"

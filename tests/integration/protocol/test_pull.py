@@ -59,6 +59,30 @@ def test_unknown_manifest_is_404_manifest_unknown(testapp, auth):
         assert head.body == b""
 
 
+# Neither a valid tag nor a valid digest: nothing can be named so, so a pull finds nothing (as CNCF Distribution
+# answers), while a push is told why the reference is refused (tests/integration/protocol/test_errors.py).
+NO_SUCH_REFERENCES = (
+    ".INVALID_MANIFEST_NAME",
+    "-lead",
+    "t" * 129,
+    "sha256:zzz",
+    "sha256:short",
+    "md5:" + "0" * 32,
+    "sha256:" + "A" * 64,
+    "a%2Fb",
+    "x%0Ay",
+)
+
+
+def test_a_reference_that_is_neither_tag_nor_digest_is_manifest_unknown(testapp, auth):
+    push_image(testapp, auth, "pull/bad-reference", "v1", layer_count=1)
+    for reference in NO_SUCH_REFERENCES:
+        url = f"/v2/pull/bad-reference/manifests/{reference}"
+        assert error_codes(testapp.get(url, headers=auth, status=404)) == ["MANIFEST_UNKNOWN"], reference
+        assert testapp.head(url, headers=auth, status=404).body == b"", reference
+    assert testapp.get("/v2/pull/bad-reference/manifests/v1", headers=auth, status=200)
+
+
 def test_manifest_of_an_unknown_repository_is_404(testapp, auth):
     response = testapp.get("/v2/pull/never-pushed/manifests/latest", headers=auth, status=404)
     assert error_codes(response)[0] in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN")
@@ -125,3 +149,29 @@ def test_unsatisfiable_blob_range_is_416(testapp, auth):
         f"/v2/pull/range-416/blobs/{blob}", headers={**auth, "Range": f"bytes={len(data) + 5}-"}, status=416
     )
     assert response.headers.get("Content-Range", f"bytes */{len(data)}") == f"bytes */{len(data)}"
+
+
+MALFORMED_DIGESTS = (
+    "sha256:short",
+    "md5:abc",
+    "md5:" + "0" * 32,
+    "nocolon",
+    "sha256:",
+    ":" + "a" * 64,
+    "sha256:" + "a" * 5000,
+    "sha256:" + "g" * 64,
+    "sha256:%E2%82%AC" + "a" * 61,
+    "%E2%82%AC",
+    "sha256:a%00b",
+)
+
+
+def test_a_malformed_blob_digest_is_400_digest_invalid_never_a_5xx(testapp, auth):
+    push_blob(testapp, auth, "pull/bad-digest", b"present")
+    for bad in MALFORMED_DIGESTS:
+        url = f"/v2/pull/bad-digest/blobs/{bad}"
+        assert error_codes(testapp.get(url, headers=auth, status=400)) == ["DIGEST_INVALID"], bad
+        assert testapp.head(url, headers=auth, status=400).body == b"", bad
+    # Not UTF-8 at all: refused before any view, still a 400 with a code from the spec's table.
+    response = testapp.get("/v2/pull/bad-digest/blobs/sha256:%ff", headers=auth, status=400)
+    assert error_codes(response)[0] in ("DIGEST_INVALID", "NAME_INVALID")

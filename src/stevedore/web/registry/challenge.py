@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import urlparse
+from urllib.parse import quote, urlparse
 
 from pyramid.request import Request
 
+from stevedore.domain.errors import NameInvalid
+from stevedore.domain.model import RepositoryName
 from stevedore.web.security import Permission
+
+# RFC 9110 quoted-string: a `"` or `\` would end or escape the value (and let a caller add a second realm), and a
+# control or non-ASCII character has no place in a header. Where one turns up anyway (a hostile Host header is the
+# only way in), it is percent-encoded as in a URL, so no value can leave its quotes.
+_UNSAFE_IN_QUOTES = re.compile(r'[^\x20-\x7e]|["\\]')
 
 
 def public_url(request: Request) -> str:
@@ -26,19 +33,25 @@ def required_scope(request: Request, permission: str | None) -> str | None:
     if permission == Permission.CATALOG:
         return "registry:catalog:*"
     if permission in (Permission.PULL, Permission.PUSH, Permission.DELETE):
-        name = (request.matchdict or {}).get("name")
-        if not name:
-            return None
+        try:
+            name = RepositoryName.parse((request.matchdict or {}).get("name") or "")
+        except NameInvalid:
+            return None  # never echo a name that does not parse: the request fails with NAME_INVALID anyway
         actions = "pull" if permission == Permission.PULL else f"pull,{permission}"
         return f"repository:{name}:{actions}"
     return None
 
 
+def quoted(value: str) -> str:
+    """`value` as an auth-param's quoted-string that nothing in it can break out of."""
+    return '"' + _UNSAFE_IN_QUOTES.sub(lambda match: quote(match.group(), safe="", errors="surrogatepass"), value) + '"'
+
+
 def challenge_header(request: Request, permission: str | None, *, insufficient: bool = False) -> str:
-    parts = [f'realm="{public_url(request)}/v2/token"', f'service="{service_name(request)}"']
+    parts = [f"realm={quoted(public_url(request) + '/v2/token')}", f"service={quoted(service_name(request))}"]
     scope = required_scope(request, permission)
     if scope:
-        parts.append(f'scope="{scope}"')
+        parts.append(f"scope={quoted(scope)}")
     if insufficient:
         parts.append('error="insufficient_scope"')
     return "Bearer " + ",".join(parts)

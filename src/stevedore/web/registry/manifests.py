@@ -1,4 +1,7 @@
-"""Web layer: /v2/<name>/manifests/<reference> — pull (GET, HEAD), push (PUT) and delete."""
+"""Web layer: /v2/<name>/manifests/<reference> — pull (GET, HEAD), push (PUT) and delete.
+
+Each view also answers `registry.manifest_slashed`, the same path with a `/` in the reference (`a%2Fb` arrives
+decoded) or none at all: such a reference parses as neither a tag nor a digest, and is answered like any other."""
 
 from __future__ import annotations
 
@@ -6,15 +9,27 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from stevedore.domain.errors import DigestInvalid, ManifestUnknown, ReferenceInvalid
 from stevedore.domain.model import Reference
 from stevedore.web.registry.http import absolute, empty_response, read_limited_body, repository
 from stevedore.web.security import Permission
 
 
+def reference_to_find(request: Request) -> Reference:
+    """The reference of a GET, HEAD or DELETE. One that is neither a valid tag nor a valid digest names no manifest,
+    so it is MANIFEST_UNKNOWN, as CNCF Distribution answers; only a PUT says why a reference is refused."""
+    text = request.matchdict["reference"]
+    try:
+        return Reference.parse(text)
+    except (ReferenceInvalid, DigestInvalid) as exc:
+        raise ManifestUnknown("no manifest is known by that reference", detail={"reference": text}) from exc
+
+
 @view_config(route_name="registry.manifest", request_method=("GET", "HEAD"), permission=Permission.PULL)
+@view_config(route_name="registry.manifest_slashed", request_method=("GET", "HEAD"), permission=Permission.PULL)
 def get_manifest(request: Request) -> Response:
     name = repository(request)
-    manifest = request.registry_service.get_manifest(name, Reference.parse(request.matchdict["reference"]))
+    manifest = request.registry_service.get_manifest(name, reference_to_find(request))
     response = Response(status=200)
     response.headers["Content-Type"] = manifest.media_type
     response.headers["Docker-Content-Digest"] = str(manifest.digest)
@@ -28,6 +43,7 @@ def get_manifest(request: Request) -> Response:
 
 
 @view_config(route_name="registry.manifest", request_method="PUT", permission=Permission.PUSH)
+@view_config(route_name="registry.manifest_slashed", request_method="PUT", permission=Permission.PUSH)
 def put_manifest(request: Request) -> Response:
     name = repository(request)
     reference = Reference.parse(request.matchdict["reference"])
@@ -47,6 +63,8 @@ def put_manifest(request: Request) -> Response:
 
 
 @view_config(route_name="registry.manifest", request_method="DELETE", permission=Permission.DELETE)
+@view_config(route_name="registry.manifest_slashed", request_method="DELETE", permission=Permission.DELETE)
 def delete_manifest(request: Request) -> Response:
-    request.registry_service.delete_manifest(repository(request), Reference.parse(request.matchdict["reference"]))
+    name = repository(request)
+    request.registry_service.delete_manifest(name, reference_to_find(request))
     return empty_response(202)
