@@ -53,3 +53,35 @@ def test_invite_create_prints_the_code_and_the_sign_up_url(ini):
 
 def test_db_upgrade_is_idempotent(ini):
     assert stevedore_cli(ini, "db", "upgrade").returncode == 0
+
+
+def test_user_password_disable_enable_and_delete(ini):
+    assert stevedore_cli(ini, "user", "create", "carol", "--password-stdin", stdin="carol's password\n").returncode == 0
+    changed = stevedore_cli(ini, "user", "password", "carol", "--password-stdin", stdin="a new password\n")
+    assert changed.returncode == 0, changed.stderr
+    assert "changed the password of user carol" in changed.stdout
+    weak = stevedore_cli(ini, "user", "password", "carol", "--password-stdin", stdin="short\n")
+    assert weak.returncode != 0 and "password" in weak.stderr
+    assert "disabled user carol" in stevedore_cli(ini, "user", "disable", "carol").stdout
+    assert "enabled user carol" in stevedore_cli(ini, "user", "enable", "carol").stdout
+    deleted = stevedore_cli(ini, "user", "delete", "carol")
+    assert deleted.returncode == 0, deleted.stderr
+    assert "aborted 0 open uploads" in deleted.stdout and "deleted user carol" in deleted.stdout
+    missing = stevedore_cli(ini, "user", "delete", "carol")
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines() == ["stevedore: error: no user 'carol'"]
+
+
+def test_token_key_create_writes_a_private_key_once(ini, tmp_path):
+    import os
+    import stat
+
+    path = tmp_path / "keys" / "token.pem"
+    created = stevedore_cli(ini, "token-key", "create", str(path))
+    assert created.returncode == 0, created.stderr
+    assert path.read_bytes().startswith(b"-----BEGIN PRIVATE KEY-----")
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    before = path.read_bytes()
+    again = stevedore_cli(ini, "token-key", "create", str(path))
+    assert again.returncode != 0 and "exists already" in again.stderr
+    assert path.read_bytes() == before

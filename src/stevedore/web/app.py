@@ -69,13 +69,8 @@ def build_blob_store(settings: Settings) -> BlobStore:
 
 
 def build_token_signer(settings: Settings) -> JwtTokenSigner:
-    if not settings.token_signing_keys:
-        raise SettingsError(
-            "no token signing key: set stevedore.token_signing_key_files in the ini (create one with "
-            "`stevedore token-key create FILE`) or STEVEDORE_TOKEN_SIGNING_KEYS"
-        )
     keys = []
-    for number, pem in enumerate(settings.token_signing_keys, start=1):
+    for number, pem in enumerate(settings.token_signing_keys(), start=1):
         try:
             keys.append(load_signing_key(pem, issuer=settings.token_issuer))
         except TokenKeyError as exc:

@@ -49,8 +49,11 @@ class Settings:
     blob_fsync: bool = True
     # Password checks (bcrypt) running at once; None: one or two, after the CPUs (adapters/passwords.py).
     password_check_concurrency: int | None = None
-    # PEM private keys that sign registry tokens; the first signs, all verify (rotation).
-    token_signing_keys: tuple[bytes, ...] = ()
+    # Where the PEM private keys that sign registry tokens are (read by `token_signing_keys()`, so the CLI never
+    # needs them): the first signs, all verify (rotation).
+    token_signing_key_files: tuple[str, ...] = ()
+    token_signing_keys_text: str | None = field(default=None, repr=False)
+    create_token_signing_key: bool = False
     token_issuer: str = "stevedore"
     # Services (other registries trusting our tokens) the token endpoint may issue tokens for, besides our own.
     token_audiences: tuple[str, ...] = ()
@@ -93,11 +96,41 @@ class Settings:
             bcrypt_rounds=int(merged.get("stevedore.bcrypt_rounds", 12)),
             blob_fsync=_bool(merged.get("stevedore.blob_fsync", "true")),
             password_check_concurrency=int(merged.get("stevedore.password_check_concurrency") or 0) or None,
-            token_signing_keys=_token_signing_keys(merged, environ),
+            token_signing_key_files=tuple((merged.get("stevedore.token_signing_key_files") or "").split()),
+            token_signing_keys_text=environ.get(TOKEN_KEYS_VARIABLE) or None,
+            create_token_signing_key=_bool(merged.get("stevedore.create_token_signing_key", "false")),
             token_issuer=(merged.get("stevedore.token_issuer") or "stevedore").strip(),
             token_audiences=tuple((merged.get("stevedore.token_audiences") or "").split()),
             raw=merged,
         )
+
+    def token_signing_keys(self) -> tuple[bytes, ...]:
+        """STEVEDORE_TOKEN_SIGNING_KEYS (PEM text), else the key files, newest first; a development ini may let the
+        app create the first file. The keys are parsed (and refused with a reason) where they are used."""
+        if self.token_signing_keys_text:
+            keys = split_pem_keys(self.token_signing_keys_text)
+            if not keys:
+                raise SettingsError(f"{TOKEN_KEYS_VARIABLE} holds no PEM private key")
+            return tuple(keys)
+        paths = self.token_signing_key_files
+        if not paths:
+            raise SettingsError(
+                "no token signing key: set stevedore.token_signing_key_files in the ini (create one with "
+                "`stevedore token-key create FILE`) or STEVEDORE_TOKEN_SIGNING_KEYS"
+            )
+        if self.create_token_signing_key and not os.path.exists(paths[0]):
+            write_new_signing_key(paths[0])
+        keys = []
+        for path in paths:
+            try:
+                with open(path, "rb") as handle:
+                    keys.append(handle.read())
+            except OSError as exc:
+                raise SettingsError(
+                    f"cannot read the token signing key {path}: {exc.strerror} "
+                    "(create one with `stevedore token-key create FILE`)"
+                ) from exc
+        return tuple(keys)
 
     @property
     def storage_path(self) -> str:
@@ -135,29 +168,3 @@ def _secret_key(settings: Mapping[str, str], environ: Mapping[str, str]) -> byte
     if len(key) < 32:
         raise SettingsError("the secret key must be at least 32 characters long")
     return key.encode()
-
-
-def _token_signing_keys(settings: Mapping[str, str], environ: Mapping[str, str]) -> tuple[bytes, ...]:
-    """STEVEDORE_TOKEN_SIGNING_KEYS (PEM text), else the key files, newest first. A development ini may let the app
-    create the first file. The keys are parsed (and refused with a reason) where they are used."""
-    if environ.get(TOKEN_KEYS_VARIABLE):
-        keys = split_pem_keys(environ[TOKEN_KEYS_VARIABLE])
-        if not keys:
-            raise SettingsError(f"{TOKEN_KEYS_VARIABLE} holds no PEM private key")
-        return tuple(keys)
-    paths = (settings.get("stevedore.token_signing_key_files") or "").split()
-    if not paths:
-        return ()  # the app refuses to start without one (the CLI does not need it)
-    if not os.path.exists(paths[0]) and _bool(settings.get("stevedore.create_token_signing_key", "false")):
-        write_new_signing_key(paths[0])
-    keys = []
-    for path in paths:
-        try:
-            with open(path, "rb") as handle:
-                keys.append(handle.read())
-        except OSError as exc:
-            raise SettingsError(
-                f"cannot read the token signing key {path}: {exc.strerror} "
-                "(create one with `stevedore token-key create FILE`)"
-            ) from exc
-    return tuple(keys)
