@@ -90,6 +90,8 @@ use = egg:stevedore-registry
 stevedore.database_url = {database_url}
 stevedore.storage_url = file://{storage_dir}
 stevedore.secret_key_file = {os.path.dirname(path)}/secret_key
+stevedore.token_signing_key_files = {os.path.dirname(path)}/token_signing_key.pem
+stevedore.create_token_signing_key = true
 stevedore.create_secret_key = true
 stevedore.bcrypt_rounds = 4
 {extra}
@@ -99,8 +101,6 @@ script_location = {REPO_ROOT}/alembic
 
 [server:main]
 use = egg:stevedore-registry#waitress
-stevedore.token_signing_key_files = {os.path.dirname(path)}/token_signing_key.pem
-stevedore.create_token_signing_key = true
 listen = 127.0.0.1:{port}
 threads = 8
 max_request_body_size = 1099511627776
