@@ -82,7 +82,16 @@ class LiveRegistry:
     flavor: str = "stevedore"
 
 
-def write_ini(path: str, *, database_url: str, storage_dir: str, port: int, extra: str = "") -> None:
+def write_ini(
+    path: str,
+    *,
+    database_url: str,
+    storage_dir: str,
+    port: int,
+    extra: str = "",
+    server_extra: str = "",
+    bcrypt_rounds: int = 4,
+) -> None:
     with open(path, "w") as handle:
         handle.write(
             f"""[app:main]
@@ -93,7 +102,7 @@ stevedore.secret_key_file = {os.path.dirname(path)}/secret_key
 stevedore.token_signing_key_files = {os.path.dirname(path)}/token_signing_key.pem
 stevedore.create_token_signing_key = true
 stevedore.create_secret_key = true
-stevedore.bcrypt_rounds = 4
+stevedore.bcrypt_rounds = {bcrypt_rounds}
 {extra}
 
 [alembic]
@@ -105,6 +114,7 @@ listen = 127.0.0.1:{port}
 threads = 8
 max_request_body_size = 1099511627776
 recv_bytes = 262144
+{server_extra}
 
 [loggers]
 keys = root
@@ -142,16 +152,20 @@ def stevedore_cli(ini_path: str, *args: str, stdin: str | None = None) -> subpro
 
 
 class WaitressProcess:
-    def __init__(self, ini_path: str, port: int, log_path: str) -> None:
+    def __init__(self, ini_path: str, port: int, log_path: str, env: dict[str, str] | None = None) -> None:
         self.ini_path = ini_path
         self.port = port
         self.log_path = log_path
+        self.env = env  # added to the server's environment (TMPDIR, say)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "pyramid.scripts.pserve", self.ini_path], stdout=log, stderr=log
+            [sys.executable, "-m", "pyramid.scripts.pserve", self.ini_path],
+            stdout=log,
+            stderr=log,
+            env={**os.environ, **self.env} if self.env else None,
         )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:

@@ -8,6 +8,8 @@ import http.client
 import json
 import os
 import socket
+import time
+from dataclasses import dataclass
 
 import pytest
 
@@ -270,3 +272,314 @@ def test_parallel_pushes_on_sqlite_never_see_a_locked_database(two_nodes):
         assert statuses == [202, 202, 201] * 4 + [201, 201], statuses
     status, _, body = two_nodes[1].request("GET", "/v2/parallel/app/tags/list")
     assert status == 200 and json.loads(body)["tags"] == [f"w{i}" for i in range(8)]
+
+
+# --- what the runner refuses before the app runs, and slow clients ------------------------------------------------
+class RawConnection:
+    """One socket, HTTP responses read by hand: to see exactly what the server sends, and when."""
+
+    def __init__(self, host: str, timeout: float = 30) -> None:
+        address, port = host.split(":")
+        self.sock = socket.create_connection((address, int(port)), timeout=timeout)
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def _fill(self, timeout: float) -> bool:
+        self.sock.settimeout(timeout)
+        try:
+            chunk = self.sock.recv(65536)
+        except TimeoutError:
+            return False
+        if not chunk:
+            raise EOFError
+        self.buffer += chunk
+        return True
+
+    def response(self, timeout: float = 15):
+        """(status, lower-cased headers, body) of the next response, or None if none starts within `timeout`."""
+        deadline = time.monotonic() + timeout
+        while b"\r\n\r\n" not in self.buffer:
+            if time.monotonic() > deadline or not self._fill(max(0.01, deadline - time.monotonic())):
+                return None
+        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        length = int(headers.get("content-length", "0"))
+        while len(self.buffer) < length:
+            if not self._fill(max(0.01, deadline - time.monotonic())):
+                return None
+        body, self.buffer = self.buffer[:length], self.buffer[length:]
+        return int(lines[0].split()[1]), headers, body
+
+    def closed_by_server(self, timeout: float = 15) -> bool:
+        """True when the server ends the connection (end of stream or reset) within `timeout`, sending nothing more."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                if self._fill(max(0.01, deadline - time.monotonic())):
+                    return False
+        except (EOFError, ConnectionResetError):
+            return True
+        return False
+
+
+def _spooled_bytes(pid: int, folder: str) -> int:
+    """Bytes in files under `folder`, counting files the process holds open and unlinked (TemporaryFile)."""
+    total = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}").startswith(folder):
+                total += os.stat(f"/proc/{pid}/fd/{fd}").st_size
+        except OSError:
+            pass
+    for root, _, files in os.walk(folder):
+        total += sum(os.path.getsize(os.path.join(root, name)) for name in files)
+    return total
+
+
+@dataclass
+class GuardedServer:
+    host: str
+    pid: int
+    tmpdir: str
+    client: Client
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory):
+    """A server with a small connection limit and a 2 s header timeout, spooling bodies to its own TMPDIR."""
+    base = tmp_path_factory.mktemp("guarded")
+    tmpdir = base / "tmp"
+    tmpdir.mkdir()
+    port = free_port()
+    ini = str(base / "guarded.ini")
+    write_ini(
+        ini,
+        database_url=f"sqlite:///{base}/db.sqlite",
+        storage_dir=str(base / "blobs"),
+        port=port,
+        server_extra="connection_limit = 20\nheader_timeout = 2",
+    )
+    assert stevedore_cli(ini, "db", "upgrade").returncode == 0
+    created = stevedore_cli(ini, "user", "create", "guard", "--password-stdin", stdin="guarded server pw\n")
+    assert created.returncode == 0, created.stderr
+    server = WaitressProcess(ini, port, str(base / "server.log"), env={"TMPDIR": str(tmpdir)})
+    server.start()
+    try:
+        assert server.process is not None
+        host = f"127.0.0.1:{port}"
+        yield GuardedServer(host, server.process.pid, str(tmpdir), Client(host, "guard", "guarded server pw"))
+    finally:
+        server.stop()
+
+
+def _refused_before_its_body(guarded: GuardedServer, head: str, sent: bytes):
+    """Send `head` and the start of the body it announces; the response, and the bytes the server stored."""
+    connection = RawConnection(guarded.host)
+    try:
+        connection.sock.sendall(head.encode() + sent)
+        response = connection.response(timeout=15)
+        spooled = _spooled_bytes(guarded.pid, guarded.tmpdir)
+        closed = response is not None and connection.closed_by_server(timeout=15)
+        return response, spooled, closed
+    finally:
+        connection.close()
+
+
+def test_an_anonymous_upload_body_is_refused_at_its_headers_and_never_stored(guarded):
+    # 768 KiB of the 300 MiB promised: more than waitress keeps in memory (512 KiB), so it used to reach the disk.
+    head = (
+        f"PATCH /v2/some/repo/blobs/uploads/0123abcd HTTP/1.1\r\nHost: {guarded.host}\r\n"
+        f"Content-Length: {300 * MiB}\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    response, spooled, closed = _refused_before_its_body(guarded, head, os.urandom(768 * 1024))
+    assert spooled == 0
+    assert response is not None, "no answer until the whole body is in"
+    status, headers, body = response
+    assert status == 401
+    assert json.loads(body) == {
+        "errors": [
+            {"code": "UNAUTHORIZED", "message": "authentication required: log in to this registry", "detail": {}}
+        ]
+    }
+    assert headers["content-type"] == "application/json"
+    assert headers["docker-distribution-api-version"] == "registry/2.0"
+    assert headers["www-authenticate"] == (
+        f'Bearer realm="http://{guarded.host}/v2/token",service="{guarded.host}"'
+    )  # as the app's own challenge
+    assert headers["connection"] == "close" and closed
+
+
+def test_a_big_token_form_is_refused_at_its_headers_and_never_stored(guarded):
+    head = (
+        f"POST /v2/token HTTP/1.1\r\nHost: {guarded.host}\r\nContent-Length: {100 * MiB}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    response, spooled, closed = _refused_before_its_body(guarded, head, b"a" * (768 * 1024))
+    assert spooled == 0
+    assert response is not None, "no answer until the whole body is in"
+    status, headers, body = response
+    assert status == 413
+    assert json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
+    assert headers["connection"] == "close" and closed
+
+
+def test_a_chunked_token_form_is_refused_at_its_headers(guarded):
+    head = (
+        f"POST /v2/token HTTP/1.1\r\nHost: {guarded.host}\r\nTransfer-Encoding: chunked\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    response, spooled, _ = _refused_before_its_body(guarded, head, b"10\r\ngrant_type=passw\r\n")
+    assert response is not None and response[0] == 413 and spooled == 0
+
+
+def test_an_anonymous_body_that_expects_100_continue_gets_the_401_instead(guarded):
+    connection = RawConnection(guarded.host)
+    try:
+        connection.sock.sendall(
+            f"PUT /v2/some/repo/manifests/latest HTTP/1.1\r\nHost: {guarded.host}\r\nContent-Length: 1000\r\n"
+            "Content-Type: application/vnd.oci.image.manifest.v1+json\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        response = connection.response(timeout=15)
+        assert response is not None and response[0] == 401  # not "100 Continue": the body is not wanted
+    finally:
+        connection.close()
+
+
+def test_authenticated_and_anonymous_bodyless_requests_pass_in_order_on_one_connection(guarded):
+    """Pipelined: an authenticated GET, an anonymous GET (the app's 401), then an anonymous body: answered in order."""
+    auth = guarded.client.auth["Authorization"]
+    connection = RawConnection(guarded.host)
+    try:
+        connection.sock.sendall(
+            (
+                f"GET /v2/ HTTP/1.1\r\nHost: {guarded.host}\r\nAuthorization: {auth}\r\n\r\n"
+                f"GET /v2/_catalog HTTP/1.1\r\nHost: {guarded.host}\r\n\r\n"
+                f"POST /v2/a/b/blobs/uploads/ HTTP/1.1\r\nHost: {guarded.host}\r\nContent-Length: 5\r\n\r\nhello"
+            ).encode()
+        )
+        statuses = [response[0] for response in (connection.response(), connection.response(), connection.response())]
+        assert statuses == [200, 401, 401]
+        assert connection.closed_by_server()
+    finally:
+        connection.close()
+
+
+def test_authenticated_uploads_and_small_token_forms_still_work(guarded):
+    client = guarded.client
+    status, headers, _ = client.request("POST", "/v2/still/works/blobs/uploads/")
+    assert status == 202
+    upload = path_of(headers["Location"])
+    # With Expect: 100-continue, as curl sends it for big bodies: 100 first, then the answer.
+    data = os.urandom(600 * 1024)
+    connection = RawConnection(guarded.host)
+    try:
+        connection.sock.sendall(
+            f"PATCH {upload} HTTP/1.1\r\nHost: {guarded.host}\r\nAuthorization: {client.auth['Authorization']}\r\n"
+            f"Content-Length: {len(data)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        response = connection.response()
+        assert response is not None and response[0] == 100
+        connection.sock.sendall(data)
+        response = connection.response()
+        assert response is not None and response[0] == 202
+    finally:
+        connection.close()
+
+    form = "grant_type=password&username=guard&password=guarded+server+pw"
+    connection = http.client.HTTPConnection(guarded.host, timeout=30)
+    try:
+        connection.request("POST", "/v2/token", form, {"Content-Type": "application/x-www-form-urlencoded"})
+        response = connection.getresponse()
+        assert response.status == 200 and "access_token" in json.loads(response.read())
+    finally:
+        connection.close()
+
+
+def _trickle(host: str, prefix: bytes, dribble: bytes, interval: float, until: float, results: list[str]) -> None:
+    """Send `prefix`, then `dribble` a byte every `interval` s; record whether the server closed the connection."""
+    connection = RawConnection(host)
+    try:
+        connection.sock.sendall(prefix)
+        for byte in dribble:
+            connection.sock.sendall(bytes([byte]))
+            if connection.closed_by_server(timeout=interval):
+                results.append("closed")
+                return
+            if time.monotonic() > until:
+                break
+        results.append("answered" if connection.response(timeout=10) else "no answer")
+    except OSError:
+        results.append("closed")
+    finally:
+        connection.close()
+
+
+def test_idle_and_trickling_connections_do_not_lock_everyone_out(guarded):
+    """More silent or dribbling connections than the limit (20): the header timeout (2 s) closes them, and a real
+    request is served."""
+    import threading
+
+    idle = [RawConnection(guarded.host) for _ in range(12)]
+    results: list[str] = []
+    head = f"GET /v2/ HTTP/1.1\r\nHost: {guarded.host}\r\nUser-Agent: {'x' * 200}\r\n\r\n".encode()
+    until = time.monotonic() + 60
+    tricklers = [
+        threading.Thread(target=_trickle, args=(guarded.host, b"", head, 0.3, until, results)) for _ in range(12)
+    ]
+    try:
+        for thread in tricklers:
+            thread.start()
+        time.sleep(0.5)  # all connected and holding their slots
+        connection = http.client.HTTPConnection(guarded.host, timeout=40)
+        try:
+            connection.request("GET", "/v2/", headers=guarded.client.auth)
+            assert connection.getresponse().status == 200
+        finally:
+            connection.close()
+        for thread in tricklers:
+            thread.join(timeout=70)
+        assert results == ["closed"] * 12  # a byte every 0.3 s keeps no connection open past its header timeout
+        assert all(connection.closed_by_server(timeout=20) for connection in idle)
+    finally:
+        for connection in idle:
+            connection.close()
+
+
+def test_a_slow_token_form_is_closed_but_a_slow_authenticated_upload_is_not(guarded):
+    """A token form is due within the header timeout (2 s) too; other bodies may be slow, if they keep moving."""
+    import threading
+
+    results: list[str] = []
+    form = b"grant_type=password&username=guard&password=wrong&service=x"
+    head = (
+        f"POST /v2/token HTTP/1.1\r\nHost: {guarded.host}\r\nContent-Length: {len(form)}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    ).encode()
+    trickler = threading.Thread(target=_trickle, args=(guarded.host, head, form, 0.3, time.monotonic() + 60, results))
+    trickler.start()
+
+    client = guarded.client
+    _, headers, _ = client.request("POST", "/v2/slow/upload/blobs/uploads/")
+    upload = path_of(headers["Location"])
+    connection = RawConnection(guarded.host)
+    try:
+        connection.sock.sendall(
+            f"PATCH {upload} HTTP/1.1\r\nHost: {guarded.host}\r\n"
+            f"Authorization: {client.auth['Authorization']}\r\nContent-Length: 8192\r\n\r\n".encode()
+        )
+        for _ in range(8):  # 4 s, twice the header timeout
+            connection.sock.sendall(os.urandom(1024))
+            time.sleep(0.5)
+        response = connection.response()
+        assert response is not None and response[0] == 202
+    finally:
+        connection.close()
+    trickler.join(timeout=70)
+    assert results == ["closed"]
+
