@@ -583,3 +583,58 @@ def test_a_slow_token_form_is_closed_but_a_slow_authenticated_upload_is_not(guar
     trickler.join(timeout=70)
     assert results == ["closed"]
 
+
+def test_a_flood_of_failing_logins_does_not_starve_a_caller_with_cached_credentials(tmp_path_factory):
+    """24 clients fail Basic logins as fast as they can against 8 threads at bcrypt cost 12 (~0.3 s each). Password
+    checks run a few at a time and the surplus is refused with 429, so a caller whose login is cached is served."""
+    import statistics
+    import threading
+
+    base = tmp_path_factory.mktemp("logins")
+    port = free_port()
+    ini = str(base / "logins.ini")
+    write_ini(
+        ini, database_url=f"sqlite:///{base}/db.sqlite", storage_dir=str(base / "blobs"), port=port, bcrypt_rounds=12
+    )
+    assert stevedore_cli(ini, "db", "upgrade").returncode == 0
+    created = stevedore_cli(ini, "user", "create", "victim", "--password-stdin", stdin="the right password\n")
+    assert created.returncode == 0, created.stderr
+    server = WaitressProcess(ini, port, str(base / "server.log"))
+    server.start()
+    host = f"127.0.0.1:{port}"
+    legit = Client(host, "victim", "the right password")
+    stop = threading.Event()
+    statuses: list[int] = []
+    codes: set[str] = set()
+
+    def attack(index: int) -> None:
+        attacker = Client(host, "victim", f"wrong password {index}")
+        while not stop.is_set():
+            try:
+                status, _, body = attacker.request("GET", "/v2/")
+            except OSError:
+                continue
+            statuses.append(status)
+            if status == 429:
+                codes.add(json.loads(body)["errors"][0]["code"])
+
+    attackers = [threading.Thread(target=attack, args=(index,)) for index in range(24)]
+    try:
+        assert legit.request("GET", "/v2/")[0] == 200  # verified once, then cached
+        for thread in attackers:
+            thread.start()
+        time.sleep(1)  # the flood is on
+        latencies = []
+        for _ in range(10):
+            started = time.monotonic()
+            assert legit.request("GET", "/v2/")[0] == 200
+            latencies.append(time.monotonic() - started)
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        for thread in attackers:
+            thread.join(timeout=150)
+        server.stop()
+    assert statistics.median(latencies) < 1.0, latencies
+    assert set(statuses) <= {401, 429} and 401 in statuses  # never a 500; some checks ran and failed
+    assert codes <= {"TOOMANYREQUESTS"}

@@ -111,6 +111,12 @@ class TokenInvalid(Unauthenticated):
     message = "token invalid or expired"
 
 
+class TooManyRequests(StevedoreError):
+    """The server refuses work it cannot take on now (password checks under a flood of logins); retry later."""
+
+    message = "too many requests: retry in a moment"
+
+
 # --- accounts ------------------------------------------------------------------------------------
 class AccountExists(StevedoreError):
     message = "an account with that name already exists"

@@ -80,7 +80,7 @@ def build_token_signer(settings: Settings) -> JwtTokenSigner:
 
 def build_components(settings: Settings, *, blob_store: BlobStore | None = None) -> Components:
     engine = make_engine(settings.database_url, **_pool_options(settings.database_url))
-    hasher = BcryptPasswordHasher(settings.bcrypt_rounds)
+    hasher = BcryptPasswordHasher(settings.bcrypt_rounds, concurrency=settings.password_check_concurrency)
     return Components(
         settings=settings,
         engine=engine,

@@ -38,6 +38,7 @@ ERROR_TABLE: list[tuple[type[e.StevedoreError], int, str]] = [
     (e.ManifestUnknown, 404, "MANIFEST_UNKNOWN"),
     (e.UploadUnknown, 404, "BLOB_UPLOAD_UNKNOWN"),
     (e.NotFound, 404, "NAME_UNKNOWN"),  # the spec has no generic code; under /v2/ only repositories have names
+    (e.TooManyRequests, 429, "TOOMANYREQUESTS"),
     (e.Unauthenticated, 401, "UNAUTHORIZED"),
     (e.Denied, 403, "DENIED"),
     (e.TooManyUploads, 429, "TOOMANYREQUESTS"),
