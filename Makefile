@@ -17,7 +17,7 @@ venv: $(INSTALLED)
 
 ## Serve the registry on 127.0.0.1:$(PORT) with SQLite and a blob folder under ./var.
 run: $(INSTALLED)
-	@mkdir -p var
+	@mkdir -p var && chmod 700 var
 	$(BIN)/stevedore --config development.ini db upgrade
 	$(BIN)/pserve development.ini http_port=$(PORT)
 

@@ -53,6 +53,7 @@ class FolderBlobStore:
         self.fsync = fsync
         self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
         self._lock = threading.Lock()
+        os.makedirs(self.root, mode=0o700, exist_ok=True)  # when we create it: only the server reads blobs
         os.makedirs(os.path.join(self.root, "blobs"), exist_ok=True)
         os.makedirs(os.path.join(self.root, "uploads"), exist_ok=True)
 

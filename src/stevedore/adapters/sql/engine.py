@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import stat
 from typing import Any
 
 import sqlalchemy as sa
@@ -30,8 +32,8 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
 
 
 def _make_sqlite_engine(url: URL, **kwargs: Any) -> sa.Engine:
-    if url.database and url.database != ":memory:":
-        os.makedirs(os.path.dirname(os.path.abspath(url.database)), exist_ok=True)
+    if url.database and url.database != ":memory:" and not url.database.startswith("file:"):
+        _private_database_file(os.path.abspath(url.database))
     engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
 
     @event.listens_for(engine, "connect")
@@ -53,6 +55,23 @@ def _make_sqlite_engine(url: URL, **kwargs: Any) -> sa.Engine:
         conn.exec_driver_sql(f"BEGIN {conn.get_execution_options().get(_BEGIN_OPTION, 'DEFERRED')}")
 
     return engine
+
+
+def _private_database_file(path: str) -> None:
+    """The database holds the password hashes: its folder (when we create it) is 0700 and the file 0600. SQLite
+    gives its -wal and -shm files the main file's mode, so creating that file 0600 before SQLite does covers them;
+    files left by an older version are narrowed to their owner."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    # An empty file is an empty database. Already there, or not creatable (SQLite says so when it connects): fine.
+    with contextlib.suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+        try:
+            mode = stat.S_IMODE(os.stat(name).st_mode)
+            if mode & 0o077:
+                os.chmod(name, mode & 0o700)
+        except OSError:
+            pass  # absent, or another user's
 
 
 def writer_engine(engine: sa.Engine) -> sa.Engine:
