@@ -16,6 +16,9 @@ class Clock(Protocol):
 
 
 class PasswordHasher(Protocol):
+    """bcrypt or alike. Checks are expensive, so an adapter may bound how many run at once: then `hash` and
+    `verify` raise TooManyRequests when the server is too busy to take one more."""
+
     def hash(self, password: str) -> str: ...
 
     def verify(self, password: str, hashed: str) -> bool:

@@ -33,8 +33,8 @@ def includeme(config: Configurator) -> None:
     config.add_route("registry.unknown", "/v2/{path:(?s:.+)}")
 
     config.add_route("health", "/-/health")
-    config.add_route("ui.home", "/")
-    config.add_route("ui.login", "/login")
     # What other registries need to verify our tokens: the public keys as a JWKS and as a PEM certificate bundle.
     config.add_route("token_keys.jwks", "/.well-known/jwks.json")
     config.add_route("token_keys.certificates", "/-/token-certificates.pem")
+    config.add_route("ui.home", "/")
+    config.add_route("ui.login", "/login")

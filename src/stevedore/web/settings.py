@@ -159,7 +159,7 @@ def _secret_key(settings: Mapping[str, str], environ: Mapping[str, str]) -> byte
                     f"the secret key file {path} does not exist: set STEVEDORE_SECRET_KEY, or create the file "
                     "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(48))' > FILE; chmod 600 FILE)"
                 )
-            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_urlsafe(48) + "\n")
