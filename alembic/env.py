@@ -55,19 +55,30 @@ def run_migrations_online() -> None:
 def _migrate(conn: sa.Connection) -> None:
     # SQLite rebuilds a table to change it (batch mode): with foreign keys enforced, dropping the old table would
     # cascade into every table referencing it. Enforcement can only be switched outside a transaction, so it is
-    # done on the driver's connection (in autocommit mode, see engine.py) before alembic begins one.
+    # done on the driver's connection (in autocommit mode, see engine.py) before alembic begins one, and checked.
     sqlite = conn.dialect.name == "sqlite"
     if sqlite:
-        conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=OFF")  # type: ignore[union-attr]
+        driver = conn.connection.dbapi_connection
+        assert driver is not None
+        driver.execute("PRAGMA foreign_keys=OFF")
+        if driver.execute("PRAGMA foreign_keys").fetchone() != (0,):
+            raise RuntimeError("cannot switch SQLite's foreign keys off (a transaction is open): nothing was changed")
+        dangling_before = {tuple(row) for row in driver.execute("PRAGMA foreign_key_check").fetchall()}
     try:
         context.configure(connection=conn, target_metadata=metadata, render_as_batch=True)
         with context.begin_transaction():
             context.run_migrations()
-            if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
-                raise RuntimeError("the migration left rows whose references point nowhere; nothing was changed")
+            if sqlite and _dangling_references(conn) - dangling_before:  # in the migration's transaction
+                raise RuntimeError("the migration left references that point nowhere: nothing was changed")
     finally:
         if sqlite:
-            conn.connection.dbapi_connection.execute("PRAGMA foreign_keys=ON")  # type: ignore[union-attr]
+            driver.execute("PRAGMA foreign_keys=ON")
+
+
+def _dangling_references(conn: sa.Connection) -> set[tuple[object, ...]]:
+    """SQLite's foreign_key_check: (table, rowid, referenced table, constraint) for each reference to nothing. Rows
+    that dangled before a migration are not its fault; new ones are."""
+    return {tuple(row) for row in conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()}
 
 
 if context.is_offline_mode():

@@ -3,6 +3,7 @@ for repeated Basic credentials; the published token keys."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import jwt
@@ -78,14 +79,42 @@ def test_an_access_token_is_not_a_refresh_token(testapp, make_user):
     assert refresh(testapp, body["refresh_token"]).json["access_token"]
 
 
+def federating(components, **changes):
+    changes.setdefault("token_audiences", ("peer.example:5000",))
+    changes.setdefault("service_name", SERVICE)
+    components.settings = dataclasses.replace(components.settings, **changes)
+
+
 def test_a_token_for_another_service_is_refused(testapp, components, make_user):
     make_user("traveller", "a fine password")
-    components.settings = components.settings.__class__(
-        **{**components.settings.__dict__, "token_audiences": ("peer.example:5000",)}
-    )
+    federating(components)
     token = token_for(testapp, "traveller", "a fine password", service="peer.example:5000")["token"]
     assert jwt.decode(token, options={"verify_signature": False})["aud"] == "peer.example:5000"
     testapp.get("/v2/", headers=bearer(token), status=401)
+    # Naming the trusting registry in Host changes nothing: our service is configured, not taken from requests.
+    testapp.get("/v2/", headers={**bearer(token), "Host": "peer.example:5000"}, status=401)
+
+
+def test_a_host_naming_a_trusting_registry_never_makes_its_tokens_ours(testapp, components, make_user):
+    make_user("traveller", "a fine password")
+    federating(components, service_name=None)  # as if the settings had let it through
+    token = token_for(testapp, "traveller", "a fine password", service="peer.example:5000")["token"]
+    testapp.get("/v2/", headers={**bearer(token), "Host": "peer.example:5000"}, status=401)
+
+
+def test_trusting_registries_need_a_fixed_service_name_of_our_own():
+    from stevedore.web.settings import Settings, SettingsError
+
+    ini = {
+        "stevedore.database_url": "sqlite://",
+        "stevedore.storage_url": "file:///tmp/x",
+        "stevedore.token_audiences": "peer.example:5000",
+    }
+    environ = {"STEVEDORE_SECRET_KEY": "s" * 40}
+    with pytest.raises(SettingsError, match="public_url"):
+        Settings.from_mapping(ini, environ=environ)
+    assert Settings.from_mapping({**ini, "stevedore.service_name": "us"}, environ=environ).token_audiences
+    assert Settings.from_mapping({**ini, "stevedore.public_url": "https://r.example"}, environ=environ)
 
 
 def test_no_token_is_issued_for_an_unknown_service(testapp, make_user):
@@ -113,6 +142,18 @@ def test_a_deactivated_account_loses_its_tokens_and_its_cached_password(testapp,
     testapp.get("/v2/", headers=bearer(body["token"]), status=401)
     testapp.get("/v2/", headers=basic("leaver", "a fine password"), status=401)
     refresh(testapp, body["refresh_token"], status=401)
+
+
+def test_enabling_an_account_again_does_not_bring_its_old_tokens_back(testapp, components, make_user):
+    make_user("returner", "a fine password")
+    body = token_for(testapp, "returner", "a fine password", offline=True)
+    change_account(components, "set_active", "returner", False)
+    change_account(components, "set_active", "returner", True)
+    testapp.get("/v2/", headers=bearer(body["token"]), status=401)
+    refresh(testapp, body["refresh_token"], status=401)
+    testapp.get("/v2/", headers=basic("returner", "a fine password"), status=200)  # the password itself still works
+    fresh = token_for(testapp, "returner", "a fine password")["token"]
+    testapp.get("/v2/", headers=bearer(fresh), status=200)
 
 
 def test_a_password_change_ends_tokens_refresh_tokens_and_cached_logins(testapp, components, make_user):
@@ -201,3 +242,23 @@ def test_tokens_expire_in_the_configured_time(testapp, make_user, frozen_clock):
     assert claims["iat"] == int(frozen_clock.now().timestamp())
     frozen_clock.advance(seconds=300)
     assert frozen_clock.now() - timedelta(seconds=300) < frozen_clock.now()
+
+
+def test_a_token_form_with_file_parts_is_a_clear_error_not_a_500(testapp, make_user):
+    make_user("uploader", "a fine password")
+    login = {"grant_type": "password", "username": "uploader", "password": "a fine password", "client_id": "t"}
+    refreshing = {"grant_type": "refresh_token", "client_id": "t"}
+    for fields, name in (
+        (login, "username"),
+        (login, "password"),
+        (login, "grant_type"),
+        (refreshing, "refresh_token"),
+    ):
+        without = {key: value for key, value in fields.items() if key != name}
+        response = testapp.post(
+            "/v2/token", params=without, upload_files=[(name, "f.txt", b"uploader")], status=(400, 401)
+        )
+        assert response.json["errors"][0]["code"] in ("UNAUTHORIZED", "UNSUPPORTED")
+    for name in ("scope", "service"):  # optional fields: a file there is ignored
+        files = [(name, "f.txt", b"repository:x:pull")]
+        assert testapp.post("/v2/token", params=login, upload_files=files, status=200).json["token"]

@@ -35,3 +35,44 @@ def test_downgrade_to_nothing_and_back(database_url):
         assert {"accounts", "manifests", "tags", "uploads"} <= set(sa.inspect(engine).get_table_names())
     finally:
         engine.dispose()
+
+
+def test_upgrading_a_populated_database_keeps_every_reference_to_an_account(database_url):
+    """0002 rebuilds SQLite's accounts table: invites and uploads that point at accounts must come through."""
+    downgrade(database_url)
+    upgrade(database_url, revision="0001")
+    engine = make_engine(database_url)
+    when = {"when": "2026-01-01 00:00:00+00:00"}
+    try:
+        with engine.begin() as conn:
+            for statement in (
+                "INSERT INTO accounts (username, password_hash, is_admin, is_active, created_at) "
+                "VALUES ('a', 'x', :no, :yes, :when), ('b', 'x', :no, :yes, :when)",
+                "INSERT INTO invites (code_hash, created_by, used_by, created_at, expires_at) "
+                "VALUES ('h', 1, 2, :when, :when)",
+                "INSERT INTO repositories (id, name, created_at) VALUES (1, 'r', :when)",
+                "INSERT INTO uploads (id, repository_id, account_id, digest_algorithm, created_at) "
+                "VALUES ('u', 1, 2, 'sha256', :when)",
+            ):
+                conn.execute(sa.text(statement), {**when, "no": False, "yes": True})
+        upgrade(database_url)
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT created_by, used_by FROM invites")).all() == [(1, 2)]
+            assert conn.execute(sa.text("SELECT account_id FROM uploads")).all() == [(2,)]
+            assert conn.execute(sa.text("SELECT id, token_generation FROM accounts ORDER BY id")).all() == [
+                (1, 0),
+                (2, 0),
+            ]
+            conn.execute(sa.text("DELETE FROM uploads"))
+            conn.execute(sa.text("UPDATE invites SET used_by = NULL"))
+            conn.execute(sa.text("DELETE FROM accounts WHERE id = 2"))
+            conn.execute(
+                sa.text(
+                    "INSERT INTO accounts (username, password_hash, is_admin, is_active, created_at) "
+                    "VALUES ('c', 'x', :no, :yes, :when)"
+                ),
+                {**when, "no": False, "yes": True},
+            )
+            assert conn.execute(sa.text("SELECT id FROM accounts WHERE username = 'c'")).scalar_one() == 3
+    finally:
+        engine.dispose()

@@ -57,3 +57,17 @@ def test_invite_is_redeemed_once_and_expires(service):
     service.clock.advance(days=8)
     with pytest.raises(InviteUnknown):
         service.redeem_invite(late.code, "late", "a fine password")
+
+
+def test_a_new_password_or_a_disable_raises_the_token_generation_and_an_enable_does_not():
+    store = InMemoryAccountStore()
+    service = AccountService(store, PlainPasswordHasher(), FixedClock())
+    account = service.create_account("dora", "a fine password")
+    assert account.token_generation == 0
+    service.change_password("dora", "another password")
+    assert store.get(account.id).token_generation == 1
+    service.set_active("dora", False)
+    service.set_active("dora", False)  # already disabled: nothing more ends
+    assert store.get(account.id).token_generation == 2
+    service.set_active("dora", True)
+    assert store.get(account.id).token_generation == 2 and store.get(account.id).is_active

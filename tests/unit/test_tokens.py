@@ -214,6 +214,15 @@ def test_a_password_change_ends_refresh_and_access_tokens(tokens, accounts, alic
         tokens.holder_of_access_token(issued.token, service="registry")
 
 
+def test_a_new_token_generation_ends_the_tokens_of_the_old_one(tokens, accounts, alice):
+    issued = tokens.issue(alice, [], service="registry", offline=True)
+    accounts.accounts[alice.id].token_generation += 1
+    with pytest.raises(TokenInvalid):
+        tokens.account_for_refresh_token(issued.refresh_token)
+    with pytest.raises(TokenInvalid):
+        tokens.holder_of_access_token(issued.token, service="registry")
+
+
 def test_a_deleted_accounts_tokens_do_not_come_back_with_a_new_account(tokens, accounts, alice):
     issued = tokens.issue(alice, [], service="registry", offline=True)
     del accounts.accounts[alice.id]

@@ -113,12 +113,16 @@ class AccountService:
         account = self.account_named(username)
         check_password_strength(password, account.username)
         account.password_hash = self.hasher.hash(password)
+        account.token_generation += 1
         self.accounts.update(account)
         return account
 
     def set_active(self, username: str, active: bool) -> Account:
-        """Disable (or enable again) an account. A disabled account's tokens stop working at once."""
+        """Disable (or enable again) an account. A disabled account's tokens stop working at once, and enabling it
+        again does not bring them back."""
         account = self.account_named(username)
+        if account.is_active and not active:
+            account.token_generation += 1
         account.is_active = active
         self.accounts.update(account)
         return account

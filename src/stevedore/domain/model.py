@@ -140,6 +140,8 @@ class Account:
     is_admin: bool = False
     is_active: bool = True
     created_at: datetime | None = None
+    # Goes up whenever every token of the account must end: a new password, a disable.
+    token_generation: int = 0
 
 
 @dataclass

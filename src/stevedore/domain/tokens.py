@@ -44,8 +44,9 @@ class TokenHolder:
 
 
 def credential_stamp(account: Account, key: bytes) -> str:
-    """A short keyed fingerprint of the account's current credentials: it changes with the password hash."""
-    message = f"{account.id}\0{account.password_hash}".encode()
+    """A short keyed fingerprint of the account's current credentials: it changes with the password hash and the
+    token generation (which a disable raises)."""
+    message = f"{account.id}\0{account.token_generation}\0{account.password_hash}".encode()
     return base64.urlsafe_b64encode(hmac.new(key, message, hashlib.sha256).digest()[:16]).rstrip(b"=").decode()
 
 

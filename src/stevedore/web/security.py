@@ -164,8 +164,11 @@ def authenticate_request(request: Request) -> Principal | None:
     if token is not None:
         from stevedore.web.registry.challenge import service_name  # it imports this module
 
+        service = service_name(request)
+        if service in request.registry.stevedore.settings.token_audiences:
+            return None  # a token for a registry that trusts ours is never one for us, whatever Host says
         try:
-            holder = request.token_service.holder_of_access_token(token, service=service_name(request))
+            holder = request.token_service.holder_of_access_token(token, service=service)
         except TokenInvalid:
             return None
         return Principal(holder.account, holder.scopes)

@@ -45,6 +45,7 @@ class Settings:
     credential_cache_seconds: int = 60
     max_manifest_bytes: int = 4 * MiB
     max_open_uploads_per_account: int = 100  # 0: no limit
+    abandoned_upload_seconds: int = 3600  # at the cap, sessions started longer ago are reclaimed; 0: never
     bcrypt_rounds: int = 12
     blob_fsync: bool = True
     # Password checks (bcrypt) running at once; None: one or two, after the CPUs (adapters/passwords.py).
@@ -80,6 +81,14 @@ class Settings:
         public_url = (merged.get("stevedore.public_url") or "").strip().rstrip("/") or None
         if public_url and urlparse(public_url).scheme not in ("http", "https"):
             raise SettingsError(f"the public URL {public_url!r} must start with http:// or https://")
+        token_audiences = tuple((merged.get("stevedore.token_audiences") or "").split())
+        if token_audiences and not (public_url or merged.get("stevedore.service_name")):
+            # Our own service would otherwise come from each request's Host header, and a client could name a
+            # trusting registry's service there to have its tokens accepted here (or issued for any service).
+            raise SettingsError(
+                "stevedore.token_audiences needs a fixed service name of our own: set stevedore.public_url "
+                "(STEVEDORE_PUBLIC_URL) or stevedore.service_name"
+            )
 
         return cls(
             database_url=database_url,
@@ -93,6 +102,7 @@ class Settings:
             credential_cache_seconds=int(merged.get("stevedore.credential_cache_seconds", 60)),
             max_manifest_bytes=int(merged.get("stevedore.max_manifest_bytes", 4 * MiB)),
             max_open_uploads_per_account=int(merged.get("stevedore.max_open_uploads_per_account", 100)),
+            abandoned_upload_seconds=int(merged.get("stevedore.abandoned_upload_seconds", 3600)),
             bcrypt_rounds=int(merged.get("stevedore.bcrypt_rounds", 12)),
             blob_fsync=_bool(merged.get("stevedore.blob_fsync", "true")),
             password_check_concurrency=int(merged.get("stevedore.password_check_concurrency") or 0) or None,
@@ -100,7 +110,7 @@ class Settings:
             token_signing_keys_text=environ.get(TOKEN_KEYS_VARIABLE) or None,
             create_token_signing_key=_bool(merged.get("stevedore.create_token_signing_key", "false")),
             token_issuer=(merged.get("stevedore.token_issuer") or "stevedore").strip(),
-            token_audiences=tuple((merged.get("stevedore.token_audiences") or "").split()),
+            token_audiences=token_audiences,
             raw=merged,
         )
 

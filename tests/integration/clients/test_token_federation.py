@@ -68,7 +68,8 @@ def federation(tmp_path_factory):
         database_url=f"sqlite:///{base}/stevedore.sqlite",
         storage_dir=str(base / "blobs"),
         port=port,
-        extra=f"stevedore.token_audiences = {PEER_SERVICE}\nstevedore.token_issuer = {ISSUER}",
+        extra=f"stevedore.token_audiences = {PEER_SERVICE}\nstevedore.token_issuer = {ISSUER}\n"
+        f"stevedore.public_url = http://127.0.0.1:{port}",
     )
     for args, stdin in (
         (("db", "upgrade"), None),

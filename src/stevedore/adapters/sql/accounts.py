@@ -30,6 +30,7 @@ def _account(row: Any) -> Account:
         is_admin=row.is_admin,
         is_active=row.is_active,
         created_at=_utc(row.created_at),
+        token_generation=row.token_generation,
     )
 
 
@@ -87,6 +88,7 @@ class SqlAccountStore:
                 password_hash=account.password_hash,
                 is_admin=account.is_admin,
                 is_active=account.is_active,
+                token_generation=account.token_generation,
             )
         )
 

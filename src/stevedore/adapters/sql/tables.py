@@ -32,6 +32,8 @@ accounts = sa.Table(
     sa.Column("is_admin", sa.Boolean, nullable=False, default=False),
     sa.Column("is_active", sa.Boolean, nullable=False, default=True),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Goes up whenever the account's tokens must end (disable, new password); tokens carry a stamp of it.
+    sa.Column("token_generation", sa.Integer, nullable=False, server_default="0", default=0),
     # SQLite would otherwise give a deleted account's id to the next one (and its tokens with it).
     sqlite_autoincrement=True,
 )

@@ -94,16 +94,22 @@ def post_token(request: Request) -> Response:
     # Anyone may call this: refuse a big body from its Content-Length before WebOb reads the form into memory.
     if request.content_length is None or request.content_length > MAX_FORM_BYTES:
         raise PayloadTooLarge(f"the token form is limited to {MAX_FORM_BYTES} bytes")
-    form = request.POST
-    grant_type = form.get("grant_type")
+    posted = request.POST
+
+    def field(name: str, default: str = "") -> str:
+        # Only text counts: a multipart form may carry a file part under any name.
+        value = posted.get(name, default)
+        return value if isinstance(value, str) else default
+
+    grant_type = field("grant_type")
     account: Account | None
     if grant_type == "password":
-        account = account_for_password(request, form.get("username", ""), form.get("password", ""))
+        account = account_for_password(request, field("username"), field("password"))
         if account is None:
             raise _unauthenticated("invalid user name or password")
     elif grant_type == "refresh_token":
         try:
-            account = request.token_service.account_for_refresh_token(form.get("refresh_token", ""))
+            account = request.token_service.account_for_refresh_token(field("refresh_token"))
         except TokenInvalid as exc:
             raise _unauthenticated("invalid or expired refresh token") from exc
     else:
@@ -111,8 +117,8 @@ def post_token(request: Request) -> Response:
     issued = _issue(
         request,
         account,
-        _scopes([form.get("scope", "")]),
-        service=form.get("service"),
-        offline=grant_type == "password" and form.get("access_type") == "offline",
+        _scopes([field("scope")]),
+        service=field("service") or None,
+        offline=grant_type == "password" and field("access_type") == "offline",
     )
     return _token_response(_body(issued, oauth=True))
