@@ -33,6 +33,7 @@ from stevedore.web.errors import is_registry_path
 from stevedore.web.security import (
     CredentialCache,
     Permission,
+    SingleFlight,
     StevedoreSecurityPolicy,
     authenticate_request,
     registry_may,
@@ -58,6 +59,7 @@ class Components:
     refresh_token_signer: TokenSigner
     clock: Clock
     credential_cache: CredentialCache
+    credential_flights: SingleFlight
     dummy_password_hash: str
     credential_stamp_key: bytes
 
@@ -92,6 +94,7 @@ def build_components(settings: Settings, *, blob_store: BlobStore | None = None)
         refresh_token_signer=HmacTokenSigner(settings.secret_key, purpose="refresh-token"),
         clock=SystemClock(),
         credential_cache=CredentialCache(settings.secret_key, settings.credential_cache_seconds),
+        credential_flights=SingleFlight(settings.secret_key),
         dummy_password_hash=hasher.hash(secrets.token_urlsafe(16)),
         credential_stamp_key=hmac.new(settings.secret_key, b"credential-stamp", hashlib.sha256).digest(),
     )

@@ -8,6 +8,7 @@ import hashlib
 import hmac
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,7 +18,7 @@ from pyramid.security import Allowed, Denied
 from stevedore.domain import access
 from stevedore.domain.access import Action
 from stevedore.domain.accounts import AccountService
-from stevedore.domain.errors import TokenInvalid
+from stevedore.domain.errors import TokenInvalid, TooManyRequests
 from stevedore.domain.model import Account, RepositoryName, Scope
 from stevedore.domain.ports import AccountStore
 
@@ -96,6 +97,62 @@ class CredentialCache:
             )
 
 
+class _Flight:
+    """One password check in progress, and what it found (an account id and hash, or None)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.result: tuple[int, str] | None = None
+        self.failed = False  # the check raised (the password checks were too busy, the database failed)
+
+
+class SingleFlight:
+    """Identical credentials checked at once share one bcrypt run: a client's burst of parallel first requests (or
+    parallel jobs of one robot account) costs one check, not one each, and does not fill the password-check queue.
+    Followers wait at most as long as the check takes; there are at most `max_followers` of them in all."""
+
+    def __init__(self, secret_key: bytes, max_followers: int = 16, wait_seconds: float = 15.0) -> None:
+        self._key = hmac.new(secret_key, b"credential-flight", hashlib.sha256).digest()
+        self.max_followers = max_followers
+        self.wait_seconds = wait_seconds
+        self._flights: dict[bytes, _Flight] = {}
+        self._followers = 0
+        self._lock = threading.Lock()
+
+    def run(self, username: str, password: str, check: Callable[[], tuple[int, str] | None]) -> tuple[int, str] | None:
+        key = hmac.new(self._key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+        with self._lock:
+            flight = self._flights.get(key)
+            leading = flight is None
+            if leading:
+                flight = self._flights[key] = _Flight()
+            elif self._followers >= self.max_followers:
+                flight, leading = None, False
+            else:
+                self._followers += 1
+        if flight is None:
+            return check()  # too many followers already: check alone, through the bounded password checks
+        if not leading:
+            try:
+                finished = flight.done.wait(self.wait_seconds)
+            finally:
+                with self._lock:
+                    self._followers -= 1
+            if not finished or flight.failed:
+                raise TooManyRequests("too many logins at once: retry in a moment")
+            return flight.result
+        try:
+            flight.result = check()
+            return flight.result
+        except BaseException:
+            flight.failed = True
+            raise
+        finally:
+            with self._lock:
+                del self._flights[key]
+            flight.done.set()
+
+
 def parse_basic(header: str) -> tuple[str, str] | None:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic":
@@ -129,11 +186,23 @@ def account_for_password(request: Request, username: str, password: str) -> Acco
         ):
             return account
     service: AccountService = request.lookup_account_service
-    account = service.authenticate(username, password)
-    if account is None:
+
+    def check() -> tuple[int, str] | None:
+        checked = service.authenticate(username, password)
+        if checked is None or checked.id is None:
+            return None
+        cache.put(username, password, checked.id, checked.password_hash)
+        return checked.id, checked.password_hash
+
+    flights: SingleFlight = request.registry.stevedore.credential_flights
+    found = flights.run(username, password, check)
+    if found is None:
         return None
-    assert account.id is not None
-    cache.put(username, password, account.id, account.password_hash)
+    account = store.get(found[0])
+    if account is None or not account.is_active or account.username != username:
+        return None
+    if not hmac.compare_digest(account.password_hash.encode(), found[1].encode()):
+        return None
     return account
 
 
