@@ -419,3 +419,17 @@ def test_hmac_signer_rejects_a_signed_payload_that_is_not_an_object():
         signature = _b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())
         with pytest.raises(TokenInvalid):
             signer.verify(f"{payload}.{signature}")
+
+
+def test_verified_signatures_are_remembered_but_never_a_forgery_and_never_without_bound():
+    signer = JwtTokenSigner([load_signing_key(KEY_PEM, issuer="stevedore")], cache_size=2)
+    token = signer.sign({"sub": "alice", "access": []})
+    assert signer.verify(token) == {"sub": "alice", "access": []}
+    signer.verify(token)["access"].append("granted to myself")  # what a caller does to its copy stays there
+    assert signer.verify(token) == {"sub": "alice", "access": []}
+    head, body, signature = token.split(".")
+    with pytest.raises(TokenInvalid):
+        signer.verify(f"{head}.{_b64(json.dumps({'sub': 'mallory'}).encode())}.{signature}")
+    for n in range(5):
+        signer.verify(signer.sign({"sub": f"user{n}"}))
+    assert len(signer._verified) == 2
