@@ -427,7 +427,7 @@ def test_verified_signatures_are_remembered_but_never_a_forgery_and_never_withou
     assert signer.verify(token) == {"sub": "alice", "access": []}
     signer.verify(token)["access"].append("granted to myself")  # what a caller does to its copy stays there
     assert signer.verify(token) == {"sub": "alice", "access": []}
-    head, body, signature = token.split(".")
+    head, _body, signature = token.split(".")
     with pytest.raises(TokenInvalid):
         signer.verify(f"{head}.{_b64(json.dumps({'sub': 'mallory'}).encode())}.{signature}")
     for n in range(5):
