@@ -164,7 +164,8 @@ def test_a_password_change_ends_tokens_refresh_tokens_and_cached_logins(testapp,
     change_account(components, "change_password", "changer", "the new password")
     testapp.get("/v2/", headers=basic("changer", "the old password"), status=401)
     testapp.get("/v2/", headers=bearer(body["token"]), status=401)
-    refresh(testapp, body["refresh_token"], status=401)
+    message = refresh(testapp, body["refresh_token"], status=401).json["errors"][0]["message"]
+    assert message == 'the login has expired or was ended: run "docker login localhost" again'
     testapp.get("/v2/", headers=basic("changer", "the new password"), status=200)
 
 

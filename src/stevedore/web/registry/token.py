@@ -111,7 +111,10 @@ def post_token(request: Request) -> Response:
         try:
             account = request.token_service.account_for_refresh_token(field("refresh_token"))
         except TokenInvalid as exc:
-            raise _unauthenticated("invalid or expired refresh token") from exc
+            # docker shows this message as it is: say what to do (a new password or a disable ended the login).
+            raise _unauthenticated(
+                f'the login has expired or was ended: run "docker login {service_name(request)}" again'
+            ) from exc
     else:
         raise InvalidInput("grant_type must be password or refresh_token")
     issued = _issue(
