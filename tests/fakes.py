@@ -249,8 +249,15 @@ class InMemoryRegistryStore:
     def count_uploads(self, account_id: int | None) -> int:
         return sum(1 for u in self.uploads.values() if u.account_id == account_id)
 
-    def account_upload_ids(self, account_id: int) -> list[str]:
-        return [u.id for u in self.uploads.values() if u.account_id == account_id]
+    def account_uploads(
+        self, account_id: int | None, *, created_before: datetime | None = None, limit: int | None = None
+    ) -> list[UploadSession]:
+        found = [
+            u
+            for u in self.uploads.values()
+            if u.account_id == account_id and (created_before is None or u.created_at < created_before)
+        ]
+        return sorted(found, key=lambda u: (u.created_at, u.id))[:limit]
 
     def blob_holders(self, digest: Digest) -> list[RepositoryName]:
         held = [name for name, linked in self.links.items() if digest in linked]

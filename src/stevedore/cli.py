@@ -2,6 +2,7 @@
 
 stevedore --config INI db upgrade
 stevedore --config INI user create NAME [--admin] [--email EMAIL] --password-stdin
+stevedore --config INI upload list NAME | upload abort NAME [--older-than SECONDS]
 stevedore --config INI invite create [--email EMAIL]
 """
 
@@ -12,6 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC
 
 import transaction
 from sqlalchemy.orm import Session
@@ -47,6 +49,14 @@ def _parser() -> argparse.ArgumentParser:
     ):
         user.add_parser(action, help=text).add_argument("name")
 
+    upload = commands.add_parser("upload", help="open upload sessions").add_subparsers(dest="action", required=True)
+    upload.add_parser("list", help="an account's open upload sessions, oldest first").add_argument("name")
+    upload_abort = upload.add_parser("abort", help="abort an account's open upload sessions and remove their bytes")
+    upload_abort.add_argument("name")
+    upload_abort.add_argument(
+        "--older-than", type=_seconds, metavar="SECONDS", help="only those started more than SECONDS ago"
+    )
+
     token_key = commands.add_parser("token-key", help="the keys that sign registry tokens")
     token_key_create = token_key.add_subparsers(dest="action", required=True).add_parser(
         "create", help="write a new ES256 private key (mode 0600) to FILE"
@@ -57,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     invite_create = invite.add_parser("create", help="create an invite and print its sign-up URL")
     invite_create.add_argument("--email")
     return parser
+
+
+def _seconds(text: str) -> int:
+    try:
+        seconds = int(text)
+    except ValueError:
+        seconds = -1
+    if seconds < 0:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}")
+    return seconds
 
 
 def _fail(message: str) -> int:
@@ -94,8 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.action == "password":
                 return _change_account(settings, args.name, "password", password)
             return _create_user(settings, args.name, password, args.email, args.admin)
+        if args.command == "user" and args.action == "delete":
+            return _delete_user(settings, args.name)
         if args.command == "user":
             return _change_account(settings, args.name, args.action)
+        if args.command == "upload" and args.action == "list":
+            return _list_uploads(settings, args.name)
+        if args.command == "upload":
+            return _abort_uploads(settings, args.name, args.older_than)
         if args.command == "invite":
             return _create_invite(settings, args.email)
     except StevedoreError as exc:
@@ -129,16 +155,71 @@ def _change_account(settings: Settings, name: str, action: str, password: str = 
         join_transaction(session)
         if action == "password":
             service.change_password(name, password)
-        elif action in ("disable", "enable"):
-            service.set_active(name, action == "enable")
         else:
-            account = service.account_named(name)
-            assert account.id is not None
-            aborted = _registry_service(settings, session).abort_account_uploads(account.id)
-            service.delete_account(name)
-            print(f"aborted {aborted} open upload{'s' if aborted != 1 else ''}")
-    done = {"password": "changed the password of", "disable": "disabled", "enable": "enabled", "delete": "deleted"}
+            service.set_active(name, action == "enable")
+    done = {"password": "changed the password of", "disable": "disabled", "enable": "enabled"}
     print(f"{done[action]} user {name}")
+    return 0
+
+
+def _delete_user(settings: Settings, name: str) -> int:
+    """Disable, delete, then remove the upload bytes, each step committed before the next begins: a failure
+    leaves the account disabled, or gone with bytes to sweep, but never rows pointing at nothing."""
+    session, service = _account_service(settings)
+    registry = _registry_service(settings, session)
+    with transaction.manager:  # its tokens and logins stop, and it can start no more uploads
+        join_transaction(session)
+        service.set_active(name, False)
+    with transaction.manager:  # its upload rows go with it (ON DELETE CASCADE)
+        join_transaction(session)
+        account = service.account_named(name)
+        assert account.id is not None
+        upload_ids = registry.account_upload_ids(account.id)
+        service.delete_account(name)
+    registry.abort_upload_bytes(upload_ids)
+    print(f"aborted {_uploads(len(upload_ids))}")
+    print(f"deleted user {name}")
+    return 0
+
+
+def _uploads(count: int) -> str:
+    return f"{count} open upload{'s' if count != 1 else ''}"
+
+
+def _list_uploads(settings: Settings, name: str) -> int:
+    session, service = _account_service(settings)
+    registry = _registry_service(settings, session)
+    with transaction.manager:
+        join_transaction(session)
+        account = service.account_named(name)
+        assert account.id is not None
+        sessions = registry.account_uploads(account.id)
+    if not sessions:
+        print(f"user {name} has no open uploads")
+        return 0
+    rows = [("ID", "REPOSITORY", "STARTED (UTC)", "BYTES")]
+    for upload in sessions:
+        received = registry.received_bytes(upload.id)
+        started = f"{upload.created_at.astimezone(UTC):%Y-%m-%d %H:%M:%S}"
+        rows.append((upload.id, str(upload.repository), started, "-" if received is None else str(received)))
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return 0
+
+
+def _abort_uploads(settings: Settings, name: str, older_than: int | None) -> int:
+    """The rows first, committed; then the bytes (a PATCH that passed its check meanwhile finds its upload gone)."""
+    session, service = _account_service(settings)
+    registry = _registry_service(settings, session)
+    with transaction.manager:
+        join_transaction(session)
+        account = service.account_named(name)
+        assert account.id is not None
+        upload_ids = [upload.id for upload in registry.account_uploads(account.id, older_than)]
+        registry.forget_uploads(upload_ids)
+    registry.abort_upload_bytes(upload_ids)
+    print(f"aborted {_uploads(len(upload_ids))} of user {name}")
     return 0
 
 

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-import pytest
+import os
+from datetime import UTC, datetime, timedelta
 
+import pytest
+import sqlalchemy as sa
+import transaction
+import webtest
+from pyramid.paster import get_appsettings
+
+from stevedore.adapters.sql.accounts import SqlAccountStore
+from stevedore.adapters.sql.engine import join_transaction
+from stevedore.adapters.sql.tables import uploads
+from stevedore.domain.accounts import AccountService
+from stevedore.web.app import build_components, make_app
+from stevedore.web.settings import Settings
+from tests.integration.protocol.helpers import basic
 from tests.integration.services import free_port, stevedore_cli, write_ini
 
 pytestmark = pytest.mark.server
@@ -85,3 +99,84 @@ def test_token_key_create_writes_a_private_key_once(ini, tmp_path):
     again = stevedore_cli(ini, "token-key", "create", str(path))
     assert again.returncode != 0 and "exists already" in again.stderr
     assert path.read_bytes() == before
+
+
+@pytest.fixture
+def registry(ini):
+    """The app over the ini's database and blob folder, in this process (to open uploads for the CLI to see)."""
+    components = build_components(Settings.from_mapping(get_appsettings(ini, "main")))
+    yield components, webtest.TestApp(make_app(components))
+    components.engine.dispose()
+
+
+def make_user(components, name: str) -> dict[str, str]:
+    """An account made in this process (quicker than one more `user create`); its Basic credentials."""
+    session = components.write_sessions()
+    with transaction.manager:
+        join_transaction(session)
+        AccountService(SqlAccountStore(session), components.hasher, components.clock).create_account(
+            name, f"{name}'s long password"
+        )
+    session.close()
+    return basic(name, f"{name}'s long password")
+
+
+def upload_folders(components) -> set[str]:
+    folder = os.path.join(components.settings.storage_path, "uploads")
+    return set(os.listdir(folder)) if os.path.isdir(folder) else set()
+
+
+def test_upload_list_and_abort_an_account_s_open_uploads(ini, registry):
+    components, app = registry
+    dave, erin = make_user(components, "dave"), make_user(components, "erin")
+    started = [app.post(f"/v2/team/{repo}/blobs/uploads/", headers=dave, status=202) for repo in ("old", "new")]
+    old, new = (response.headers["Location"].rstrip("/").rsplit("/", 1)[-1] for response in started)
+    app.patch(f"/v2/team/old/blobs/uploads/{old}", params=b"12345", headers=dave, status=202)
+    erins = app.post("/v2/team/old/blobs/uploads/", headers=erin, status=202).headers["Location"].rsplit("/", 1)[-1]
+    two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
+    with components.engine.begin() as connection:
+        connection.execute(sa.update(uploads).where(uploads.c.id == old).values(created_at=two_hours_ago))
+
+    listed = stevedore_cli(ini, "upload", "list", "dave")
+    assert listed.returncode == 0, listed.stderr
+    header, *rows = [line.split() for line in listed.stdout.splitlines()]
+    assert header == ["ID", "REPOSITORY", "STARTED", "(UTC)", "BYTES"]
+    assert [(row[0], row[1], row[4]) for row in rows] == [
+        (old, "team/old", "5"),
+        (new, "team/new", "0"),
+    ]  # oldest first
+    assert " ".join(rows[0][2:4]) == f"{two_hours_ago:%Y-%m-%d %H:%M:%S}"
+
+    aborted = stevedore_cli(ini, "upload", "abort", "dave", "--older-than", "3600")
+    assert aborted.returncode == 0, aborted.stderr
+    assert aborted.stdout == "aborted 1 open upload of user dave\n"
+    assert upload_folders(components) == {new, erins}
+    app.get(f"/v2/team/old/blobs/uploads/{old}", headers=dave, status=404)
+    app.get(f"/v2/team/new/blobs/uploads/{new}", headers=dave, status=204)
+
+    assert stevedore_cli(ini, "upload", "abort", "dave").stdout == "aborted 1 open upload of user dave\n"
+    assert upload_folders(components) == {erins}
+    assert stevedore_cli(ini, "upload", "list", "dave").stdout == "user dave has no open uploads\n"
+    app.get(f"/v2/team/old/blobs/uploads/{erins}", headers=erin, status=204)  # another account's are untouched
+
+
+def test_upload_commands_name_an_existing_user_and_a_real_age(ini):
+    missing = stevedore_cli(ini, "upload", "list", "nobody")
+    assert missing.returncode != 0
+    assert missing.stderr.strip().splitlines() == ["stevedore: error: no user 'nobody'"]
+    negative = stevedore_cli(ini, "upload", "abort", "nobody", "--older-than", "-5")
+    assert negative.returncode != 0 and "not a number of seconds: '-5'" in negative.stderr
+
+
+def test_user_delete_removes_the_account_s_upload_rows_and_bytes(ini, registry):
+    components, app = registry
+    frank = make_user(components, "frank")
+    for _ in range(3):
+        app.post("/v2/team/app/blobs/uploads/", headers=frank, status=202)
+    assert len(upload_folders(components)) == 3
+    deleted = stevedore_cli(ini, "user", "delete", "frank")
+    assert deleted.returncode == 0, deleted.stderr
+    assert deleted.stdout.splitlines() == ["aborted 3 open uploads", "deleted user frank"]
+    assert upload_folders(components) == set()
+    with components.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(uploads)).scalar_one() == 0

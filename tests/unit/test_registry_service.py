@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import pytest
 
@@ -235,7 +236,7 @@ def test_uploads_past_the_cap_are_refused_and_leave_nothing(capped, store, blobs
     with pytest.raises(TooManyUploads) as refused:
         capped.start_upload(OTHER, ALICE)
     assert "3 uploads are open" in refused.value.message and "DELETE" in refused.value.message
-    assert refused.value.detail == {"open": 3, "limit": 3}
+    assert refused.value.detail == {"open": 3, "limit": 3, "reclaimable_at": "2026-01-01T01:00:00+00:00"}
     assert len(store.uploads) == 3 and len(blobs.uploads) == 3
     assert not store.repository_exists(OTHER)
 
@@ -280,16 +281,140 @@ def test_the_default_cap_is_a_hundred(service, store):
         service.start_upload(APP, ALICE)
 
 
-def test_aborting_an_account_s_uploads_removes_their_bytes_and_rows_only(service, store, blobs):
+def test_an_account_s_uploads_are_forgotten_then_their_bytes_aborted(service, store, blobs):
     mine = [service.start_upload(APP, ALICE), service.start_upload(OTHER, ALICE)]
     service.append_upload(APP, mine[0], ALICE, [b"half a layer"])
     theirs = service.start_upload(APP, BOB)
-    assert service.abort_account_uploads(ALICE) == 2
+    upload_ids = service.account_upload_ids(ALICE)
+    assert sorted(upload_ids) == sorted(mine)
+    service.forget_uploads(upload_ids)
+    assert set(store.uploads) == {theirs} and set(blobs.uploads) == {*mine, theirs}  # the bytes wait for the commit
+    service.abort_upload_bytes(upload_ids)
+    service.abort_upload_bytes(upload_ids)  # idempotent
     assert set(store.uploads) == {theirs} and set(blobs.uploads) == {theirs}
     for upload_id in mine:
         with pytest.raises(UploadUnknown):
             service.upload_status(APP, upload_id, ALICE)
-    assert service.abort_account_uploads(ALICE) == 0
+    assert service.account_upload_ids(ALICE) == []
+
+
+# --- abandoned uploads: reclaimed at the cap -------------------------------------------------------------
+@pytest.fixture
+def clock():
+    return FixedClock()
+
+
+@pytest.fixture
+def reclaiming(store, blobs, clock):
+    return RegistryService(store, blobs, clock, max_open_uploads_per_account=3, abandoned_upload_seconds=3600)
+
+
+def test_at_the_cap_abandoned_uploads_are_reclaimed_and_the_new_one_starts(reclaiming, store, blobs, clock):
+    old = [reclaiming.start_upload(APP, ALICE) for _ in range(3)]
+    reclaiming.append_upload(APP, old[0], ALICE, [b"never finished"])
+    clock.advance(seconds=3601)
+    fresh = reclaiming.start_upload(OTHER, ALICE)
+    assert set(store.uploads) == {fresh} and set(blobs.uploads) == {fresh}
+    with pytest.raises(UploadUnknown):
+        reclaiming.append_upload(APP, old[0], ALICE, [b"too late"])
+
+
+def test_only_uploads_older_than_the_age_are_reclaimed_oldest_first(reclaiming, store, clock):
+    oldest = reclaiming.start_upload(APP, ALICE)
+    clock.advance(seconds=1800)
+    younger = [reclaiming.start_upload(APP, ALICE) for _ in range(2)]
+    clock.advance(seconds=1801)  # the oldest is 3601 seconds old, the others 1801
+    fresh = reclaiming.start_upload(APP, ALICE)
+    assert set(store.uploads) == {*younger, fresh}
+    assert oldest not in store.uploads
+    with pytest.raises(TooManyUploads) as refused:
+        reclaiming.start_upload(APP, ALICE)
+    # The oldest left was started at 00:30:00 and is abandoned an hour later, 1799 seconds from now (01:00:01).
+    assert "after 2026-01-01 01:30:00 UTC (in 1799 seconds)" in refused.value.message
+    assert refused.value.detail["reclaimable_at"] == "2026-01-01T01:30:00+00:00"
+
+
+def test_an_upload_exactly_as_old_as_the_age_is_not_reclaimed_yet(reclaiming, clock):
+    for _ in range(3):
+        reclaiming.start_upload(APP, ALICE)
+    clock.advance(seconds=3600)
+    with pytest.raises(TooManyUploads) as refused:
+        reclaiming.start_upload(APP, ALICE)
+    assert "(in 1 seconds)" in refused.value.message
+    clock.advance(seconds=1)
+    reclaiming.start_upload(APP, ALICE)
+
+
+def test_the_refusal_says_when_the_oldest_upload_becomes_reclaimable(reclaiming, store, blobs, clock):
+    for _ in range(3):
+        reclaiming.start_upload(APP, ALICE)
+        clock.advance(seconds=60)
+    with pytest.raises(TooManyUploads) as refused:
+        reclaiming.start_upload(APP, ALICE)
+    message = refused.value.message
+    assert "3 uploads are open" in message and "DELETE" in message
+    assert "the oldest, started 2026-01-01 00:00:00 UTC, counts as abandoned after 2026-01-01 01:00:00 UTC" in message
+    assert "(in 3420 seconds)" in message
+    assert len(store.uploads) == 3 and len(blobs.uploads) == 3
+
+
+def test_below_the_cap_old_uploads_are_left_alone(reclaiming, store, clock):
+    old = reclaiming.start_upload(APP, ALICE)
+    clock.advance(days=2)
+    reclaiming.start_upload(APP, ALICE)
+    assert old in store.uploads
+
+
+def test_only_the_account_s_own_abandoned_uploads_are_reclaimed(reclaiming, store, clock):
+    bobs = [reclaiming.start_upload(APP, BOB) for _ in range(3)]
+    alices = [reclaiming.start_upload(APP, ALICE) for _ in range(3)]
+    clock.advance(hours=2)
+    reclaiming.start_upload(APP, ALICE)
+    assert set(bobs) <= set(store.uploads)
+    assert not set(alices) & set(store.uploads)
+
+
+def test_an_age_of_zero_never_reclaims(store, blobs, clock):
+    service = RegistryService(store, blobs, clock, max_open_uploads_per_account=3, abandoned_upload_seconds=0)
+    for _ in range(3):
+        service.start_upload(APP, ALICE)
+    clock.advance(days=30)
+    with pytest.raises(TooManyUploads) as refused:
+        service.start_upload(APP, ALICE)
+    assert refused.value.detail == {"open": 3, "limit": 3}
+    assert len(store.uploads) == 3
+
+
+def test_the_default_age_is_an_hour(store, blobs, clock):
+    service = RegistryService(store, blobs, clock, max_open_uploads_per_account=1)
+    service.start_upload(APP, ALICE)
+    clock.advance(seconds=3600)
+    with pytest.raises(TooManyUploads):
+        service.start_upload(APP, ALICE)
+    clock.advance(seconds=1)
+    service.start_upload(APP, ALICE)
+
+
+def test_account_uploads_lists_the_oldest_first_and_filters_by_age(reclaiming, store, clock):
+    first = reclaiming.start_upload(APP, ALICE)
+    clock.advance(seconds=100)
+    second = reclaiming.start_upload(OTHER, ALICE)
+    reclaiming.start_upload(APP, BOB)
+    clock.advance(seconds=50)
+    listed = reclaiming.account_uploads(ALICE)
+    assert [u.id for u in listed] == [first, second]
+    assert [u.repository for u in listed] == [APP, OTHER]
+    assert listed[0].created_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert [u.id for u in reclaiming.account_uploads(ALICE, older_than_seconds=120)] == [first]
+    assert reclaiming.account_uploads(ALICE, older_than_seconds=150) == []
+
+
+def test_received_bytes_is_what_the_upload_holds_or_none(service):
+    upload_id = service.start_upload(APP, ALICE)
+    service.append_upload(APP, upload_id, ALICE, [b"12345"])
+    assert service.received_bytes(upload_id) == 5
+    service.abort_upload_bytes([upload_id])
+    assert service.received_bytes(upload_id) is None
 
 
 # --- mounts without `from` -----------------------------------------------------------------------------

@@ -7,10 +7,11 @@ point leaves nothing visible; orphaned bytes are for garbage collection to sweep
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from stevedore.domain.errors import (
@@ -32,6 +33,9 @@ from stevedore.domain.ports import BlobStore, Clock
 DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # docker pushes at most five layers at once; a hundred open sessions is far more than any client needs.
 DEFAULT_MAX_OPEN_UPLOADS_PER_ACCOUNT = 100
+# docker never cancels a failed upload (it retries with a fresh session), so sessions pile up: at the cap, those
+# started longer ago than this are taken to be abandoned and reclaimed.
+DEFAULT_ABANDONED_UPLOAD_SECONDS = 3600
 MAX_PAGE = 10_000
 
 
@@ -99,8 +103,11 @@ class RegistryStore(Protocol):
         """How many upload sessions `account_id` has open (None: those without an account)."""
         ...
 
-    def account_upload_ids(self, account_id: int) -> list[str]:
-        """The ids of every upload session `account_id` has open."""
+    def account_uploads(
+        self, account_id: int | None, *, created_before: datetime | None = None, limit: int | None = None
+    ) -> list[UploadSession]:
+        """`account_id`'s open upload sessions (None: those without an account), only those created before
+        `created_before` if given, oldest first (ties by id), at most `limit`."""
         ...
 
     def blob_holders(self, digest: Digest) -> list[RepositoryName]:
@@ -158,6 +165,7 @@ class RegistryService:
         lookups: RegistryStore | None = None,
         max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES,
         max_open_uploads_per_account: int = DEFAULT_MAX_OPEN_UPLOADS_PER_ACCOUNT,
+        abandoned_upload_seconds: int = DEFAULT_ABANDONED_UPLOAD_SECONDS,
     ) -> None:
         self.store = store
         self.lookups = lookups or store
@@ -165,6 +173,7 @@ class RegistryService:
         self.clock = clock
         self.max_manifest_bytes = max_manifest_bytes
         self.max_open_uploads_per_account = max_open_uploads_per_account  # 0: no limit
+        self.abandoned_upload_seconds = abandoned_upload_seconds  # 0: never reclaimed
 
     # --- pull ----------------------------------------------------------------------------------------
     def get_manifest(self, name: RepositoryName, reference: Reference) -> StoredManifest:
@@ -203,7 +212,8 @@ class RegistryService:
         return upload_id
 
     def _check_upload_limit(self, account_id: int | None) -> None:
-        """Refuse a new session when the account already has the most it may hold open.
+        """Refuse a new session when the account already has the most it may hold open, after reclaiming those of
+        its sessions that look abandoned (started more than `abandoned_upload_seconds` ago), oldest first.
 
         Counted in the transaction that then inserts the session. On SQLite writers hold the database lock from the
         start, so the limit is exact; on PostgreSQL two concurrent starts can both see one slot left and both pass,
@@ -213,23 +223,72 @@ class RegistryService:
         if limit <= 0:
             return
         open_uploads = self.store.count_uploads(account_id)
-        if open_uploads >= limit:
-            raise TooManyUploads(
-                f"{open_uploads} uploads are open for this account, the most it may have: finish some, or cancel "
-                "those you no longer need (DELETE on their upload URL), before starting another",
-                detail={"open": open_uploads, "limit": limit},
+        if open_uploads < limit:
+            return
+        if self.abandoned_upload_seconds > 0 and self._reclaim_abandoned_uploads(account_id):
+            open_uploads = self.store.count_uploads(account_id)
+            if open_uploads < limit:
+                return
+        message = (
+            f"{open_uploads} uploads are open for this account, the most it may have: finish some, or cancel those "
+            "you no longer need (DELETE on their upload URL), before starting another"
+        )
+        detail: dict[str, Any] = {"open": open_uploads, "limit": limit}
+        oldest = self.store.account_uploads(account_id, limit=1) if self.abandoned_upload_seconds > 0 else []
+        if oldest:
+            started = _utc(oldest[0].created_at)
+            reclaimable_at = started + timedelta(seconds=self.abandoned_upload_seconds)
+            wait = max(1, math.ceil((reclaimable_at - self.clock.now()).total_seconds()))
+            message += (
+                f"; the oldest, started {started:%Y-%m-%d %H:%M:%S} UTC, counts as abandoned after "
+                f"{reclaimable_at:%Y-%m-%d %H:%M:%S} UTC (in {wait} seconds): an upload started then reclaims it"
             )
+            detail["reclaimable_at"] = reclaimable_at.isoformat()
+        raise TooManyUploads(message, detail=detail)
 
-    def abort_account_uploads(self, account_id: int) -> int:
-        """Abort every open upload of an account (their bytes in the blob store, then their rows); how many.
+    def _reclaim_abandoned_uploads(self, account_id: int | None) -> int:
+        """Abort the account's sessions started more than `abandoned_upload_seconds` ago; how many.
 
-        Call it before deleting the account: the rows would go with it (ON DELETE CASCADE), the bytes would not. A
-        session the account starts meanwhile is not seen: deactivate the account first."""
-        upload_ids = self.store.account_upload_ids(account_id)
+        Their age is when they were started: a session still receiving chunks after that long is reclaimed too
+        (the default hour is far beyond what a push of even a large layer takes). Rows go before bytes, as in
+        `cancel_upload`; it happens in the request's transaction, so should that roll back the rows come back
+        without their bytes: such an upload answers BLOB_UPLOAD_UNKNOWN and is reclaimed again the next time."""
+        cutoff = self.clock.now() - timedelta(seconds=self.abandoned_upload_seconds)
+        abandoned = self.store.account_uploads(account_id, created_before=cutoff)
+        for upload in abandoned:
+            self.store.delete_upload(upload.id)
+            self.blobs.abort(upload.id)
+        return len(abandoned)
+
+    # --- administration of open uploads (the command line) -------------------------------------------------------
+    def account_uploads(self, account_id: int, older_than_seconds: float | None = None) -> list[UploadSession]:
+        """An account's open upload sessions, oldest first; with `older_than_seconds`, those started longer ago."""
+        cutoff = None if older_than_seconds is None else self.clock.now() - timedelta(seconds=older_than_seconds)
+        return self.store.account_uploads(account_id, created_before=cutoff)
+
+    def account_upload_ids(self, account_id: int) -> list[str]:
+        """The ids of every upload session an account has open; its rows go with the account (ON DELETE CASCADE),
+        so collect them before deleting it and abort their bytes (`abort_upload_bytes`) once that has committed."""
+        return [upload.id for upload in self.store.account_uploads(account_id)]
+
+    def received_bytes(self, upload_id: str) -> int | None:
+        """How many bytes an upload has received so far; None when the blob store holds none for it."""
+        try:
+            return self.blobs.upload_size(upload_id)
+        except UploadUnknown:
+            return None
+
+    def forget_uploads(self, upload_ids: Iterable[str]) -> None:
+        """Delete upload sessions' rows. Their bytes stay: abort them with `abort_upload_bytes` once this
+        transaction has committed, so that no committed row ever points at bytes that are gone."""
+        for upload_id in upload_ids:
+            self.store.delete_upload(upload_id)
+
+    def abort_upload_bytes(self, upload_ids: Iterable[str]) -> None:
+        """Remove uploads' bytes from the blob store, after the transaction that removed their rows has committed.
+        Idempotent; a PATCH that passed its check before the rows went finds its upload gone."""
         for upload_id in upload_ids:
             self.blobs.abort(upload_id)
-            self.store.delete_upload(upload_id)
-        return len(upload_ids)
 
     def _owned_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> UploadSession:
         """The upload, if it belongs to this repository and this caller; otherwise it does not exist for them."""
@@ -437,6 +496,10 @@ class RegistryService:
             if not self.store.repository_exists(name):
                 raise NameUnknown(detail={"name": name.value})
             raise BlobUnknown(detail={"digest": str(digest)})
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _is_upload_id(text: str) -> bool:

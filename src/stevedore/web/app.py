@@ -206,6 +206,7 @@ def _registry_service(request: Request) -> RegistryService:
         lookups=SqlRegistryStore(request.read_session),
         max_manifest_bytes=components.settings.max_manifest_bytes,
         max_open_uploads_per_account=components.settings.max_open_uploads_per_account,
+        abandoned_upload_seconds=components.settings.abandoned_upload_seconds,
     )
 
 

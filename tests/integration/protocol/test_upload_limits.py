@@ -1,12 +1,15 @@
-"""The cap on open upload sessions per account (stevedore.max_open_uploads_per_account), and aborting an account's
-uploads before the account is deleted."""
+"""The cap on open upload sessions per account (stevedore.max_open_uploads_per_account), the reclaiming of abandoned
+sessions at the cap (stevedore.abandoned_upload_seconds), and aborting an account's uploads."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
+import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
+import sqlalchemy as sa
 import transaction
 
 from stevedore.adapters.sql.accounts import SqlAccountStore
@@ -19,11 +22,12 @@ from tests.integration.conftest import SECRET, count_rows
 from tests.integration.protocol.helpers import basic, digest, error_codes, path_of, push_blob, with_query
 
 CAP = 3
+ABANDONED = 5400  # not the default, so the setting is seen to reach the app
 
 
 @pytest.fixture
 def settings(settings):
-    return dataclasses.replace(settings, max_open_uploads_per_account=CAP)
+    return dataclasses.replace(settings, max_open_uploads_per_account=CAP, abandoned_upload_seconds=ABANDONED)
 
 
 def upload_folders(settings) -> set[str]:
@@ -46,7 +50,8 @@ def test_upload_past_the_cap_is_429_toomanyrequests_and_opens_nothing(testapp, a
     assert error_codes(refused) == ["TOOMANYREQUESTS"]
     message = refused.json["errors"][0]["message"]
     assert f"{CAP} uploads are open" in message and "DELETE" in message, message
-    assert refused.json["errors"][0]["detail"] == {"open": CAP, "limit": CAP}
+    assert refused.json["errors"][0]["detail"].keys() == {"open", "limit", "reclaimable_at"}
+    assert refused.json["errors"][0]["detail"]["open"] == CAP
     assert count_rows(db, uploads) == CAP
     assert upload_folders(settings) == folders and len(folders) == CAP
 
@@ -95,7 +100,58 @@ def test_the_cap_is_a_setting_of_a_hundred_by_default():
     assert configured.max_open_uploads_per_account == 7
 
 
-def test_aborting_an_account_s_uploads_removes_its_folders_and_rows(testapp, auth, make_user, components, settings, db):
+def test_the_abandoned_age_is_a_setting_of_an_hour_by_default():
+    base = {"stevedore.database_url": "sqlite://", "stevedore.storage_url": "file:///tmp/unused"}
+    environ = {"STEVEDORE_SECRET_KEY": SECRET}
+    assert Settings.from_mapping(base, environ=environ).abandoned_upload_seconds == 3600
+    configured = Settings.from_mapping({**base, "stevedore.abandoned_upload_seconds": "60"}, environ=environ)
+    assert configured.abandoned_upload_seconds == 60
+
+
+def upload_id(location: str) -> str:
+    return location.rstrip("/").rsplit("/", 1)[-1]
+
+
+def backdate(db, location: str, seconds: float) -> None:
+    started = datetime.now(UTC) - timedelta(seconds=seconds)
+    db.execute(sa.update(uploads).where(uploads.c.id == upload_id(location)).values(created_at=started))
+    db.commit()
+
+
+def test_at_the_cap_abandoned_uploads_are_reclaimed_oldest_first(testapp, auth, settings, db):
+    """docker never cancels a failed upload: without reclaiming, an account at the cap would stay refused for good."""
+    oldest, older, recent = fill(testapp, auth)
+    testapp.patch(path_of(oldest), params=b"half a layer", headers=auth, status=202)
+    backdate(db, oldest, 3 * 3600)
+    backdate(db, older, 2 * 3600)
+    backdate(db, recent, 3000)  # not abandoned yet
+    fresh = start(testapp, auth, "limits/elsewhere").headers["Location"]
+    assert upload_folders(settings) == {upload_id(recent), upload_id(fresh)}
+    assert count_rows(db, uploads) == 2
+    testapp.get(path_of(oldest), headers=auth, status=404)
+    testapp.patch(path_of(older), params=b"too late", headers=auth, status=404)
+    testapp.get(path_of(recent), headers=auth, status=204)
+    start(testapp, auth)  # the second slot freed
+    refused = start(testapp, auth, status=429)  # `recent` is 40 minutes from abandoned
+    message = refused.json["errors"][0]["message"]
+    waiting = re.search(r"counts as abandoned after .* UTC \(in (\d+) seconds\)", message)
+    assert waiting and ABANDONED - 3000 - 10 <= int(waiting.group(1)) <= ABANDONED - 3000, message
+
+
+def test_reclaiming_leaves_other_accounts_alone(testapp, auth, make_user, settings, db):
+    make_user("bob", "another good password")
+    bob_auth = basic("bob", "another good password")
+    bobs = [start(testapp, bob_auth).headers["Location"] for _ in range(CAP)]
+    for location in bobs:
+        backdate(db, location, 2 * 3600)
+    fill(testapp, auth)
+    start(testapp, auth, status=429)
+    assert {upload_id(location) for location in bobs} <= upload_folders(settings)
+    start(testapp, bob_auth)
+    assert not {upload_id(location) for location in bobs} & upload_folders(settings)
+
+
+def test_forgetting_an_account_s_uploads_then_aborting_their_bytes(testapp, auth, make_user, components, settings, db):
     alice = _account(components, "alice")
     make_user("bob", "another good password")
     bob_auth = basic("bob", "another good password")
@@ -105,15 +161,21 @@ def test_aborting_an_account_s_uploads_removes_its_folders_and_rows(testapp, aut
     assert len(upload_folders(settings)) == CAP + 1
 
     session = components.write_sessions()
+    service = RegistryService(SqlRegistryStore(session), components.blob_store, components.clock)
     with transaction.manager:
         join_transaction(session)
-        service = RegistryService(SqlRegistryStore(session), components.blob_store, components.clock)
-        assert service.abort_account_uploads(alice.id) == CAP
+        listed = service.account_uploads(alice.id)
+        assert {u.id for u in listed} == {upload_id(x) for x in alice_uploads}
+        assert [(u.created_at, u.id) for u in listed] == sorted((u.created_at, u.id) for u in listed)
+        upload_ids = service.account_upload_ids(alice.id)
+        assert sorted(upload_ids) == sorted(upload_id(x) for x in alice_uploads)
+        service.forget_uploads(upload_ids)
     session.close()
-
-    bob_id = bob_upload.rstrip("/").rsplit("/", 1)[-1]
-    assert upload_folders(settings) == {bob_id}
     assert count_rows(db, uploads) == 1
+    assert len(upload_folders(settings)) == CAP + 1  # the bytes go once the rows' removal has committed
+    service.abort_upload_bytes(upload_ids)
+
+    assert upload_folders(settings) == {upload_id(bob_upload)}
     for location in alice_uploads:
         testapp.get(path_of(location), headers=auth, status=404)
     testapp.get(path_of(bob_upload), headers=bob_auth, status=204)

@@ -155,8 +155,10 @@ class SqlRegistryStore:
             .join(repositories, repositories.c.id == uploads.c.repository_id)
             .where(uploads.c.id == upload_id)
         ).first()
-        if row is None:
-            return None
+        return None if row is None else self._upload(row)
+
+    @staticmethod
+    def _upload(row: Any) -> UploadSession:
         return UploadSession(
             id=row.id,
             repository=RepositoryName(row.name),
@@ -172,9 +174,20 @@ class SqlRegistryStore:
         owner = uploads.c.account_id.is_(None) if account_id is None else uploads.c.account_id == account_id
         return int(self.session.execute(sa.select(sa.func.count()).select_from(uploads).where(owner)).scalar_one())
 
-    def account_upload_ids(self, account_id: int) -> list[str]:
-        query = sa.select(uploads.c.id).where(uploads.c.account_id == account_id).order_by(uploads.c.id)
-        return list(self.session.execute(query).scalars())
+    def account_uploads(
+        self, account_id: int | None, *, created_before: datetime | None = None, limit: int | None = None
+    ) -> list[UploadSession]:
+        owner = uploads.c.account_id.is_(None) if account_id is None else uploads.c.account_id == account_id
+        query = (
+            sa.select(uploads, repositories.c.name)
+            .join(repositories, repositories.c.id == uploads.c.repository_id)
+            .where(owner)
+            .order_by(uploads.c.created_at, uploads.c.id)
+            .limit(limit)
+        )
+        if created_before is not None:
+            query = query.where(uploads.c.created_at < created_before)
+        return [self._upload(row) for row in self.session.execute(query)]
 
     # --- manifests -----------------------------------------------------------------------------------
     def get_manifest(self, name: RepositoryName, digest: Digest) -> StoredManifest | None:
