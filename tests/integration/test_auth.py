@@ -16,6 +16,7 @@ from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction
 from stevedore.adapters.sql.tables import accounts
 from stevedore.domain.accounts import AccountService
+from stevedore.domain.errors import TooManyRequests
 from tests.fakes import FixedClock
 from tests.integration.test_base import basic
 
@@ -263,3 +264,18 @@ def test_a_token_form_with_file_parts_is_a_clear_error_not_a_500(testapp, make_u
     for name in ("scope", "service"):  # optional fields: a file there is ignored
         files = [(name, "f.txt", b"repository:x:pull")]
         assert testapp.post("/v2/token", params=login, upload_files=files, status=200).json["token"]
+
+
+class BusyHasher:
+    def hash(self, password):
+        raise TooManyRequests("too many logins at once: retry in a moment")
+
+    def verify(self, password, hashed):
+        raise TooManyRequests("too many logins at once: retry in a moment")
+
+
+def test_a_login_refused_for_load_is_429_with_retry_after(testapp, components, user):
+    components.hasher = BusyHasher()
+    response = testapp.get("/v2/", headers=basic(*user), status=429)
+    assert response.json["errors"][0]["code"] == "TOOMANYREQUESTS"
+    assert response.headers["Retry-After"] == "2"

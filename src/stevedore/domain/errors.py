@@ -115,6 +115,7 @@ class TooManyRequests(StevedoreError):
     """The server refuses work it cannot take on now (password checks under a flood of logins); retry later."""
 
     message = "too many requests: retry in a moment"
+    retry_after_seconds: int | None = 2  # bcrypt checks take a quarter of a second: the queue drains quickly
 
 
 # --- accounts ------------------------------------------------------------------------------------
@@ -143,3 +144,4 @@ class TooManyUploads(StevedoreError):
     """An account has as many upload sessions open as it may: it must finish or cancel some first."""
 
     message = "too many uploads in progress"
+    retry_after_seconds: int | None = None  # set when a session will become reclaimable

@@ -244,7 +244,10 @@ class RegistryService:
                 f"{reclaimable_at:%Y-%m-%d %H:%M:%S} UTC (in {wait} seconds): an upload started then reclaims it"
             )
             detail["reclaimable_at"] = reclaimable_at.isoformat()
-        raise TooManyUploads(message, detail=detail)
+        refusal = TooManyUploads(message, detail=detail)
+        if oldest:
+            refusal.retry_after_seconds = wait
+        raise refusal
 
     def _reclaim_abandoned_uploads(self, account_id: int | None) -> int:
         """Abort the account's sessions started more than `abandoned_upload_seconds` ago; how many.

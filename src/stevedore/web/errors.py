@@ -85,9 +85,15 @@ def domain_error(exc: e.StevedoreError, request: Request) -> Response:
         response = oci_error_response(status, code, exc.message, exc.detail or {})
         response.headers["WWW-Authenticate"] = challenge_header(request, None)
         return response
-    if is_registry_path(request):
-        return oci_error_response(status, code, exc.message, exc.detail)
-    return page_error_response(request, status, exc.message)
+    response = (
+        oci_error_response(status, code, exc.message, exc.detail)
+        if is_registry_path(request)
+        else page_error_response(request, status, exc.message)
+    )
+    retry_after = getattr(exc, "retry_after_seconds", None)
+    if status == 429 and retry_after:
+        response.headers["Retry-After"] = str(retry_after)
+    return response
 
 
 @forbidden_view_config()

@@ -136,6 +136,7 @@ def test_at_the_cap_abandoned_uploads_are_reclaimed_oldest_first(testapp, auth, 
     message = refused.json["errors"][0]["message"]
     waiting = re.search(r"counts as abandoned after .* UTC \(in (\d+) seconds\)", message)
     assert waiting and ABANDONED - 3000 - 10 <= int(waiting.group(1)) <= ABANDONED - 3000, message
+    assert refused.headers["Retry-After"] == waiting.group(1)
 
 
 def test_reclaiming_leaves_other_accounts_alone(testapp, auth, make_user, settings, db):
