@@ -348,6 +348,7 @@ class GuardedServer:
     pid: int
     tmpdir: str
     client: Client
+    signing_key_file: str  # the key the server signs its tokens with (made by the app on start)
 
 
 @pytest.fixture(scope="module")
@@ -373,7 +374,8 @@ def guarded(tmp_path_factory):
     try:
         assert server.process is not None
         host = f"127.0.0.1:{port}"
-        yield GuardedServer(host, server.process.pid, str(tmpdir), Client(host, "guard", "guarded server pw"))
+        client = Client(host, "guard", "guarded server pw")
+        yield GuardedServer(host, server.process.pid, str(tmpdir), client, str(base / "token_signing_key.pem"))
     finally:
         server.stop()
 
@@ -499,6 +501,161 @@ def test_authenticated_uploads_and_small_token_forms_still_work(guarded):
         assert response.status == 200 and "access_token" in json.loads(response.read())
     finally:
         connection.close()
+
+
+@pytest.mark.parametrize("target", ["//v2/token", "/%2Fv2/token", "/v2/%74oken", "http://{host}//v2/token"])
+def test_a_big_token_form_under_another_spelling_of_its_path_is_refused_at_its_headers(guarded, target):
+    """waitress collapses the leading slashes and decodes the path before the app routes it: all these are the token
+    endpoint, and none may get a big form stored."""
+    head = (
+        f"POST {target.format(host=guarded.host)} HTTP/1.1\r\nHost: {guarded.host}\r\nContent-Length: {100 * MiB}\r\n"
+        "Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+    )
+    response, spooled, closed = _refused_before_its_body(guarded, head, b"a" * (768 * 1024))
+    assert spooled == 0
+    assert response is not None, "no answer until the whole body is in"
+    status, headers, body = response
+    assert status == 413 and json.loads(body)["errors"][0]["code"] == "SIZE_INVALID"
+    assert headers["connection"] == "close" and closed
+
+
+def test_a_body_outside_the_registry_api_is_capped_at_its_headers(guarded):
+    for target, framing in (("/login", f"Content-Length: {100 * MiB}"), ("/", "Transfer-Encoding: chunked")):
+        head = f"POST {target} HTTP/1.1\r\nHost: {guarded.host}\r\n{framing}\r\nContent-Type: text/plain\r\n\r\n"
+        response, spooled, closed = _refused_before_its_body(guarded, head, b"a" * (768 * 1024))
+        assert spooled == 0
+        assert response is not None, f"{target}: no answer until the whole body is in"
+        status, headers, body = response
+        assert status == 413 and headers["content-type"].startswith("text/plain"), response
+        assert b"65536" in body
+        assert headers["connection"] == "close" and closed
+    # 64 KiB is still let through, to the app.
+    status, _, _ = Client(guarded.host, "guard", "x").request("POST", "/-/health", b"a" * (64 * 1024))
+    assert status != 413
+
+
+def _signed_like_the_server(guarded: GuardedServer, **changes) -> str:
+    """A real token of the server's, re-signed by its own key with some claims changed."""
+    import jwt
+
+    from stevedore.adapters.token_keys import load_signing_key
+    from stevedore.adapters.tokens import JwtTokenSigner
+
+    status, _, body = guarded.client.request("GET", f"/v2/token?service={guarded.host}&scope=repository:b/c:pull,push")
+    assert status == 200
+    claims = jwt.decode(json.loads(body)["token"], options={"verify_signature": False})
+    with open(guarded.signing_key_file, "rb") as handle:
+        signer = JwtTokenSigner([load_signing_key(handle.read(), issuer=claims["iss"])])
+    return signer.sign({**claims, **changes})
+
+
+def test_an_upload_with_credentials_that_cannot_be_valid_is_refused_at_its_headers(guarded):
+    from stevedore.adapters.token_keys import generate_signing_key_pem, load_signing_key
+    from stevedore.adapters.tokens import JwtTokenSigner
+
+    status, headers, _ = guarded.client.request("POST", "/v2/b/c/blobs/uploads/")
+    assert status == 202
+    upload = path_of(headers["Location"])
+    valid = _signed_like_the_server(guarded)
+    foreign = JwtTokenSigner([load_signing_key(generate_signing_key_pem(), issuer="stevedore")])
+    refused = {
+        "forged": "Bearer " + valid[: valid.rindex(".") + 1] + "AAAA" + valid[valid.rindex(".") + 5 :],
+        "foreign key": "Bearer " + foreign.sign({"sub": "guard", "exp": time.time() + 300}),
+        "expired": "Bearer " + _signed_like_the_server(guarded, exp=int(time.time()) - 120),
+        "not base64": "Basic !!!" + base64.b64encode(b"guard:guarded server pw").decode(),
+        "no colon": "Basic " + base64.b64encode(b"guard").decode(),
+        "other scheme": "Negotiate YIIGhgYJKoZIhvcSAQICAQBuggZ1MIIGcaADAgEFoQMCAQ6iBwMFACAAAACjggS",
+    }
+    for name, authorization in refused.items():
+        head = (
+            f"PATCH {upload} HTTP/1.1\r\nHost: {guarded.host}\r\nAuthorization: {authorization}\r\n"
+            f"Content-Length: {300 * MiB}\r\nContent-Type: application/octet-stream\r\n\r\n"
+        )
+        response, spooled, closed = _refused_before_its_body(guarded, head, os.urandom(768 * 1024))
+        assert spooled == 0, name
+        assert response is not None, f"{name}: no answer until the whole body is in"
+        status, headers, body = response
+        assert status == 401, name
+        assert json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+        assert headers["www-authenticate"] == f'Bearer realm="http://{guarded.host}/v2/token",service="{guarded.host}"'
+        assert headers["connection"] == "close" and closed, name
+
+    # The same token, unexpired and signed by the server's key: received, and the upload takes it.
+    client = Client(guarded.host, "guard", "-")
+    client.auth = {"Authorization": "Bearer " + valid}
+    status, headers, _ = client.request("PATCH", upload, os.urandom(600 * 1024))
+    assert status == 202 and headers["Range"] == f"0-{600 * 1024 - 1}"
+    # Well-formed Basic credentials are received: only the app (bcrypt) can tell a wrong password.
+    status, _, body = Client(guarded.host, "guard", "wrong password").request("PATCH", upload, b"x" * 1000)
+    assert status == 401 and json.loads(body)["errors"][0]["code"] == "UNAUTHORIZED"
+
+
+def test_an_idle_keep_alive_connection_outlives_the_header_timeout_but_a_started_request_does_not(guarded):
+    """Between requests a connection may idle (channel_timeout governs it), so a client or proxy reusing it after
+    the header timeout (2 s) is served; but a request begun on it must still complete its headers in time."""
+    import threading
+
+    auth = guarded.client.auth["Authorization"]
+    request = f"GET /v2/ HTTP/1.1\r\nHost: {guarded.host}\r\nAuthorization: {auth}\r\n\r\n".encode()
+    outcomes: dict[str, object] = {}
+
+    def reused_after_idling() -> None:
+        connection = RawConnection(guarded.host)
+        try:
+            connection.sock.sendall(request)
+            first = connection.response()
+            time.sleep(4.5)
+            connection.sock.sendall(request)
+            second = connection.response()
+            outcomes["idle"] = (first and first[0], second and second[0])
+        except (OSError, EOFError) as exc:
+            outcomes["idle"] = f"closed: {exc!r}"
+        finally:
+            connection.close()
+
+    def trickled_after_a_response(start: bytes, dribble: bytes) -> str:
+        """`start` goes with the first request (pipelined); the clock of a request begun there runs from then."""
+        connection = RawConnection(guarded.host)
+        started = time.monotonic()
+        try:
+            connection.sock.sendall(request + start)
+            response = connection.response()
+            if response is None or response[0] != 200:
+                return f"first request: {response}"
+            started = time.monotonic()
+            if not start:
+                time.sleep(3)  # idle first: the deadline starts with the next request's first byte, not now
+                started = time.monotonic()
+            for byte in dribble:
+                connection.sock.sendall(bytes([byte]))
+                if connection.closed_by_server(timeout=0.3):
+                    return f"closed after {time.monotonic() - started:.1f} s"
+            return "not closed"
+        except (OSError, EOFError):
+            return f"closed after {time.monotonic() - started:.1f} s"
+        finally:
+            connection.close()
+
+    slow_head = f"GET /v2/ HTTP/1.1\r\nHost: {guarded.host}\r\nUser-Agent: {'x' * 200}\r\n\r\n".encode()
+    scenarios = {
+        "trickled headers": (b"", slow_head),
+        "blank lines": (b"", b"\r\n" * 100),
+        "pipelined and unfinished": (b"GET /v2/ HTTP/1.1\r\n", slow_head[len(b"GET /v2/ HTTP/1.1\r\n") :]),
+    }
+
+    def run(name: str, start: bytes, dribble: bytes) -> None:
+        outcomes[name] = trickled_after_a_response(start, dribble)
+
+    threads = [threading.Thread(target=reused_after_idling)]
+    threads += [threading.Thread(target=run, args=(name, *args)) for name, args in scenarios.items()]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert outcomes.pop("idle") == (200, 200)
+    for name, outcome in outcomes.items():
+        assert isinstance(outcome, str) and outcome.startswith("closed after "), (name, outcome)
+        assert 1.5 < float(outcome.split()[2]) < 5, (name, outcome)  # 2 s, checked about every second
 
 
 def _trickle(host: str, prefix: bytes, dribble: bytes, interval: float, until: float, results: list[str]) -> None:

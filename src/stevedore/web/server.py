@@ -8,33 +8,48 @@ Plain waitress, with a few fixes for a registry that faces clients and the netwo
   net/http, we answer a TLS record on a plain port with a 400 at once, and the client falls back.
 - Bodies nobody asked for. Waitress receives a whole request body (spooling it to a temporary file past 512 KiB)
   before the app runs, so an anonymous 300 MiB PATCH would be written to disk only to be answered 401. Each request
-  is looked at as soon as its headers are parsed: under /v2/, a body without any Authorization header is answered
-  with the registry's 401, and a token request (/v2/token) whose body is chunked or larger than the app's form limit
-  with 413. The body is never stored and the connection closes (see `PlainHttpChannel.handle_close`).
-- Slow clients. A connection must send each request's headers within `header_timeout` seconds of being ready for
-  them (opened, or its previous response sent), and a token form within the same time; otherwise it is closed.
-  Waitress's own `channel_timeout` only closes a connection that sends nothing at all, which a client trickling one
-  byte every few seconds never is. Bodies of other requests may be slow: `channel_timeout` bounds their silences.
+  is looked at as soon as its headers are parsed, by the path the app will route (waitress's PATH_INFO: percent-
+  decoded, leading slashes collapsed, `url_prefix` removed):
+  - under /v2/ (but the token endpoint), a body is admitted only with credentials that could be valid: a Bearer
+    token signed by one of the app's keys and not expired, or well-formed Basic credentials (their password is
+    checked by the app, with bcrypt, which must not run in this event loop). Anything else gets the registry's 401;
+  - a token request (/v2/token), and a request anywhere outside /v2/, may carry at most 64 KiB, not chunked; more
+    gets 413.
+  The body is never stored and the connection closes (see `PlainHttpChannel.handle_close`).
+- Slow clients. Once the first byte of a request arrives (or the connection opens, for its first request), its
+  headers must arrive within `header_timeout` seconds, and a small form (a token request, a body outside /v2/) within
+  the same time; otherwise the connection is closed. An idle keep-alive connection between requests is left to
+  `channel_timeout`, as Go's net/http leaves it to its IdleTimeout. Waitress's own `channel_timeout` only closes a
+  connection that sends nothing at all, which a client trickling one byte every few seconds never is. Bodies of
+  other requests may be slow: `channel_timeout` bounds their silences.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import socket
 import time
+import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import waitress
+from pyramid.config import global_registries
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
 from waitress.utilities import Error
 
+from stevedore.domain.tokens import CLOCK_SKEW_SECONDS
+from stevedore.web.app import Components
 from stevedore.web.registry.token import MAX_FORM_BYTES
+from stevedore.web.request_log import escaped_for_log
+from stevedore.web.security import parse_basic, parse_bearer
 
 log = logging.getLogger(__name__)
 request_log = logging.getLogger("stevedore.requests")
@@ -47,6 +62,8 @@ _REFUSAL = (
 
 DEFAULT_HEADER_TIMEOUT = 15.0
 TOKEN_PATH = "/v2/token"
+# A body outside /v2/ (the pages' forms, later) is received whole before the app runs, by anyone: keep it small.
+MAX_PAGE_BODY_BYTES = 64 * 1024
 # After a refusal: read and drop what the client still sends for this long, or this much, before closing. Closing a
 # socket with unread bytes makes the kernel send a reset, which can destroy the response before the client reads it.
 LINGER_SECONDS = 2.0
@@ -55,9 +72,25 @@ LINGER_BYTES = 4 * 1024 * 1024
 # the quoted string.
 _PLAIN_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]{2,45}\])(?::[0-9]{1,5})?")
 
+TokenVerifier = Callable[[str], dict[str, Any]]
+
 
 def is_registry_path(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
+
+
+def routed_path(path: str, url_prefix: str = "") -> str:
+    """The PATH_INFO waitress will give the app for the parser's `path` (already percent-decoded), as
+    waitress.task.WSGITask.get_environment builds it: leading slashes collapsed into one, `url_prefix` removed. The
+    app decides what is a registry request (web/errors.is_registry_path) and Pyramid routes on exactly this."""
+    if path.startswith("/"):
+        path = "/" + path.lstrip("/")
+    if url_prefix:
+        if path == url_prefix:
+            path = ""
+        elif path.startswith(url_prefix + "/"):
+            path = path[len(url_prefix) :]
+    return path
 
 
 class RegistryRefusal(Error):  # type: ignore[misc]
@@ -84,6 +117,16 @@ class RegistryRefusal(Error):  # type: ignore[misc]
         return f"{self.code} {self.reason}", headers, body.encode()
 
 
+class PageRefusal(Error):  # type: ignore[misc]
+    """A refusal outside the registry API, in plain text."""
+
+    code = 413
+    reason = "Payload Too Large"
+
+    def to_response(self, ident: str | None = None) -> tuple[str, list[tuple[str, str]], bytes]:
+        return f"{self.code} {self.reason}", [("Content-Type", "text/plain; charset=utf-8")], f"{self.body}\n".encode()
+
+
 @dataclass(frozen=True)
 class Guard:
     """What the runner checks before the app runs, and what it needs to answer like the app."""
@@ -92,8 +135,12 @@ class Guard:
     public_url: str | None = None  # the app's stevedore.public_url
     service_name: str | None = None  # the app's stevedore.service_name
     url_scheme: str = "http"
+    url_prefix: str = ""  # waitress's url_prefix, removed from the path before the app routes it
     # Behind a trusted proxy the app builds its URL from X-Forwarded-*, which waitress applies later: do not guess.
     trust_host: bool = True
+    # The app's access token signature check (JwtTokenSigner.verify). None: the app was not found, and any
+    # Authorization header lets a body under /v2/ in.
+    verify_token: TokenVerifier | None = None
 
     def challenge(self, host: str) -> str | None:
         """The app's Bearer challenge (web/registry/challenge.py), or None when it cannot be built safely."""
@@ -109,9 +156,37 @@ class Guard:
         service = self.service_name or urlsplit(base).netloc
         return f'Bearer realm="{base}/v2/token",service="{service}"'
 
-    def refusal(self, request: HTTPRequestParser) -> RegistryRefusal | None:
+    def routed_path(self, request: HTTPRequestParser) -> str:
+        return routed_path(request.path, self.url_prefix)
+
+    def may_be_valid(self, authorization: str | None) -> bool:
+        """Could these credentials be accepted by the app? Parsed as the app parses them (web/security.py); a
+        Bearer token's signature and expiry are checked here (no database), a Basic password is left to the app."""
+        if authorization is None:
+            return False
+        if self.verify_token is None:
+            return True  # the app's keys are unknown: as before, any Authorization header
+        if parse_basic(authorization) is not None:
+            return True
+        token = parse_bearer(authorization)
+        if token is None:
+            return False
+        try:
+            claims = self.verify_token(token)
+        except Exception:  # TokenInvalid; anything else a malformed token may raise is no better
+            return False
+        expires = claims.get("exp")
+        if not isinstance(expires, int | float) or isinstance(expires, bool):
+            return False
+        return bool(expires + CLOCK_SKEW_SECONDS >= time.time())
+
+    def form_limited(self, path: str) -> bool:
+        """A body on this path is small and anyone's: capped at its headers, and due within the header timeout."""
+        return path == TOKEN_PATH or not is_registry_path(path)
+
+    def refusal(self, request: HTTPRequestParser) -> Error | None:
         """The answer to a request whose headers are in and whose body is announced, or None to let it through."""
-        path = request.path
+        path = self.routed_path(request)
         if path == TOKEN_PATH:
             if request.chunked or request.content_length > MAX_FORM_BYTES:
                 # The same answer as the app's (web/registry/token.py), before the form is received.
@@ -124,7 +199,11 @@ class Guard:
                     [],
                 )
             return None
-        if is_registry_path(path) and "AUTHORIZATION" not in request.headers:
+        if not is_registry_path(path):
+            if request.chunked or request.content_length > MAX_PAGE_BODY_BYTES:
+                return PageRefusal(f"request bodies outside /v2/ are limited to {MAX_PAGE_BODY_BYTES} bytes")
+            return None
+        if not self.may_be_valid(request.headers.get("AUTHORIZATION")):
             challenge = self.challenge(request.headers.get("HOST", ""))
             return RegistryRefusal(
                 401,
@@ -138,15 +217,17 @@ class Guard:
 
 
 class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
-    """Waitress's parser, which asks the channel's guard about each request once its headers are parsed."""
+    """Waitress's parser, which asks the channel's guard about each request once its headers are parsed, and starts
+    the channel's header clock at the request's first byte."""
 
     completed: bool  # set by waitress's parser
     headers_finished: bool
+    empty: bool
 
     def __init__(self, adj: Any, channel: PlainHttpChannel) -> None:
         super().__init__(adj)
         self.channel = channel
-        self.form_deadline = False  # a token form must arrive within the header timeout too
+        self.form_deadline = False  # a small form (token request, page) must arrive within the header timeout too
 
     @property
     def awaited(self) -> bool:
@@ -154,25 +235,32 @@ class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
         return not self.headers_finished or (self.form_deadline and not self.completed)
 
     def received(self, data: bytes) -> int:
+        channel = self.channel
         in_head = not self.headers_finished
+        if in_head and data and channel.waiting_since is None:
+            channel.waiting_since = time.monotonic()  # the first byte of a request: its headers are due from now
         consumed = int(super().received(data))
         if in_head and self.headers_finished and not self.completed:  # headers in, a body announced, no error yet
-            refusal = self.channel.guard.refusal(self)
+            guard = channel.guard
+            refusal = guard.refusal(self)
             if refusal is not None:
                 self.error = refusal
                 self.completed = True
                 self.expect_continue = False  # no "100 Continue": the client must not send the body
-                self.channel.refused = True
+                channel.refused = True
                 request_log.info(
-                    "%s %s %s - 0.000s - (refused before its body)",
-                    ascii(self.command)[1:-1],
-                    ascii(self.path + (f"?{self.query}" if self.query else ""))[1:-1],  # no control characters
+                    "%s %s%s %s - 0.000s - (refused before its body)",  # as the app's request log writes a line
+                    escaped_for_log(self.command),
+                    escaped_for_log(guard.routed_path(self)),
+                    f"?{escaped_for_log(self.query)}" if self.query else "",
                     refusal.code,
                 )
                 return len(data)  # the rest of this read is body: dropped, as the connection will close
-            self.form_deadline = self.path == TOKEN_PATH
-        if not self.awaited:
-            self.channel.waiting_since = None
+            self.form_deadline = guard.form_limited(guard.routed_path(self))
+        if not self.awaited and not self.empty:
+            # Blank lines between requests (an empty "request") keep the clock running: they are no request.
+            channel.waiting_since = None
+            channel.kept_alive = True
         return consumed
 
 
@@ -183,7 +271,11 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
     guard = Guard()
     _first_data = True
     refused = False  # a request was refused at its headers: the connection ends after that answer
-    waiting_since: float | None = None  # since when the next request (its headers) is awaited
+    # Since when the awaited request headers (or small form) are due: from the connection's start for its first
+    # request, else from the first byte of the request. None: nothing is due (a request's body is coming, or an idle
+    # keep-alive connection, which channel_timeout governs).
+    waiting_since: float | None = None
+    kept_alive = False  # a request was received: between requests the connection may idle
     _in_write = False
     _linger_until: float | None = None
     _lingered = 0
@@ -202,12 +294,6 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
                 return False
         return bool(super().received(data))
 
-    def _awaiting_request(self) -> bool:
-        if self.requests or self.total_outbufs_len:
-            return False  # a request is being served, or its response sent
-        request = self.request
-        return request is None or bool(request.awaited)
-
     def readable(self) -> bool:
         # The event loop asks every channel at least once a second (asyncore_loop_timeout): the place for timers.
         now = time.monotonic()
@@ -217,9 +303,15 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
             self.will_close = True
             return False
         timeout = self.guard.header_timeout
-        if timeout > 0 and self._awaiting_request():
-            if self.waiting_since is None:
-                self.waiting_since = now
+        if timeout > 0:
+            if self.requests or self.total_outbufs_len:
+                # A request is being served or its response sent: headers pipelined behind it are due from when
+                # their turn comes, not while the app works.
+                if self.waiting_since is not None:
+                    self.waiting_since = now
+            elif self.waiting_since is None:
+                if not self.kept_alive:
+                    self.waiting_since = now  # a new connection owes its first request's headers at once, as in Go
             elif now - self.waiting_since > timeout:
                 log.debug("closing a connection from %s: no complete request headers in %s s", self.addr, timeout)
                 self.will_close = True
@@ -262,10 +354,60 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
         super().handle_close()
 
 
-def _app_settings(app: Any) -> tuple[str | None, str | None]:
-    """The app's public URL and service name, when `app` is our Pyramid app (not wrapped in a filter)."""
-    settings = getattr(getattr(getattr(app, "registry", None), "stevedore", None), "settings", None)
-    return getattr(settings, "public_url", None), getattr(settings, "service_name", None)
+# --- finding the app's components behind whatever wraps it ----------------------------------------------------------
+_MAX_WRAPPERS_SEEN = 200
+_MAX_WRAPPER_DEPTH = 6
+
+
+def _components_of(candidate: Any) -> Components | None:
+    """The Components of a Pyramid app (its registry's `stevedore`), without running any property."""
+    try:
+        registry = vars(candidate).get("registry")
+        components = vars(registry).get("stevedore") if registry is not None else None
+    except (TypeError, AttributeError):  # no __dict__, or not a mapping
+        return None
+    return components if isinstance(components, Components) else None
+
+
+def _wrapped(candidate: Any) -> list[Any]:
+    """What a WSGI middleware may hold its app in: its attributes, a partial's function and arguments, a closure's
+    cells. Only stored values are read: no property or descriptor runs."""
+    try:
+        held = list(vars(candidate).values())
+    except (TypeError, AttributeError):  # no __dict__, or not a mapping
+        held = []
+    if isinstance(candidate, functools.partial):
+        held += [candidate.func, *candidate.args, *candidate.keywords.values()]
+    if isinstance(candidate, types.MethodType):
+        held += [candidate.__self__, candidate.__func__]
+    if isinstance(candidate, types.FunctionType):
+        for cell in candidate.__closure__ or ():
+            try:
+                held.append(cell.cell_contents)
+            except ValueError:  # an empty cell
+                continue
+    return held
+
+
+def find_components(app: Any) -> Components | None:
+    """The Components of the Stevedore app that `app` is or wraps (paste filters, WSGI middleware), else of the only
+    Stevedore app Pyramid made in this process; None when there is none, or more than one to choose from."""
+    seen: set[int] = set()
+    level = [app]
+    for _ in range(_MAX_WRAPPER_DEPTH):
+        following: list[Any] = []
+        for candidate in level:
+            if id(candidate) in seen or len(seen) >= _MAX_WRAPPERS_SEEN or isinstance(candidate, str | bytes):
+                continue
+            seen.add(id(candidate))
+            found = _components_of(candidate)
+            if found is not None:
+                return found
+            following.extend(_wrapped(candidate))
+        level = following
+    # Pyramid keeps the registries of the apps Configurator.make_wsgi_app made (for pshell): a last resort.
+    made = {id(c): c for c in (getattr(r, "stevedore", None) for r in global_registries) if isinstance(c, Components)}
+    return next(iter(made.values())) if len(made) == 1 else None
 
 
 def _raise_open_file_limit(connection_limit: int) -> None:
@@ -300,16 +442,24 @@ def create_server(app: Any, **settings: Any) -> Any:
     # select() cannot watch a file descriptor numbered 1024 or more, which a few hundred connections reach.
     settings.setdefault("asyncore_use_poll", True)
     server = waitress.create_server(app, **settings)
-    public_url, service_name = _app_settings(app)
+    components = find_components(app)
+    if components is None:
+        log.warning(
+            "the Stevedore app was not found behind the served WSGI app: bodies under /v2/ are admitted with any "
+            "Authorization header (Bearer tokens are not verified before the body is received)"
+        )
+    app_settings = components.settings if components is not None else None
     servers = [server] if isinstance(server, BaseWSGIServer) else list(server.map.values())
     for candidate in servers:
         if isinstance(candidate, BaseWSGIServer):
             guard = Guard(
                 header_timeout=header_timeout,
-                public_url=public_url,
-                service_name=service_name,
+                public_url=getattr(app_settings, "public_url", None),
+                service_name=getattr(app_settings, "service_name", None),
                 url_scheme=candidate.adj.url_scheme,
+                url_prefix=candidate.adj.url_prefix,
                 trust_host=not candidate.adj.trusted_proxy,
+                verify_token=components.token_signer.verify if components is not None else None,
             )
             candidate.channel_class = type("PlainHttpChannel", (PlainHttpChannel,), {"guard": guard})
     _raise_open_file_limit(server.adj.connection_limit)
