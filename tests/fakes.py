@@ -329,3 +329,24 @@ class InMemoryRegistryStore:
     def referrers(self, name: RepositoryName, subject: Digest) -> list[StoredManifest]:
         held = self.manifests.get(name.value, {}).values()
         return [self._copy(m, with_content=False) for m in held if m.subject == subject]
+
+
+class InMemorySetupCodeStore:
+    """The SetupCodeStore port in one attribute, with SqlSetupCodeStore's semantics."""
+
+    def __init__(self) -> None:
+        self.stored: tuple[str, str] | None = None
+
+    def issue_if_absent(self, seed: str, code_hash: str, now: datetime) -> tuple[str, str]:
+        if self.stored is None:
+            self.stored = (seed, code_hash)
+        return self.stored
+
+    def current(self) -> tuple[str, str] | None:
+        return self.stored
+
+    def consume(self, code_hash: str) -> bool:
+        if self.stored is None or self.stored[1] != code_hash:
+            return False
+        self.stored = None
+        return True

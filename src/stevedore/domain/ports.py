@@ -109,3 +109,20 @@ class AccountStore(Protocol):
     def invite_by_code_hash(self, code_hash: str) -> Invite | None: ...
 
     def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None: ...
+
+
+class SetupCodeStore(Protocol):
+    """Where the one-time setup code of an empty installation lives (at most one), shared by every process."""
+
+    def issue_if_absent(self, seed: str, code_hash: str, now: datetime) -> tuple[str, str]:
+        """Store this (seed, code hash) unless a setup code is stored already, atomically across processes; return
+        the stored (seed, code hash), ours or the one that was there."""
+        ...
+
+    def current(self) -> tuple[str, str] | None:
+        """The stored (seed, code hash), or None."""
+        ...
+
+    def consume(self, code_hash: str) -> bool:
+        """Remove the code if its hash is `code_hash`; True when this call removed it (only one caller ever does)."""
+        ...

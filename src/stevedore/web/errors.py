@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pyramid.exceptions import PredicateMismatch, URLDecodeError
-from pyramid.httpexceptions import HTTPException, HTTPForbidden, HTTPNotFound
+from pyramid.exceptions import BadCSRFOrigin, BadCSRFToken, PredicateMismatch, URLDecodeError
+from pyramid.httpexceptions import HTTPBadRequest, HTTPException, HTTPForbidden, HTTPNotFound
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import exception_view_config, forbidden_view_config, notfound_view_config, view_config
@@ -138,6 +138,19 @@ def http_exception(exc: HTTPException, request: Request) -> Response:
     if is_registry_path(request) and exc.status_code >= 400:
         return oci_error_response(exc.status_code, "UNSUPPORTED", exc.title or exc.explanation)
     return exc
+
+
+@exception_view_config(BadCSRFToken)
+@exception_view_config(BadCSRFOrigin)
+def bad_csrf(exc: HTTPBadRequest, request: Request) -> Response:
+    """A page form without this session's CSRF token (stale, from another site, or the session ended): nothing was
+    done. Only pages check CSRF; /v2/ never does."""
+    return page_error_response(
+        request,
+        400,
+        "This form has expired or did not come from this site, so nothing was changed. "
+        "Go back, reload the page and send the form again.",
+    )
 
 
 @exception_view_config(URLDecodeError)

@@ -38,3 +38,5 @@ def includeme(config: Configurator) -> None:
     config.add_route("token_keys.certificates", "/-/token-certificates.pem")
     config.add_route("ui.home", "/")
     config.add_route("ui.login", "/login")
+    config.add_route("ui.logout", "/logout")
+    config.add_route("ui.setup", "/setup")

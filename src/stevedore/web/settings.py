@@ -58,6 +58,9 @@ class Settings:
     token_issuer: str = "stevedore"
     # Services (other registries trusting our tokens) the token endpoint may issue tokens for, besides our own.
     token_audiences: tuple[str, ...] = ()
+    # Page sessions end after this long without a request, and this long after the login whatever the use.
+    session_idle_seconds: int = 2 * 3600
+    session_max_seconds: int = 12 * 3600
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -111,6 +114,8 @@ class Settings:
             create_token_signing_key=_bool(merged.get("stevedore.create_token_signing_key", "false")),
             token_issuer=(merged.get("stevedore.token_issuer") or "stevedore").strip(),
             token_audiences=token_audiences,
+            session_idle_seconds=max(60, int(merged.get("stevedore.session_idle_seconds", 2 * 3600))),
+            session_max_seconds=max(60, int(merged.get("stevedore.session_max_seconds", 12 * 3600))),
             raw=merged,
         )
 
@@ -141,6 +146,11 @@ class Settings:
                     "(create one with `stevedore token-key create FILE`)"
                 ) from exc
         return tuple(keys)
+
+    @property
+    def secure_cookies(self) -> bool:
+        """Cookies only over HTTPS when the public URL is https (a TLS-terminating proxy in front)."""
+        return bool(self.public_url and self.public_url.startswith("https://"))
 
     @property
     def storage_path(self) -> str:

@@ -1,4 +1,4 @@
-"""Web layer: the front page."""
+"""Web layer: the front page, for visitors, for people logged in, and for an installation still to be set up."""
 
 from __future__ import annotations
 
@@ -11,12 +11,9 @@ from pyramid.view import view_config
 
 @view_config(route_name="ui.home", renderer="stevedore.web:templates/home.jinja2", permission=NO_PERMISSION_REQUIRED)
 def home(request: Request) -> dict[str, Any]:
+    settings = request.registry.stevedore.settings
     return {
         "needs_setup": request.account_store.count() == 0,
         "registry_host": request.host,
+        "public_url": settings.public_url,
     }
-
-
-@view_config(route_name="ui.login", renderer="stevedore.web:templates/login.jinja2", permission=NO_PERMISSION_REQUIRED)
-def login(request: Request) -> dict[str, Any]:
-    return {}

@@ -1,0 +1,33 @@
+"""Web layer: what page forms share: where a `next=` may lead, and turning a refused form into a page again."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pyramid.request import Request
+
+# Longest `next=` path kept; anything longer is dropped rather than cut (a cut path could lead somewhere else).
+MAX_NEXT_LENGTH = 2000
+
+
+def local_path_or(request: Request, target: str | None, fallback_route: str = "ui.home") -> str:
+    """`target` when it is a path on this site (`/repositories?page=2`), else the fallback route's URL: a login link
+    must never send someone to another site (`//evil.example`, `https://evil.example`, `/\\evil.example`)."""
+    if target and _is_local_path(target):
+        return target
+    return str(request.route_path(fallback_route))
+
+
+def _is_local_path(target: str) -> bool:
+    if len(target) > MAX_NEXT_LENGTH or not target.startswith("/") or target.startswith(("//", "/\\")):
+        return False
+    if any(ord(c) < 0x21 or c == "\\" or ord(c) == 0x7F for c in target):
+        return False  # browsers drop tabs and newlines and read backslashes as slashes: `/\t/evil.example`
+    parts = urlsplit(target)
+    return not parts.scheme and not parts.netloc
+
+
+def refused(request: Request, status: int) -> None:
+    """The form is shown again with a message: nothing the request wrote may be committed."""
+    request.tm.doom()
+    request.response.status = status

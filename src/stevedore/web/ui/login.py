@@ -1,0 +1,52 @@
+"""Web layer: logging in to the pages and out again, with the same user name and password docker uses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.security import NO_PERMISSION_REQUIRED
+from pyramid.view import view_config
+
+from stevedore.domain.errors import TooManyRequests
+from stevedore.web.ui.forms import local_path_or, refused
+from stevedore.web.ui.session import log_in, log_out
+
+TEMPLATE = "stevedore.web:templates/login.jinja2"
+WRONG_CREDENTIALS = "The user name or the password is wrong, or the account is disabled."
+BUSY = "Too many logins are being checked right now. Wait a few seconds and try again."
+
+
+@view_config(route_name="ui.login", request_method="GET", renderer=TEMPLATE, permission=NO_PERMISSION_REQUIRED)
+def login_form(request: Request) -> dict[str, Any] | Response:
+    next_path = local_path_or(request, request.GET.get("next"))
+    if request.web_account is not None:
+        return HTTPSeeOther(location=next_path)
+    return {"next": next_path, "username": "", "error": None}
+
+
+@view_config(route_name="ui.login", request_method="POST", renderer=TEMPLATE, permission=NO_PERMISSION_REQUIRED)
+def login(request: Request) -> dict[str, Any] | Response:
+    username = request.POST.get("username", "")
+    password = request.POST.get("password", "")
+    next_path = local_path_or(request, request.POST.get("next"))
+    form = {"next": next_path, "username": username[:64]}
+    try:
+        account = request.lookup_account_service.authenticate(username, password)
+    except TooManyRequests as exc:
+        refused(request, 429)
+        request.response.headers["Retry-After"] = str(exc.retry_after_seconds or 2)
+        return {**form, "error": BUSY}
+    if account is None:
+        refused(request, 400)
+        return {**form, "error": WRONG_CREDENTIALS}
+    log_in(request, account)
+    return HTTPSeeOther(location=next_path)
+
+
+@view_config(route_name="ui.logout", request_method="POST", permission=NO_PERMISSION_REQUIRED)
+def logout(request: Request) -> Response:
+    log_out(request)
+    return HTTPSeeOther(location=request.route_path("ui.home"))
