@@ -20,10 +20,12 @@ from stevedore.adapters.token_keys import (
     split_pem_keys,
 )
 from stevedore.adapters.tokens import HmacTokenSigner, JwtTokenSigner
+from stevedore.domain.access import Access, AccessRules
 from stevedore.domain.errors import InvalidInput, TokenInvalid
 from stevedore.domain.model import Account, Scope
+from stevedore.domain.namespaces import AccessModel
 from stevedore.domain.tokens import TokenService
-from tests.fakes import FixedClock, InMemoryAccountStore, InMemoryTokenSigner
+from tests.fakes import FixedClock, InMemoryAccountStore, InMemoryNamespaceStore, InMemoryTokenSigner
 
 SECRET = b"unit-test-secret-0123456789abcdef"
 STAMP_KEY = b"stamp-key-0123456789"
@@ -63,6 +65,8 @@ def refresh_signer(request):
 def make_service(signer, refresh_signer, accounts, clock, **kw):
     kw.setdefault("ttl_seconds", 300)
     kw.setdefault("refresh_ttl_seconds", 3600)
+    # These tests are about tokens, not rights: the open model (rights have tests of their own in test_access.py).
+    kw.setdefault("access", Access(InMemoryNamespaceStore(accounts), AccessRules(AccessModel.OPEN)))
     return TokenService(signer, refresh_signer, accounts, clock, issuer="stevedore", stamp_key=STAMP_KEY, **kw)
 
 

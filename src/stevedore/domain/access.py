@@ -1,11 +1,16 @@
-"""Domain layer: the authorization rule. Every decision of who may do what to which repository goes through here."""
+"""Domain layer: the authorization rule. Every decision of who may do what to which repository goes through
+`Access.may`; the namespace facts it needs (memberships, claims) come through the NamespaceStore port."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 
+from stevedore.domain.errors import Denied
 from stevedore.domain.model import Account, RepositoryName, Scope
+from stevedore.domain.namespaces import AccessModel, Namespace, Right, is_reserved, namespace_of
+from stevedore.domain.ports import Clock, NamespaceStore
 
 
 class Action(StrEnum):
@@ -17,36 +22,117 @@ class Action(StrEnum):
 REGISTRY_CATALOG = Scope("registry", "catalog", frozenset({"*"}))
 
 
-def may(account: Account | None, action: Action, repository: RepositoryName) -> bool:
-    """May `account` do `action` on `repository`?
+@dataclass(frozen=True)
+class AccessRules:
+    """The installation's choices: `stevedore.access_model` and `stevedore.namespace_claiming`."""
 
-    For now every active account may pull, push and delete everywhere (the original Stevedore's model); per-namespace
-    rights will refine this one function.
-    """
-    if account is None or not account.is_active:
-        return False
-    return action in (Action.PULL, Action.PUSH, Action.DELETE)
+    model: AccessModel = AccessModel.DEFAULT
+    claiming: bool = True
 
 
-def may_list_catalog(account: Account | None) -> bool:
-    return account is not None and account.is_active
+class Access:
+    """Who may do what, for one request (or one command): the rule in `may`, its facts from `namespaces`."""
 
+    def __init__(self, namespaces: NamespaceStore, rules: AccessRules | None = None) -> None:
+        self.namespaces = namespaces
+        self.rules = rules or AccessRules()
+        self._rights: dict[tuple[str, int], Right | None] = {}
+        self._claimable: dict[str, bool] = {}
 
-def grant(account: Account, requested: Iterable[Scope]) -> list[Scope]:
-    """The part of each requested scope that `account` is allowed: the token flow's intersection. Never raises."""
-    granted: list[Scope] = []
-    for scope in requested:
-        if scope.type == "repository":
-            try:
-                name = RepositoryName.parse(scope.name)
-            except Exception:
-                continue
-            wanted = {a for a in scope.actions if a != "*"}
-            if "*" in scope.actions:
-                wanted |= {a.value for a in Action}
-            actions = frozenset(a for a in wanted if a in Action._value2member_map_ and may(account, Action(a), name))
-            if actions:
-                granted.append(Scope("repository", scope.name, actions))
-        elif scope.type == "registry" and scope.name == "catalog" and may_list_catalog(account):
-            granted.append(REGISTRY_CATALOG)
-    return granted
+    def may(self, account: Account | None, action: Action, repository: RepositoryName) -> bool:
+        """May `account` do `action` on `repository`? The one authorization rule:
+
+        - nobody but an active account may do anything; an administrator may do everything;
+        - `open`: every active account pulls, pushes and deletes everywhere;
+        - pull: `default` lets every active account pull; `private` needs a right on the namespace (pull or more);
+        - push: a push or admin right, or, in a namespace nobody has claimed yet (with claiming on), the claim that
+          the push itself will make (`claim_for_push`);
+        - delete: a push or admin right.
+
+        An account owns (is admin of) the namespace of its user name, unless that name is reserved.
+        """
+        if account is None or not account.is_active:
+            return False
+        if account.is_admin or self.rules.model is AccessModel.OPEN:
+            return True
+        namespace = namespace_of(repository)
+        if action is Action.PULL and self.rules.model is AccessModel.DEFAULT:
+            return True
+        right = self.right_of(account, namespace)
+        if action is Action.PULL:
+            return right is not None
+        if right is not None and right.includes(Right.PUSH):
+            return True
+        return action is Action.PUSH and self.claimable(namespace)
+
+    def may_list_catalog(self, account: Account | None) -> bool:
+        """The catalog is for every active account; it lists only what the caller may pull."""
+        return account is not None and account.is_active
+
+    def right_of(self, account: Account, namespace: str) -> Right | None:
+        if account.username == namespace and not is_reserved(namespace):
+            return Right.ADMIN
+        if account.id is None:
+            return None
+        key = (namespace, account.id)
+        if key not in self._rights:
+            self._rights[key] = self.namespaces.right_of(namespace, account.id)
+        return self._rights[key]
+
+    def claimable(self, namespace: str) -> bool:
+        """Would a push claim this namespace? Only with claiming on, for a name that is not reserved, that no row
+        and no account names, and that holds no repository yet (those pushed before namespaces existed, or under
+        the open model, are for an administrator to give)."""
+        if not self.rules.claiming or is_reserved(namespace):
+            return False
+        if namespace not in self._claimable:
+            self._claimable[namespace] = (
+                self.namespaces.get(namespace) is None
+                and not self.namespaces.is_username(namespace)
+                and not self.namespaces.has_repositories(namespace)
+            )
+        return self._claimable[namespace]
+
+    def claim_for_push(self, account: Account | None, repository: RepositoryName, clock: Clock) -> None:
+        """Before a push writes anything: make sure `account` may push into `repository`, claiming its namespace if
+        that is what allows it (the pusher becomes its admin). Raises Denied otherwise, and when another account
+        claimed the namespace first: the claim's row is inserted atomically, so of two racing first pushes one
+        wins. Run it in the push's own transaction, so a refused or failed push leaves no claim either."""
+        if account is None or not account.is_active:
+            raise Denied(f"push to {repository} denied")
+        if account.is_admin or self.rules.model is AccessModel.OPEN:
+            return
+        namespace = namespace_of(repository)
+        right = self.right_of(account, namespace)
+        if right is not None and right.includes(Right.PUSH):
+            return
+        if account.id is None or not self.claimable(namespace):
+            raise Denied(f"push to {repository} denied")
+        if not self.namespaces.add(Namespace(namespace, clock.now(), account.id)):
+            self._claimable[namespace] = False
+            raise Denied(f"push to {repository} denied: the namespace {namespace} was claimed by someone else")
+        self.namespaces.set_member(namespace, account.id, Right.ADMIN)
+        self._claimable[namespace] = False
+        self._rights[(namespace, account.id)] = Right.ADMIN
+
+    def grant(self, account: Account, requested: Iterable[Scope]) -> list[Scope]:
+        """The part of each requested scope that `account` is allowed: the token flow's intersection. Never raises.
+        Tokens are checked against the account's rights again at every use, so a right taken away ends at once."""
+        granted: list[Scope] = []
+        for scope in requested:
+            if scope.type == "repository":
+                try:
+                    name = RepositoryName.parse(scope.name)
+                except Exception:
+                    continue
+                wanted = {a for a in scope.actions if a != "*"}
+                if "*" in scope.actions:
+                    wanted |= {a.value for a in Action}
+                actions = frozenset(
+                    a for a in wanted if a in Action._value2member_map_ and self.may(account, Action(a), name)
+                )
+                if actions:
+                    granted.append(Scope("repository", scope.name, actions))
+            elif scope.type == "registry" and scope.name == "catalog" and self.may_list_catalog(account):
+                granted.append(REGISTRY_CATALOG)
+        return granted

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite
+
+if TYPE_CHECKING:  # namespaces.py imports this module
+    from stevedore.domain.namespaces import Member, Namespace, Right
 
 
 class Clock(Protocol):
@@ -111,18 +114,38 @@ class AccountStore(Protocol):
     def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None: ...
 
 
-class SetupCodeStore(Protocol):
-    """Where the one-time setup code of an empty installation lives (at most one), shared by every process."""
+class NamespaceStore(Protocol):
+    """Namespaces and their members. A namespace with a row is claimed; an account's own namespace needs none."""
 
-    def issue_if_absent(self, seed: str, code_hash: str, now: datetime) -> tuple[str, str]:
-        """Store this (seed, code hash) unless a setup code is stored already, atomically across processes; return
-        the stored (seed, code hash), ours or the one that was there."""
+    def get(self, name: str) -> Namespace | None: ...
+
+    def add(self, namespace: Namespace) -> bool:
+        """Insert the namespace unless one of that name exists; True when this call inserted it. Atomic: of two
+        transactions adding the same name at once, exactly one gets True (the other waits for it to end)."""
         ...
 
-    def current(self) -> tuple[str, str] | None:
-        """The stored (seed, code hash), or None."""
+    def all(self) -> list[Namespace]:
+        """Every namespace with a row, by name."""
         ...
 
-    def consume(self, code_hash: str) -> bool:
-        """Remove the code if its hash is `code_hash`; True when this call removed it (only one caller ever does)."""
+    def right_of(self, name: str, account_id: int) -> Right | None:
+        """The account's right on the namespace as a member, if any."""
+        ...
+
+    def set_member(self, name: str, account_id: int, right: Right) -> None:
+        """Give the right (replacing any other) on a namespace that has a row."""
+        ...
+
+    def remove_member(self, name: str, account_id: int) -> bool: ...
+
+    def members(self, name: str) -> list[Member]:
+        """By user name."""
+        ...
+
+    def is_username(self, name: str) -> bool:
+        """Does an account have this user name (and so own the namespace)?"""
+        ...
+
+    def has_repositories(self, name: str) -> bool:
+        """Does any repository live in this namespace (`name` itself or `name/…`)?"""
         ...

@@ -166,6 +166,7 @@ class RegistryService:
         max_manifest_bytes: int = DEFAULT_MAX_MANIFEST_BYTES,
         max_open_uploads_per_account: int = DEFAULT_MAX_OPEN_UPLOADS_PER_ACCOUNT,
         abandoned_upload_seconds: int = DEFAULT_ABANDONED_UPLOAD_SECONDS,
+        before_push: Callable[[RepositoryName], None] | None = None,
     ) -> None:
         self.store = store
         self.lookups = lookups or store
@@ -174,6 +175,9 @@ class RegistryService:
         self.max_manifest_bytes = max_manifest_bytes
         self.max_open_uploads_per_account = max_open_uploads_per_account  # 0: no limit
         self.abandoned_upload_seconds = abandoned_upload_seconds  # 0: never reclaimed
+        # Runs in the push's transaction before a push writes anything into a repository: it claims the namespace on
+        # a first push (Access.claim_for_push) or raises Denied, so a refused push leaves nothing behind.
+        self.before_push = before_push or (lambda name: None)
 
     # --- pull ----------------------------------------------------------------------------------------
     def get_manifest(self, name: RepositoryName, reference: Reference) -> StoredManifest:
@@ -203,6 +207,7 @@ class RegistryService:
     def start_upload(self, name: RepositoryName, account_id: int | None, digest_algorithm: str = "sha256") -> str:
         if not Digest.is_supported_algorithm(digest_algorithm):
             raise DigestInvalid(f"unsupported digest algorithm {digest_algorithm!r}")
+        self.before_push(name)
         self._check_upload_limit(account_id)
         upload_id = str(uuid.uuid4())
         self.blobs.start_upload(upload_id, digest_algorithm)
@@ -328,6 +333,7 @@ class RegistryService:
         self._owned_upload(name, upload_id, account_id)
         if start is not None and start != self.blobs.upload_size(upload_id):
             raise RangeInvalid("the final chunk does not continue the upload")
+        self.before_push(name)
         info = self.blobs.finish(upload_id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
         now = self.clock.now()
         self.store.add_blob(info, now)
@@ -342,6 +348,7 @@ class RegistryService:
 
     def push_blob(self, name: RepositoryName, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
         """A whole blob in one request (POST ?digest=): verified and committed, or nothing at all."""
+        self.before_push(name)
         upload_id = str(uuid.uuid4())
         self.blobs.start_upload(upload_id, digest.algorithm)
         try:
@@ -359,6 +366,7 @@ class RegistryService:
         linked = self.store.linked_blob(source, digest)
         if linked is None or self.blobs.stat(digest) is None:
             return None
+        self.before_push(name)
         self.store.link_blob(name, digest, self.clock.now())
         return linked
 
@@ -417,6 +425,7 @@ class RegistryService:
             first = sorted(missing)[0]
             raise ManifestBlobUnknown(f"manifest {first} is unknown to the repository", detail={"digest": str(first)})
 
+        self.before_push(name)
         now = self.clock.now()
         self.store.ensure_repository(name, now)
         manifest = StoredManifest(

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from stevedore.domain import access
+from stevedore.domain.access import Access
 from stevedore.domain.errors import InvalidInput, TokenInvalid
 from stevedore.domain.model import Account, Scope
 from stevedore.domain.ports import AccountStore, Clock, TokenSigner
@@ -62,6 +62,7 @@ class TokenService:
         stamp_key: bytes,
         ttl_seconds: int = 300,
         refresh_ttl_seconds: int = 90 * 24 * 3600,
+        access: Access,
     ) -> None:
         self.access_signer = access_signer
         self.refresh_signer = refresh_signer
@@ -71,6 +72,7 @@ class TokenService:
         self.stamp_key = stamp_key
         self.ttl = max(60, ttl_seconds)
         self.refresh_ttl = refresh_ttl_seconds
+        self.access = access
 
     def issue(
         self,
@@ -86,7 +88,7 @@ class TokenService:
         if audiences is not None and service not in set(audiences):
             raise InvalidInput(f"this registry issues no tokens for the service {service!r}")
         now = int(self.clock.now().timestamp())
-        granted = access.grant(account, requested)
+        granted = self.access.grant(account, requested)
         stamp = credential_stamp(account, self.stamp_key)
         claims: dict[str, Any] = {
             "iss": self.issuer,

@@ -15,8 +15,7 @@ from typing import Any
 from pyramid.request import Request
 from pyramid.security import Allowed, Denied
 
-from stevedore.domain import access
-from stevedore.domain.access import Action
+from stevedore.domain.access import Access, Action
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.errors import TokenInvalid, TooManyRequests
 from stevedore.domain.model import Account, RepositoryName, Scope
@@ -211,15 +210,16 @@ def registry_may(request: Request, permission: str | None) -> bool:
     principal: Principal | None = request.principal
     if principal is None or permission is None:
         return False
+    rights: Access = request.access
     if permission == Permission.CATALOG:
-        return access.may_list_catalog(principal.account)
+        return rights.may_list_catalog(principal.account)
     if permission == Permission.AUTHENTICATED:
         return True
     try:
         name = RepositoryName.parse((request.matchdict or {}).get("name", ""))
     except Exception:
         return False
-    return access.may(principal.account, Action(permission), name)
+    return rights.may(principal.account, Action(permission), name)
 
 
 def authenticate_request(request: Request) -> Principal | None:
@@ -261,12 +261,13 @@ class StevedoreSecurityPolicy:
             return Denied("not authenticated")
         if permission == Permission.AUTHENTICATED:
             return Allowed("authenticated")
+        rights: Access = request.access
         if permission == Permission.CATALOG:
-            if access.may_list_catalog(principal.account) and principal.token_allows_catalog():
+            if rights.may_list_catalog(principal.account) and principal.token_allows_catalog():
                 return Allowed("catalog")
             return Denied("catalog")
         name = RepositoryName.parse(request.matchdict.get("name", ""))  # NameInvalid -> 400, after the 401
-        return authorize(principal, Action(permission), name)
+        return authorize(rights, principal, Action(permission), name)
 
     def remember(self, request: Request, userid: Any, **kw: Any) -> list[tuple[str, str]]:
         return []
@@ -275,8 +276,10 @@ class StevedoreSecurityPolicy:
         return []
 
 
-def authorize(principal: Principal, action: Action, name: RepositoryName) -> Allowed | Denied:
-    if not access.may(principal.account, action, name):
+def authorize(rights: Access, principal: Principal, action: Action, name: RepositoryName) -> Allowed | Denied:
+    """Both must allow: the account's rights as they are now (a right taken away ends at once, also for tokens
+    issued before) and, for a Bearer token, the scopes it was issued with."""
+    if not rights.may(principal.account, action, name):
         return Denied(f"{action} on {name} denied")
     if not principal.token_allows(action.value, name.value):
         return Denied(f"token lacks {action} on {name}")

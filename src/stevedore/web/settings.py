@@ -58,9 +58,9 @@ class Settings:
     token_issuer: str = "stevedore"
     # Services (other registries trusting our tokens) the token endpoint may issue tokens for, besides our own.
     token_audiences: tuple[str, ...] = ()
-    # Page sessions end after this long without a request, and this long after the login whatever the use.
-    session_idle_seconds: int = 2 * 3600
-    session_max_seconds: int = 12 * 3600
+    # Who may do what (domain/access.py): default, open or private; and whether a first push claims a namespace.
+    access_model: str = "default"
+    namespace_claiming: bool = True
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -114,8 +114,8 @@ class Settings:
             create_token_signing_key=_bool(merged.get("stevedore.create_token_signing_key", "false")),
             token_issuer=(merged.get("stevedore.token_issuer") or "stevedore").strip(),
             token_audiences=token_audiences,
-            session_idle_seconds=max(60, int(merged.get("stevedore.session_idle_seconds", 2 * 3600))),
-            session_max_seconds=max(60, int(merged.get("stevedore.session_max_seconds", 12 * 3600))),
+            access_model=_access_model(merged.get("stevedore.access_model")),
+            namespace_claiming=_bool(merged.get("stevedore.namespace_claiming", "true")),
             raw=merged,
         )
 
@@ -148,15 +148,17 @@ class Settings:
         return tuple(keys)
 
     @property
-    def secure_cookies(self) -> bool:
-        """Cookies only over HTTPS when the public URL is https (a TLS-terminating proxy in front)."""
-        return bool(self.public_url and self.public_url.startswith("https://"))
-
-    @property
     def storage_path(self) -> str:
         """The folder of a `file://` storage URL."""
         parsed = urlparse(self.storage_url)
         return os.path.abspath((parsed.netloc or "") + parsed.path)
+
+
+def _access_model(value: str | None) -> str:
+    model = (value or "default").strip().lower()
+    if model not in ("default", "open", "private"):
+        raise SettingsError(f"stevedore.access_model is {value!r}: use default, open or private")
+    return model
 
 
 def _secret_key(settings: Mapping[str, str], environ: Mapping[str, str]) -> bytes:

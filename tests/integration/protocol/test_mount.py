@@ -81,15 +81,15 @@ def token(testapp, user, service, *scopes):
 
 @pytest.fixture
 def private(monkeypatch):
-    """Make `mount/private` a repository the account may not pull (today every account may pull everywhere)."""
-    real_may = access.may
+    """Make `mount/private` a repository the account may not pull (as the private model would, without a right)."""
+    real_may = access.Access.may
 
-    def may(account, action, repository):
+    def may(self, account, action, repository):
         if repository.value == "mount/private" and action == Action.PULL:
             return False
-        return real_may(account, action, repository)
+        return real_may(self, account, action, repository)
 
-    monkeypatch.setattr(access, "may", may)
+    monkeypatch.setattr(access.Access, "may", may)
     return "mount/private"
 
 

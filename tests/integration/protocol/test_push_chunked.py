@@ -123,7 +123,7 @@ def test_unknown_upload_id_is_blob_upload_unknown(testapp, auth):
 
 
 def test_upload_belongs_to_its_caller(testapp, auth, make_user):
-    make_user("bob", "bobs own password")
+    make_user("bob", "bobs own password", admin=True)  # who may push into alice's repository: still not her upload
     bob = basic("bob", "bobs own password")
     data = b"alice's bytes"
     location = start(testapp, auth, "chunked/owner")

@@ -70,7 +70,7 @@ def test_cancelling_or_finishing_an_upload_frees_its_slot(testapp, auth):
 def test_the_cap_is_per_account(testapp, auth, make_user):
     fill(testapp, auth)
     make_user("bob", "another good password")
-    start(testapp, basic("bob", "another good password"))
+    start(testapp, basic("bob", "another good password"), "bob/app")
 
 
 def test_monolithic_pushes_and_mounts_still_work_at_the_cap(testapp, auth):
@@ -142,13 +142,13 @@ def test_at_the_cap_abandoned_uploads_are_reclaimed_oldest_first(testapp, auth, 
 def test_reclaiming_leaves_other_accounts_alone(testapp, auth, make_user, settings, db):
     make_user("bob", "another good password")
     bob_auth = basic("bob", "another good password")
-    bobs = [start(testapp, bob_auth).headers["Location"] for _ in range(CAP)]
+    bobs = [start(testapp, bob_auth, "bob/app").headers["Location"] for _ in range(CAP)]
     for location in bobs:
         backdate(db, location, 2 * 3600)
     fill(testapp, auth)
     start(testapp, auth, status=429)
     assert {upload_id(location) for location in bobs} <= upload_folders(settings)
-    start(testapp, bob_auth)
+    start(testapp, bob_auth, "bob/app")
     assert not {upload_id(location) for location in bobs} & upload_folders(settings)
 
 
@@ -158,7 +158,7 @@ def test_forgetting_an_account_s_uploads_then_aborting_their_bytes(testapp, auth
     bob_auth = basic("bob", "another good password")
     alice_uploads = fill(testapp, auth)
     testapp.patch(path_of(alice_uploads[0]), params=b"half a layer", headers=auth, status=202)
-    bob_upload = start(testapp, bob_auth).headers["Location"]
+    bob_upload = start(testapp, bob_auth, "bob/app").headers["Location"]
     assert len(upload_folders(settings)) == CAP + 1
 
     session = components.write_sessions()

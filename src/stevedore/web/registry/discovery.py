@@ -8,8 +8,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
-from stevedore.domain import access
-from stevedore.domain.access import Action
+from stevedore.domain.access import Access, Action
 from stevedore.domain.errors import NameInvalid
 from stevedore.domain.manifests import OCI_INDEX
 from stevedore.domain.model import Digest, RepositoryName
@@ -39,12 +38,13 @@ def list_tags(request: Request) -> Response:
 def catalog(request: Request) -> Response:
     n = page_size(request)
     principal = request.principal
+    rights: Access = request.access
 
     def visible(name: str) -> bool:
         # The account's rights decide, not the token's repository scopes: a token asked for the catalog carries
         # registry:catalog:* alone, and the catalog lists everything its holder may pull.
         try:
-            return access.may(principal.account, Action.PULL, RepositoryName.parse(name))
+            return rights.may(principal.account, Action.PULL, RepositoryName.parse(name))
         except NameInvalid:
             return False
 

@@ -6,8 +6,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
-from stevedore.domain import access
-from stevedore.domain.access import Action
+from stevedore.domain.access import Access, Action
 from stevedore.domain.errors import DigestInvalid, NameInvalid
 from stevedore.domain.model import BlobInfo, Digest, RepositoryName
 from stevedore.web.errors import oci_error_response
@@ -51,10 +50,11 @@ def _mount_from(request: Request, name: RepositoryName, digest: Digest, source: 
     except NameInvalid:
         return None
     principal = request.principal
-    if authorize(principal, Action.PULL, source_name):
+    rights: Access = request.access
+    if authorize(rights, principal, Action.PULL, source_name):
         mounted = request.registry_service.mount_blob(name, source_name, digest)
         return None if mounted is None else _created(request, name, mounted)
-    if principal.scopes is not None and access.may(principal.account, Action.PULL, source_name):
+    if principal.scopes is not None and rights.may(principal.account, Action.PULL, source_name):
         # The account may pull the source, this token was just not issued for it. As CNCF Distribution does, ask
         # for both scopes: a client that follows challenges fetches one token for them and retries the mount
         # (docker asks for the source's scope up front). Built from the parsed names, never from the raw query.
@@ -80,8 +80,9 @@ def _mount_from_any(request: Request, name: RepositoryName, digest: Digest) -> R
     itself grants pull on (the target included when, as clients ask, it grants pull,push there) and that the account
     may pull. Counting the account's rights alone would let a token scoped to one repository read blobs of others."""
     principal = request.principal
+    rights: Access = request.access
     mounted = request.registry_service.mount_blob_from_any(
-        name, digest, lambda candidate: bool(authorize(principal, Action.PULL, candidate))
+        name, digest, lambda candidate: bool(authorize(rights, principal, Action.PULL, candidate))
     )
     return None if mounted is None else _created(request, name, mounted)
 
