@@ -19,8 +19,12 @@ requires = [
 ]
 
 tests_require = [
+    # An SMTP sink for the mail tests (the standard library's smtpd is gone).
+    "aiosmtpd",
     "mypy",
     "oras",
+    # Drives Debian's chromium (executable_path) in tests/integration/browser; it never downloads a browser.
+    "playwright",
     "pytest",
     "pytest-timeout",
     "ruff",

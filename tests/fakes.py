@@ -15,12 +15,13 @@ from stevedore.domain.errors import (
     AccountExists,
     BlobUnknown,
     DigestInvalid,
+    InviteUnknown,
     RangeInvalid,
     TokenInvalid,
     UploadUnknown,
 )
-from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite, RepositoryName, Tag
-from stevedore.domain.namespaces import Member, Namespace, Right
+from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite, InviteRecord, RepositoryName, Tag
+from stevedore.domain.ports import MailNotSent
 from stevedore.domain.registry import StoredManifest, UploadSession
 
 
@@ -76,8 +77,8 @@ class InMemoryAccountStore:
         return next((a for a in self.accounts.values() if a.username == username), None)
 
     def add(self, account: Account) -> Account:
-        if self.by_username(account.username):
-            raise AccountExists()
+        if self.by_username(account.username) or (account.email and self.by_email(account.email)):
+            raise AccountExists()  # as the unique indexes on lower(username) and lower(email) do
         stored = replace(account, id=next(self._ids))
         self.accounts[stored.id] = stored  # type: ignore[index]
         return stored
@@ -101,7 +102,42 @@ class InMemoryAccountStore:
 
     def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None:
         stored = self.invites[invite.id]  # type: ignore[index]
+        if stored.used_at is not None or stored.revoked_at is not None:
+            raise InviteUnknown()
         stored.used_at, stored.used_by = when, account_id
+
+    def by_email(self, email: str) -> Account | None:
+        return next((a for a in self.accounts.values() if (a.email or "").lower() == email.lower()), None)
+
+    def invite(self, invite_id: int) -> Invite | None:
+        return self.invites.get(invite_id)
+
+    def mark_invite_revoked(self, invite: Invite, account_id: int | None, when: datetime) -> None:
+        stored = self.invites[invite.id]  # type: ignore[index]
+        stored.revoked_at, stored.revoked_by = when, account_id
+        invite.revoked_at, invite.revoked_by = when, account_id
+
+    def invite_records(self, *, limit: int, before_id: int | None = None) -> list[InviteRecord]:
+        def name(account_id: int | None) -> str | None:
+            account = self.accounts.get(account_id) if account_id is not None else None
+            return account.username if account else None
+
+        newest_first = sorted(self.invites.values(), key=lambda i: i.id or 0, reverse=True)
+        page = [i for i in newest_first if before_id is None or (i.id or 0) < before_id][:limit]
+        return [InviteRecord(replace(i), name(i.created_by), name(i.used_by), name(i.revoked_by)) for i in page]
+
+
+class InMemoryMailer:
+    """The Mailer port in a list: `sent` holds (to, subject, body); `fail_with` makes the next sends fail."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, str]] = []
+        self.fail_with: str | None = None
+
+    def send(self, to: str, subject: str, body: str) -> None:
+        if self.fail_with:
+            raise MailNotSent(self.fail_with)
+        self.sent.append((to, subject, body))
 
 
 class InMemoryBlobStore:
@@ -330,57 +366,6 @@ class InMemoryRegistryStore:
     def referrers(self, name: RepositoryName, subject: Digest) -> list[StoredManifest]:
         held = self.manifests.get(name.value, {}).values()
         return [self._copy(m, with_content=False) for m in held if m.subject == subject]
-
-
-class InMemoryNamespaceStore:
-    """The NamespaceStore port in dicts, with SqlNamespaceStore's semantics (adapters/sql/namespaces.py). User names
-    come from `accounts` and repositories from `registry` when given, as the real store reads those tables."""
-
-    def __init__(
-        self, accounts: InMemoryAccountStore | None = None, registry: InMemoryRegistryStore | None = None
-    ) -> None:
-        self.accounts = accounts or InMemoryAccountStore()
-        self.registry = registry or InMemoryRegistryStore()
-        self.namespaces: dict[str, Namespace] = {}
-        self.rights: dict[str, dict[int, Right]] = {}
-
-    def get(self, name: str) -> Namespace | None:
-        return self.namespaces.get(name)
-
-    def add(self, namespace: Namespace) -> bool:
-        if namespace.name in self.namespaces:
-            return False
-        self.namespaces[namespace.name] = namespace
-        self.rights[namespace.name] = {}
-        return True
-
-    def all(self) -> list[Namespace]:
-        return [self.namespaces[name] for name in _byte_order(self.namespaces, None, len(self.namespaces))]
-
-    def right_of(self, name: str, account_id: int) -> Right | None:
-        return self.rights.get(name, {}).get(account_id)
-
-    def set_member(self, name: str, account_id: int, right: Right) -> None:
-        if name not in self.namespaces:
-            raise LookupError(f"no namespace {name}")  # the foreign key
-        self.rights[name][account_id] = right
-
-    def remove_member(self, name: str, account_id: int) -> bool:
-        return self.rights.get(name, {}).pop(account_id, None) is not None
-
-    def members(self, name: str) -> list[Member]:
-        found = [
-            Member(name, account_id, self.accounts.accounts[account_id].username, right)
-            for account_id, right in self.rights.get(name, {}).items()
-            if account_id in self.accounts.accounts
-        ]
-        return sorted(found, key=lambda m: m.username)
-
-    def is_username(self, name: str) -> bool:
-        return self.accounts.by_username(name) is not None
-
-    def has_repositories(self, name: str) -> bool:
-        return any(repo == name or repo.startswith(name + "/") for repo in self.registry.repositories)
 
 
 class InMemorySetupCodeStore:

@@ -3,9 +3,7 @@
 stevedore --config INI db upgrade
 stevedore --config INI user create NAME [--admin] [--email EMAIL] --password-stdin
 stevedore --config INI upload list NAME | upload abort NAME [--older-than SECONDS]
-stevedore --config INI invite create [--email EMAIL]
-stevedore --config INI namespace create NAME [--owner USER] | namespace list
-stevedore --config INI namespace member add NAMESPACE USER pull|push|admin | namespace member remove NAMESPACE USER
+stevedore --config INI invite create [--email EMAIL] | invite list [--limit N] [--before ID] | invite revoke ID
 """
 
 from __future__ import annotations
@@ -15,7 +13,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 
 import transaction
 from sqlalchemy.orm import Session
@@ -23,6 +21,7 @@ from sqlalchemy.orm import Session
 from stevedore.adapters.sql.engine import join_transaction
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.errors import StevedoreError
+from stevedore.domain.model import InviteRecord
 from stevedore.domain.registry import RegistryService
 from stevedore.web.settings import Settings, SettingsError
 
@@ -66,25 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     token_key_create.add_argument("file")
 
     invite = commands.add_parser("invite", help="invites").add_subparsers(dest="action", required=True)
-    invite_create = invite.add_parser("create", help="create an invite and print its sign-up URL")
-    invite_create.add_argument("--email")
-
-    namespace = commands.add_parser("namespace", help="namespaces and their members' rights")
-    namespace_actions = namespace.add_subparsers(dest="action", required=True)
-    namespace_create = namespace_actions.add_parser("create", help="create a namespace (reserved names too)")
-    namespace_create.add_argument("name")
-    namespace_create.add_argument("--owner", metavar="USER", help="the user who becomes its admin")
-    namespace_actions.add_parser("list", help="every namespace with a row, and its members")
-    member = namespace_actions.add_parser("member", help="a namespace's members").add_subparsers(
-        dest="member_action", required=True
+    invite_create = invite.add_parser(
+        "create", help="create an invite and print its sign-up URL (mailed too, with --email and a public URL)"
     )
-    member_add = member.add_parser("add", help="give USER a right on NAMESPACE (replacing the one it had)")
-    member_add.add_argument("namespace")
-    member_add.add_argument("user")
-    member_add.add_argument("right", choices=["pull", "push", "admin"])
-    member_remove = member.add_parser("remove", help="take USER's right on NAMESPACE away")
-    member_remove.add_argument("namespace")
-    member_remove.add_argument("user")
+    invite_create.add_argument("--email", help="the address the sign-up link is mailed to")
+    invite_list = invite.add_parser("list", help="invites, newest first: who invited whom, and their state")
+    invite_list.add_argument("--limit", type=int, default=50, help="invites per page (1 to 100, default 50)")
+    invite_list.add_argument("--before", type=int, metavar="ID", help="only invites older than invite ID")
+    invite.add_parser("revoke", help="revoke an unused invite: its link stops working").add_argument("id", type=int)
     return parser
 
 
@@ -142,9 +130,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "upload":
             return _abort_uploads(settings, args.name, args.older_than)
         if args.command == "invite":
-            return _create_invite(settings, args.email)
-        if args.command == "namespace":
-            return _namespace(settings, args)
+            return _invite(settings, args)
     except StevedoreError as exc:
         return _fail(exc.message)
     return _fail("unknown command")
@@ -266,48 +252,82 @@ def _create_token_key(path: str) -> int:
     return 0
 
 
-def _create_invite(settings: Settings, email: str | None) -> int:
-    session, service = _account_service(settings)
+def _invite(settings: Settings, args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
+    from stevedore.adapters.clock import SystemClock
+    from stevedore.adapters.sql.accounts import SqlAccountStore
+    from stevedore.domain.accounts import InviteService, sign_up_link
+    from stevedore.web.app import build_mailer
+
+    session, _ = _account_service(settings)
+    service = InviteService(
+        SqlAccountStore(session),
+        SystemClock(),
+        build_mailer(settings),
+        public_url=settings.public_url,
+        lifetime=timedelta(days=settings.invite_lifetime_days),
+    )
+    if args.action == "list":
+        with transaction.manager:
+            join_transaction(session)
+            page = service.list_invites(limit=args.limit, before_id=args.before)
+        return _print_invites(page.records, page.next_before_id)
+    if args.action == "revoke":
+        with transaction.manager:
+            join_transaction(session)
+            service.revoke_invite(args.id)
+        print(f"revoked invite {args.id}: its link no longer works")
+        return 0
+    # The mail goes out before the commit: a mail that fails leaves no invite nobody heard of.
     with transaction.manager:
         join_transaction(session)
-        issued = service.create_invite(email=email)
-    base = settings.public_url or f"http://127.0.0.1:{os.environ.get('PORT') or 5000}"
+        issued = service.send_invite(email=args.email)
     print(f"invite code: {issued.code}")
-    print(f"sign-up URL: {base}/signup/{issued.code}")
-    print(f"expires: {issued.invite.expires_at:%Y-%m-%d %H:%M} UTC")
-    if not settings.public_url:
-        print("(set STEVEDORE_PUBLIC_URL or stevedore.public_url so the URL names your registry's real address)")
-    print("note: the sign-up page arrives with the web index; until then create accounts with `user create`.")
+    if issued.link:
+        print(f"sign-up URL: {issued.link}")
+    else:
+        local = f"http://127.0.0.1:{os.environ.get('PORT') or 5000}"
+        print(f"sign-up URL: {sign_up_link(local, issued.code)}")
+        print(
+            f"  (a local fallback, {local}: stevedore.public_url is not set, so this link works on this machine "
+            "only; set it, or STEVEDORE_PUBLIC_URL, for links that work elsewhere)"
+        )
+    print(f"expires: {issued.invite.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC (invite {issued.invite.id})")
+    if issued.mailed_to:
+        where = f" (written to {settings.mail.folder})" if settings.mail.transport == "folder" else ""
+        print(f"mailed to: {issued.mailed_to}{where}")
+    elif issued.notice:
+        print(issued.notice)
     return 0
 
 
-def _namespace(settings: Settings, args: argparse.Namespace) -> int:
-    from stevedore.adapters.clock import SystemClock
-    from stevedore.adapters.sql.accounts import SqlAccountStore
-    from stevedore.adapters.sql.namespaces import SqlNamespaceStore
-    from stevedore.domain.namespaces import NamespaceService, parse_right
-
-    session, _ = _account_service(settings)
-    service = NamespaceService(SqlNamespaceStore(session), SqlAccountStore(session), SystemClock())
-    with transaction.manager:
-        join_transaction(session)
-        if args.action == "create":
-            created = service.create(args.name, owner=args.owner)
-            owner = f" with {args.owner} as its admin" if args.owner else ""
-            print(f"created namespace {created.name}{owner}")
-        elif args.action == "list":
-            listed = service.list()
-            if not listed:
-                print("no namespaces yet (every user owns the namespace of its user name without one)")
-            for found, members in listed:
-                rights = ", ".join(f"{m.username} ({m.right})" for m in members) or "no members"
-                print(f"{found.name}: {rights}")
-        elif args.member_action == "add":
-            service.add_member(args.namespace, args.user, parse_right(args.right))
-            print(f"{args.user} has {args.right} on {args.namespace}")
-        else:
-            service.remove_member(args.namespace, args.user)
-            print(f"{args.user} is no longer a member of {args.namespace}")
+def _print_invites(records: Sequence[InviteRecord], next_before_id: int | None) -> int:
+    if not records:
+        print("no invites")
+        return 0
+    now = datetime.now(UTC)
+    rows = [("ID", "CREATED (UTC)", "EXPIRES (UTC)", "E-MAIL", "INVITED BY", "STATE", "BY")]
+    for record in records:
+        invite = record.invite
+        state = invite.state(now)
+        by = {"used": record.used_by, "revoked": record.revoked_by}.get(state) or "-"
+        rows.append(
+            (
+                str(invite.id),
+                f"{invite.created_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+                f"{invite.expires_at.astimezone(UTC):%Y-%m-%d %H:%M}",
+                invite.email or "-",
+                record.invited_by or "-",
+                state,
+                by,
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if next_before_id is not None:
+        print(f"older invites: stevedore invite list --before {next_before_id}")
     return 0
 
 

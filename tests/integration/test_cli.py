@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import email
+import email.policy
 import os
 from datetime import UTC, datetime, timedelta
 
@@ -35,12 +37,12 @@ def ini(tmp_path):
 
 
 def test_user_create_then_duplicate_is_a_one_line_error(ini):
-    created = stevedore_cli(ini, "user", "create", "admin", "--admin", "--password-stdin", stdin="a long password\n")
+    created = stevedore_cli(ini, "user", "create", "boss", "--admin", "--password-stdin", stdin="a long password\n")
     assert created.returncode == 0, created.stderr
-    assert "administrator admin" in created.stdout
-    again = stevedore_cli(ini, "user", "create", "admin", "--password-stdin", stdin="another password\n")
+    assert "administrator boss" in created.stdout
+    again = stevedore_cli(ini, "user", "create", "boss", "--password-stdin", stdin="another password\n")
     assert again.returncode != 0
-    assert again.stderr.strip().splitlines() == ["stevedore: error: the user 'admin' already exists"]
+    assert again.stderr.strip().splitlines() == ["stevedore: error: the user 'boss' already exists"]
 
 
 @pytest.mark.parametrize("password", ["\n", "short\n", "aaaaaaaaaaaa\n"])
@@ -57,12 +59,79 @@ def test_missing_ini_is_a_clear_error(tmp_path):
     assert result.stderr.strip() == f"stevedore: error: no such configuration file: {tmp_path / 'nope.ini'}"
 
 
-def test_invite_create_prints_the_code_and_the_sign_up_url(ini):
+def _fields(output):
+    return dict(line.split(": ", 1) for line in output.strip().splitlines() if ": " in line and line[0] != " ")
+
+
+def test_invite_create_without_a_public_url_prints_a_labelled_local_link_and_mails_nothing(ini, tmp_path):
     result = stevedore_cli(ini, "invite", "create", "--email", "new@example.com")
     assert result.returncode == 0, result.stderr
-    lines = dict(line.split(": ", 1) for line in result.stdout.strip().splitlines() if ": " in line)
-    assert len(lines["invite code"]) >= 24
-    assert lines["sign-up URL"].endswith("/signup/" + lines["invite code"])
+    lines = _fields(result.stdout)
+    assert len(lines["invite code"]) >= 32
+    assert lines["sign-up URL"] == f"http://127.0.0.1:5000/users/sign_up?invite={lines['invite code']}"
+    assert "a local fallback" in result.stdout and "stevedore.public_url is not set" in result.stdout
+    assert "no mail was sent" in result.stdout and "mailed to" not in lines
+
+
+@pytest.fixture
+def mail_ini(tmp_path):
+    path = str(tmp_path / "mail.ini")
+    extra = f"stevedore.public_url = https://registry.example.com\nstevedore.mail.folder = {tmp_path}/mail\n"
+    extra += "stevedore.mail.from = registry@example.com\nstevedore.invite_lifetime_days = 2\n"
+    write_ini(
+        path,
+        database_url=f"sqlite:///{tmp_path}/cli.sqlite",
+        storage_dir=str(tmp_path / "blobs"),
+        port=free_port(),
+        extra=extra,
+    )
+    assert stevedore_cli(path, "db", "upgrade").returncode == 0
+    return path
+
+
+def test_invite_create_with_an_email_mails_the_link_built_from_the_public_url(mail_ini, tmp_path):
+    result = stevedore_cli(mail_ini, "invite", "create", "--email", "new@example.com")
+    assert result.returncode == 0, result.stderr
+    lines = _fields(result.stdout)
+    link = f"https://registry.example.com/users/sign_up?invite={lines['invite code']}"
+    assert lines["sign-up URL"] == link
+    assert lines["mailed to"] == f"new@example.com (written to {tmp_path}/mail)"
+    expires = datetime.strptime(lines["expires"].split(" UTC")[0], "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    assert timedelta(days=1, hours=23) < expires - datetime.now(UTC) <= timedelta(days=2)
+    [mail] = (tmp_path / "mail").iterdir()
+    message = email.message_from_bytes(mail.read_bytes(), policy=email.policy.default)
+    assert message["To"] == "new@example.com" and message["From"] == "registry@example.com"
+    assert link in message.get_content()
+
+
+def test_invite_list_shows_each_invite_and_revoke_ends_one(mail_ini):
+    for email_address in ("one@example.com", "two@example.com"):
+        assert stevedore_cli(mail_ini, "invite", "create", "--email", email_address).returncode == 0
+    revoked = stevedore_cli(mail_ini, "invite", "revoke", "1")
+    assert revoked.returncode == 0, revoked.stderr
+    assert revoked.stdout.strip() == "revoked invite 1: its link no longer works"
+    listed = stevedore_cli(mail_ini, "invite", "list")
+    assert listed.returncode == 0, listed.stderr
+    header, newest, oldest = listed.stdout.strip().splitlines()
+    assert header.split() == ["ID", "CREATED", "(UTC)", "EXPIRES", "(UTC)", "E-MAIL", "INVITED", "BY", "STATE", "BY"]
+    assert newest.split()[0] == "2" and newest.split()[5:] == ["two@example.com", "-", "open", "-"]
+    assert oldest.split()[0] == "1" and oldest.split()[5:] == ["one@example.com", "-", "revoked", "-"]
+    paged = stevedore_cli(mail_ini, "invite", "list", "--limit", "1")
+    assert paged.stdout.strip().splitlines()[-1] == "older invites: stevedore invite list --before 2"
+    unknown = stevedore_cli(mail_ini, "invite", "revoke", "99")
+    assert unknown.returncode != 0 and unknown.stderr.strip() == "stevedore: error: no invite 99"
+
+
+def test_an_invite_whose_mail_cannot_be_sent_is_not_kept(tmp_path):
+    path = str(tmp_path / "smtp.ini")
+    extra = "stevedore.public_url = https://registry.example.com\n"
+    extra += f"stevedore.mail.smtp_host = 127.0.0.1\nstevedore.mail.smtp_port = {free_port()}\n"
+    extra += "stevedore.mail.smtp_security = none\n"
+    write_ini(path, database_url=f"sqlite:///{tmp_path}/c.sqlite", storage_dir=str(tmp_path / "b"), port=1, extra=extra)
+    assert stevedore_cli(path, "db", "upgrade").returncode == 0
+    failed = stevedore_cli(path, "invite", "create", "--email", "new@example.com")
+    assert failed.returncode != 0 and "did not take the mail" in failed.stderr
+    assert stevedore_cli(path, "invite", "list").stdout.strip() == "no invites"
 
 
 def test_db_upgrade_is_idempotent(ini):

@@ -1,7 +1,7 @@
 import pytest
 
 from stevedore.domain.accounts import AccountService, check_password_strength
-from stevedore.domain.errors import AccountExists, InviteUnknown, UsernameInvalid, WeakPassword
+from stevedore.domain.errors import AccountExists, UsernameInvalid, WeakPassword
 from tests.fakes import FixedClock, InMemoryAccountStore, PlainPasswordHasher
 
 
@@ -45,18 +45,6 @@ def test_inactive_account_cannot_log_in(service):
     account = service.create_account("bob", "correct horse")
     service.accounts.accounts[account.id].is_active = False
     assert service.authenticate("bob", "correct horse") is None
-
-
-def test_invite_is_redeemed_once_and_expires(service):
-    issued = service.create_invite(email="new@example.com")
-    account = service.redeem_invite(issued.code, "newbie", "a fine password")
-    assert account.email == "new@example.com"
-    with pytest.raises(InviteUnknown):
-        service.redeem_invite(issued.code, "second", "a fine password")
-    late = service.create_invite()
-    service.clock.advance(days=8)
-    with pytest.raises(InviteUnknown):
-        service.redeem_invite(late.code, "late", "a fine password")
 
 
 def test_a_new_password_or_a_disable_raises_the_token_generation_and_an_enable_does_not():

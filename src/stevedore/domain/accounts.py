@@ -6,21 +6,25 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
+from urllib.parse import urlencode
 
 from stevedore.domain.errors import (
     AccountExists,
     AccountUnknown,
     EmailInvalid,
     InviteUnknown,
-    UsernameInvalid,
+    PaginationNumberInvalid,
     WeakPassword,
 )
-from stevedore.domain.model import Account, Invite, validate_username
-from stevedore.domain.ports import AccountStore, Clock, PasswordHasher
+from stevedore.domain.model import Account, Invite, InviteRecord, is_login_name, validate_username
+from stevedore.domain.ports import AccountStore, Clock, Mailer, PasswordHasher
 
 MIN_PASSWORD_LENGTH = 8
-INVITE_LIFETIME = timedelta(days=7)
+DEFAULT_INVITE_LIFETIME = timedelta(days=5)
+MAX_INVITES_PER_PAGE = 100
+# The original Stevedore's sign-up path; the invite code travels in the query.
+SIGN_UP_PATH = "/users/sign_up"
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
@@ -51,10 +55,25 @@ def hash_invite_code(code: str) -> str:
     return hashlib.sha256(code.encode()).hexdigest()
 
 
+def sign_up_link(public_url: str, code: str) -> str:
+    """The link an invite mail carries. Built from the configured public URL only: a request's `Host` header is the
+    caller's to choose, and a forged one must not put another domain into a mail."""
+    return f"{public_url.rstrip('/')}{SIGN_UP_PATH}?{urlencode({'invite': code})}"
+
+
 @dataclass(frozen=True)
 class IssuedInvite:
     code: str
     invite: Invite
+    link: str | None = None  # None without a public URL
+    mailed_to: str | None = None
+    notice: str | None = None  # what the person inviting should know: why no mail went out
+
+
+@dataclass(frozen=True)
+class InvitePage:
+    records: list[InviteRecord]
+    next_before_id: int | None  # pass as `before_id` for the next (older) page; None on the last page
 
 
 class AccountService:
@@ -75,6 +94,8 @@ class AccountService:
         email = validate_email(email)
         if self.accounts.by_username(name) is not None:
             raise AccountExists(f"the user {name!r} already exists")
+        if email is not None and self.accounts.by_email(email) is not None:
+            raise AccountExists(f"an account with the e-mail address {email!r} already exists")
         account = Account(
             id=None,
             username=name,
@@ -88,12 +109,7 @@ class AccountService:
 
     def authenticate(self, username: str, password: str) -> Account | None:
         """The active account for these credentials, or None. Runs bcrypt even for unknown names (no timing oracle)."""
-        try:
-            name = validate_username(username)
-        except UsernameInvalid:
-            name = None  # cannot exist; still spend the same time
-        if name != username:
-            name = None  # "alice " is not alice
+        name = username if is_login_name(username) else None  # "alice " is not alice; bad shapes cannot exist
         account = self.accounts.by_username(name) if name else None
         if account is None:
             self.hasher.verify(password, self.dummy_hash)
@@ -133,27 +149,95 @@ class AccountService:
         self.accounts.delete(account)
         return account
 
-    def create_invite(self, *, email: str | None = None, created_by: int | None = None) -> IssuedInvite:
-        code = secrets.token_urlsafe(24)
-        now = self.clock.now()
-        invite = Invite(
-            id=None,
-            code_hash=hash_invite_code(code),
-            email=validate_email(email),
-            created_by=created_by,
-            created_at=now,
-            expires_at=now + INVITE_LIFETIME,
-        )
-        return IssuedInvite(code=code, invite=self.accounts.add_invite(invite))
-
     def redeem_invite(self, code: str, username: str, password: str, *, email: str | None = None) -> Account:
         invite = self.accounts.invite_by_code_hash(hash_invite_code(code))
         if invite is None or not invite.is_usable(self.clock.now()):
-            raise InviteUnknown()
+            raise InviteUnknown()  # forged, used, revoked or expired: one answer, nothing to probe
         account = self.create_account(username, password, email=email or invite.email)
         assert account.id is not None
         self.accounts.mark_invite_used(invite, account.id, self.clock.now())
         return account
+
+
+class InviteService:
+    """Invites: made by someone (or the command line), mailed when an address is given, single use, expiring after
+    `lifetime`, revocable, and listed with who invited whom. Codes are random and only their hash is stored."""
+
+    def __init__(
+        self,
+        accounts: AccountStore,
+        clock: Clock,
+        mailer: Mailer | None,
+        *,
+        public_url: str | None,
+        lifetime: timedelta = DEFAULT_INVITE_LIFETIME,
+    ) -> None:
+        self.accounts = accounts
+        self.clock = clock
+        self.mailer = mailer
+        self.public_url = public_url
+        self.lifetime = lifetime
+
+    def send_invite(self, *, email: str | None = None, invited_by: Account | None = None) -> IssuedInvite:
+        """Create an invite, and mail its sign-up link when an address is given. Without a public URL or a mailer
+        the invite is still made and `notice` says why no mail went out. A mail that cannot be sent raises
+        MailNotSent: the caller's transaction then keeps no invite nobody heard of."""
+        email = validate_email(email)
+        if email is not None and self.accounts.by_email(email) is not None:
+            raise AccountExists(f"an account with the e-mail address {email!r} already exists")
+        code = secrets.token_urlsafe(24)
+        now = self.clock.now()
+        invite = self.accounts.add_invite(
+            Invite(
+                id=None,
+                code_hash=hash_invite_code(code),
+                email=email,
+                created_by=invited_by.id if invited_by else None,
+                created_at=now,
+                expires_at=now + self.lifetime,
+            )
+        )
+        link = sign_up_link(self.public_url, code) if self.public_url else None
+        if email is None:
+            return IssuedInvite(code, invite, link)
+        if link is None:
+            notice = "no mail was sent: mails need the registry's public URL (stevedore.public_url)"
+            return IssuedInvite(code, invite, link, notice=notice)
+        if self.mailer is None:
+            notice = "no mail was sent: mail is off (set stevedore.mail.smtp_host or stevedore.mail.folder)"
+            return IssuedInvite(code, invite, link, notice=notice)
+        self.mailer.send(email, "You are invited to a container registry", self._mail_body(invite, link, invited_by))
+        return IssuedInvite(code, invite, link, mailed_to=email)
+
+    def _mail_body(self, invite: Invite, link: str, invited_by: Account | None) -> str:
+        who = invited_by.username if invited_by else "An administrator"
+        return (
+            f"{who} invited you to the container registry at {self.public_url}.\n\n"
+            f"Choose your user name and password here:\n\n    {link}\n\n"
+            f"The link works once, until {invite.expires_at.astimezone(UTC):%Y-%m-%d %H:%M} UTC.\n"
+            "If you did not expect this mail, ignore it.\n"
+        )
+
+    def revoke_invite(self, invite_id: int, *, revoked_by: Account | None = None) -> Invite:
+        """Revoke an unused invite: its link stops working. Revoking twice changes nothing; a used invite cannot
+        be revoked (the account it made is disabled or deleted instead)."""
+        invite = self.accounts.invite(invite_id)
+        if invite is None:
+            raise InviteUnknown(f"no invite {invite_id}")
+        if invite.used_at is not None:
+            raise InviteUnknown(f"invite {invite_id} was used already: disable or delete the account it made")
+        if invite.revoked_at is None:
+            self.accounts.mark_invite_revoked(invite, revoked_by.id if revoked_by else None, self.clock.now())
+        return invite
+
+    def list_invites(self, *, limit: int = 50, before_id: int | None = None) -> InvitePage:
+        """A page of invites, newest first; `next_before_id` continues with older ones."""
+        if not 1 <= limit <= MAX_INVITES_PER_PAGE:
+            raise PaginationNumberInvalid(f"ask for 1 to {MAX_INVITES_PER_PAGE} invites a page")
+        records = self.accounts.invite_records(limit=limit + 1, before_id=before_id)
+        more = len(records) > limit
+        records = records[:limit]
+        return InvitePage(records, records[-1].invite.id if more and records else None)
 
 
 # A bcrypt hash of a random string: verifying against it costs what a real check costs.

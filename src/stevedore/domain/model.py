@@ -21,10 +21,23 @@ from stevedore.domain.errors import (
 # also match before a trailing newline, and a tag "latest\n" would reach a response header.
 _NAME_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
 _NAME_RE = re.compile(rf"{_NAME_COMPONENT}(?:/{_NAME_COMPONENT})*")
+_NAME_COMPONENT_RE = re.compile(_NAME_COMPONENT)
 _TAG_RE = re.compile(r"[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}")
 # image-spec descriptor.md: algorithm ":" encoded
 _DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
-_USERNAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+# The shape a login name may have: what older releases accepted for new accounts, so nobody is locked out.
+_LOGIN_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?")
+MAX_USERNAME_LENGTH = 64
+# Names that a new account may not take: they are (or will be) paths of the web index, or mean something to
+# clients (`library` is Docker Hub's implied namespace). One list; the sign-up page and the CLI both go through it.
+RESERVED_USERNAMES = frozenset(
+    {
+        "about", "account", "accounts", "admin", "administrator", "api", "audit", "auth", "favicon.ico", "health",
+        "help", "invites", "library", "login", "logout", "me", "namespaces", "new", "password", "repositories",
+        "robots", "robots.txt", "root", "search", "settings", "setup", "sign_up", "signup", "static", "stevedore",
+        "system", "tokens", "users", "v1", "v2", "well-known",
+    }
+)  # fmt: skip
 
 MAX_NAME_LENGTH = 255
 
@@ -122,13 +135,25 @@ class Reference:
 
 
 def validate_username(text: str) -> str:
+    """A new account's name: one repository-name path component (it becomes the account's own namespace), lowercase
+    (so names are unique ignoring case), at most 64 characters, and not a reserved name."""
     name = (text or "").strip()
-    if not _USERNAME_RE.fullmatch(name):
+    if name != name.lower() and _NAME_COMPONENT_RE.fullmatch(name.lower()):
+        raise UsernameInvalid(f"user names are lowercase: use {name.lower()!r}")
+    if len(name) > MAX_USERNAME_LENGTH or not _NAME_COMPONENT_RE.fullmatch(name):
         raise UsernameInvalid(
-            "user names are 1 to 64 characters: lowercase letters, digits, '.', '_' and '-', "
-            "starting and ending with a letter or digit"
+            "user names are 1 to 64 characters: lowercase letters and digits, separated by single '.', '_' or "
+            "'__', or by dashes (like one part of a repository name)"
         )
+    if name in RESERVED_USERNAMES:
+        raise UsernameInvalid(f"the user name {name!r} is reserved")
     return name
+
+
+def is_login_name(text: str) -> bool:
+    """Whether `text` could name an existing account (for logins: looser than `validate_username`, which newer
+    accounts follow, so accounts made by older releases still log in)."""
+    return bool(text) and _LOGIN_NAME_RE.fullmatch(text) is not None
 
 
 @dataclass
@@ -154,9 +179,33 @@ class Invite:
     expires_at: datetime
     used_at: datetime | None = None
     used_by: int | None = None
+    revoked_at: datetime | None = None
+    revoked_by: int | None = None
 
     def is_usable(self, now: datetime) -> bool:
-        return self.used_at is None and now < self.expires_at
+        """Single use, until it expires or is revoked."""
+        return self.state(now) == "open"
+
+    def state(self, now: datetime) -> str:
+        """`used`, `revoked`, `expired` or `open` (in that order: a used invite stays used)."""
+        if self.used_at is not None:
+            return "used"
+        if self.revoked_at is not None:
+            return "revoked"
+        if now >= self.expires_at:
+            return "expired"
+        return "open"
+
+
+@dataclass(frozen=True)
+class InviteRecord:
+    """An invite as the list shows it: with the names of who made it, used it and revoked it (None once such an
+    account is deleted, or for the command line)."""
+
+    invite: Invite
+    invited_by: str | None
+    used_by: str | None
+    revoked_by: str | None
 
 
 @dataclass(frozen=True)

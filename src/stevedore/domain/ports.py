@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
-from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite
-
-if TYPE_CHECKING:  # namespaces.py imports this module
-    from stevedore.domain.namespaces import Member, Namespace, Right
+from stevedore.domain.errors import StevedoreError
+from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite, InviteRecord
 
 
 class Clock(Protocol):
@@ -40,7 +38,17 @@ class TokenSigner(Protocol):
 
 
 class Mailer(Protocol):
+    """Sends plain-text mail from the configured sender. Raises MailNotSent when the mail cannot be handed on (the
+    server refused it, cannot be reached, the folder cannot be written); never logs the body (it holds links that
+    grant access)."""
+
     def send(self, to: str, subject: str, body: str) -> None: ...
+
+
+class MailNotSent(StevedoreError):
+    """The Mailer's error: the mail did not leave. The message says why, without the mail's body."""
+
+    message = "the mail could not be sent"
 
 
 class BlobStore(Protocol):
@@ -111,41 +119,35 @@ class AccountStore(Protocol):
 
     def invite_by_code_hash(self, code_hash: str) -> Invite | None: ...
 
-    def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None: ...
-
-
-class NamespaceStore(Protocol):
-    """Namespaces and their members. A namespace with a row is claimed; an account's own namespace needs none."""
-
-    def get(self, name: str) -> Namespace | None: ...
-
-    def add(self, namespace: Namespace) -> bool:
-        """Insert the namespace unless one of that name exists; True when this call inserted it. Atomic: of two
-        transactions adding the same name at once, exactly one gets True (the other waits for it to end)."""
+    def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None:
+        """Raises InviteUnknown when the invite was used or revoked meanwhile (two sign-ups racing)."""
         ...
 
-    def all(self) -> list[Namespace]:
-        """Every namespace with a row, by name."""
+    def by_email(self, email: str) -> Account | None:
+        """The account with this e-mail address, compared ignoring case."""
         ...
 
-    def right_of(self, name: str, account_id: int) -> Right | None:
-        """The account's right on the namespace as a member, if any."""
+    def invite(self, invite_id: int) -> Invite | None: ...
+
+    def mark_invite_revoked(self, invite: Invite, account_id: int | None, when: datetime) -> None: ...
+
+    def invite_records(self, *, limit: int, before_id: int | None = None) -> list[InviteRecord]:
+        """Newest first: at most `limit` invites whose id is below `before_id` (keyset paging), with names."""
         ...
 
-    def set_member(self, name: str, account_id: int, right: Right) -> None:
-        """Give the right (replacing any other) on a namespace that has a row."""
+
+class SetupCodeStore(Protocol):
+    """Where the one-time setup code of an empty installation lives (at most one), shared by every process."""
+
+    def issue_if_absent(self, seed: str, code_hash: str, now: datetime) -> tuple[str, str]:
+        """Store this (seed, code hash) unless a setup code is stored already, atomically across processes; return
+        the stored (seed, code hash), ours or the one that was there."""
         ...
 
-    def remove_member(self, name: str, account_id: int) -> bool: ...
-
-    def members(self, name: str) -> list[Member]:
-        """By user name."""
+    def current(self) -> tuple[str, str] | None:
+        """The stored (seed, code hash), or None."""
         ...
 
-    def is_username(self, name: str) -> bool:
-        """Does an account have this user name (and so own the namespace)?"""
-        ...
-
-    def has_repositories(self, name: str) -> bool:
-        """Does any repository live in this namespace (`name` itself or `name/…`)?"""
+    def consume(self, code_hash: str) -> bool:
+        """Remove the code if its hash is `code_hash`; True when this call removed it (only one caller ever does)."""
         ...

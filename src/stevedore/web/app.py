@@ -8,6 +8,7 @@ import logging
 import os
 import secrets
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -19,31 +20,30 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from stevedore.adapters.blobs_fs import FolderBlobStore
 from stevedore.adapters.clock import SystemClock
+from stevedore.adapters.mail import FolderMailer, SmtpMailer
 from stevedore.adapters.passwords import BcryptPasswordHasher
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction, make_engine, make_session_factory, writer_engine
-from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 from stevedore.adapters.sql.registry import SqlRegistryStore
 from stevedore.adapters.token_keys import TokenKeyError, load_signing_key
 from stevedore.adapters.tokens import HmacTokenSigner, JwtTokenSigner
-from stevedore.domain.access import Access, AccessRules
-from stevedore.domain.accounts import AccountService
-from stevedore.domain.errors import Denied
-from stevedore.domain.model import RepositoryName
-from stevedore.domain.namespaces import AccessModel
-from stevedore.domain.ports import BlobStore, Clock, PasswordHasher, TokenSigner
+from stevedore.domain.accounts import AccountService, InviteService
+from stevedore.domain.ports import BlobStore, Clock, Mailer, PasswordHasher, TokenSigner
 from stevedore.domain.registry import RegistryService
 from stevedore.domain.tokens import TokenService
 from stevedore.web.errors import is_registry_path
 from stevedore.web.security import (
     CredentialCache,
     Permission,
+    Principal,
     SingleFlight,
     StevedoreSecurityPolicy,
     authenticate_request,
     registry_may,
 )
 from stevedore.web.settings import Settings, SettingsError
+from stevedore.web.ui.session import WebSessionFactory, web_account
+from stevedore.web.ui.setup import setup_service, setup_service_for
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,30 @@ class Components:
     credential_flights: SingleFlight
     dummy_password_hash: str
     credential_stamp_key: bytes
+    mailer: Mailer | None = None
 
 
 def build_blob_store(settings: Settings) -> BlobStore:
     if settings.storage_url.startswith("file:"):
         return FolderBlobStore(settings.storage_path, fsync=settings.blob_fsync)
     raise SettingsError(f"storage {settings.storage_url!r} is not supported yet")
+
+
+def build_mailer(settings: Settings) -> Mailer | None:
+    """SMTP when `stevedore.mail.smtp_host` is set, else the .eml folder, else None (invites say mail is off)."""
+    mail = settings.mail
+    if mail.smtp_host:
+        return SmtpMailer(
+            mail.smtp_host,
+            mail.smtp_port,
+            sender=mail.sender,
+            security=mail.smtp_security,
+            user=mail.smtp_user,
+            password=mail.smtp_password,
+        )
+    if mail.folder:
+        return FolderMailer(mail.folder, sender=mail.sender)
+    return None
 
 
 def build_token_signer(settings: Settings) -> JwtTokenSigner:
@@ -102,6 +120,7 @@ def build_components(settings: Settings, *, blob_store: BlobStore | None = None)
         credential_flights=SingleFlight(settings.secret_key),
         dummy_password_hash=hasher.hash(secrets.token_urlsafe(16)),
         credential_stamp_key=hmac.new(settings.secret_key, b"credential-stamp", hashlib.sha256).digest(),
+        mailer=build_mailer(settings),
     )
 
 
@@ -117,6 +136,7 @@ def main(global_config: dict[str, Any], **ini_settings: str) -> Any:
     settings = Settings.from_mapping(ini_settings)
     components = build_components(settings)
     _announce_setup(components, global_config)
+    _announce_mail(settings)
     return make_app(components, ini_settings)
 
 
@@ -131,12 +151,15 @@ def _announce_setup(components: Components, global_config: dict[str, Any]) -> No
         log.error("the database has no schema yet: run `.venv/bin/stevedore --config %s db upgrade`", ini)
         return
     if count == 0:
+        with components.write_sessions() as session, session.begin():
+            code = setup_service_for(session, components).setup_code()
+        if code:
+            log.warning("no accounts yet: open %s/setup?code=%s to create the administrator", where, code)
         log.warning(
-            "no accounts yet: create the administrator with "
-            "`echo 'a long password' | .venv/bin/stevedore --config %s user create admin --admin --password-stdin`, "
-            "then open %s/",
+            "no accounts yet: %screate the administrator on the command line (headless setups) with "
+            "`echo 'a long password' | .venv/bin/stevedore --config %s user create NAME --admin --password-stdin`",
+            "or " if code else "",
             ini,
-            where,
         )
 
 
@@ -153,6 +176,18 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.include("pyramid_tm")
         config.add_jinja2_renderer(".jinja2")
         config.set_security_policy(StevedoreSecurityPolicy())
+        settings = components.settings
+        config.set_session_factory(
+            WebSessionFactory(
+                secret_key=settings.secret_key,
+                secure=settings.secure_cookies,
+                idle_seconds=settings.session_idle_seconds,
+                max_seconds=settings.session_max_seconds,
+            )
+        )
+        # Every unsafe request to the pages needs the session's CSRF token; /v2/ is authenticated by its
+        # Authorization header alone, never by a cookie, so it needs none.
+        config.set_default_csrf_options(require_csrf=True, callback=lambda request: not is_registry_path(request))
         # A view that forgets its permission is closed, not open; public views say NO_PERMISSION_REQUIRED.
         config.set_default_permission(Permission.AUTHENTICATED)
         config.add_request_method(_dbsession, "dbsession", reify=True)
@@ -163,10 +198,13 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.add_request_method(_lookup_account_service, "lookup_account_service", reify=True)
         config.add_request_method(_registry_service, "registry_service", reify=True)
         config.add_request_method(_token_service, "token_service", reify=True)
-        config.add_request_method(_access, "access", reify=True)
-        config.add_request_method(authenticate_request, "principal", reify=True)
+        config.add_request_method(_invite_service, "invite_service", reify=True)
+        config.add_request_method(_principal, "principal", reify=True)
+        config.add_request_method(web_account, "web_account", reify=True)
+        config.add_request_method(setup_service, "setup_service", reify=True)
         config.add_request_method(registry_may, "registry_may")
         config.add_subscriber(_registry_version_header, NewResponse)
+        config.add_subscriber(_page_security_headers, NewResponse)
         config.add_tween("stevedore.web.request_log.request_log_tween_factory", under=INGRESS)
         config.include("stevedore.web.routes")
         config.scan("stevedore.web")
@@ -213,28 +251,7 @@ def _registry_service(request: Request) -> RegistryService:
         max_manifest_bytes=components.settings.max_manifest_bytes,
         max_open_uploads_per_account=components.settings.max_open_uploads_per_account,
         abandoned_upload_seconds=components.settings.abandoned_upload_seconds,
-        before_push=lambda name: _claim_for_push(request, name),
     )
-
-
-def _access_rules(settings: Settings) -> AccessRules:
-    return AccessRules(AccessModel(settings.access_model), settings.namespace_claiming)
-
-
-def _access(request: Request) -> Access:
-    """Who may do what, read outside the request's transaction (like who is calling)."""
-    components: Components = request.registry.stevedore
-    return Access(SqlNamespaceStore(request.read_session), _access_rules(components.settings))
-
-
-def _claim_for_push(request: Request, name: RepositoryName) -> None:
-    """Before a push writes: the claim of a first push into a free namespace, in the push's own transaction."""
-    components: Components = request.registry.stevedore
-    principal = request.principal
-    if principal is None:
-        raise Denied(f"push to {name} denied")
-    writing = Access(SqlNamespaceStore(request.dbsession), _access_rules(components.settings))
-    writing.claim_for_push(principal.account, name, components.clock)
 
 
 def _token_service(request: Request) -> TokenService:
@@ -248,8 +265,29 @@ def _token_service(request: Request) -> TokenService:
         stamp_key=components.credential_stamp_key,
         ttl_seconds=components.settings.token_ttl_seconds,
         refresh_ttl_seconds=components.settings.refresh_token_ttl_seconds,
-        access=request.access,
     )
+
+
+def _invite_service(request: Request) -> InviteService:
+    components: Components = request.registry.stevedore
+    settings = components.settings
+    return InviteService(
+        request.account_store,
+        components.clock,
+        components.mailer,
+        public_url=settings.public_url,
+        lifetime=timedelta(days=settings.invite_lifetime_days),
+    )
+
+
+def _announce_mail(settings: Settings) -> None:
+    """Say where invite mails go, and what they still need."""
+    if settings.mail.transport == "folder":
+        log.warning("mails (invites) are written as .eml files to %s", settings.mail.folder)
+    elif settings.mail.transport is None:
+        log.warning("mail is off: set stevedore.mail.smtp_host (or stevedore.mail.folder) to send invites")
+    if settings.mail.transport and not settings.public_url:
+        log.warning("mails need the public URL for their links: set stevedore.public_url or STEVEDORE_PUBLIC_URL")
 
 
 def _account_store(request: Request) -> SqlAccountStore:
@@ -259,6 +297,32 @@ def _account_store(request: Request) -> SqlAccountStore:
 def _account_service(request: Request) -> AccountService:
     components: Components = request.registry.stevedore
     return AccountService(request.account_store, components.hasher, components.clock)
+
+
+def _principal(request: Request) -> Principal | None:
+    """Who is calling: under /v2/ from the Authorization header only, on the pages from the session cookie only."""
+    if is_registry_path(request):
+        return authenticate_request(request)
+    account = request.web_account
+    return Principal(account) if account is not None else None
+
+
+# What pages may load and who may frame them: nothing inline, nothing from elsewhere (OWASP's secure headers).
+PAGE_SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; object-src 'none'; "
+        "frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+    "X-Frame-Options": "DENY",
+}
+
+
+def _page_security_headers(event: NewResponse) -> None:
+    if not is_registry_path(event.request):
+        for name, value in PAGE_SECURITY_HEADERS.items():
+            event.response.headers.setdefault(name, value)
 
 
 def _registry_version_header(event: NewResponse) -> None:

@@ -24,12 +24,52 @@ ENVIRONMENT_OVERRIDES = {
 }
 # Holds PEM private keys themselves (newest first), not a path: for containers that get secrets as variables.
 TOKEN_KEYS_VARIABLE = "STEVEDORE_TOKEN_SIGNING_KEYS"
+# The SMTP password is a secret: only ever from the environment.
+SMTP_PASSWORD_VARIABLE = "STEVEDORE_SMTP_PASSWORD"
+SMTP_DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 MiB = 1024 * 1024
 
 
 def _bool(value: object) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class MailSettings:
+    """How mail leaves: through SMTP when `smtp_host` is set, else as .eml files in `folder`, else not at all."""
+
+    sender: str = "stevedore@localhost"
+    smtp_host: str | None = None
+    smtp_port: int = 587
+    smtp_security: str = "starttls"  # starttls | ssl | none
+    smtp_user: str | None = None
+    smtp_password: str | None = field(default=None, repr=False)
+    folder: str | None = None
+
+    @property
+    def transport(self) -> str | None:
+        return "smtp" if self.smtp_host else "folder" if self.folder else None
+
+    @classmethod
+    def from_mapping(cls, merged: Mapping[str, str], environ: Mapping[str, str]) -> MailSettings:
+        security = (merged.get("stevedore.mail.smtp_security") or "starttls").strip().lower()
+        if security not in SMTP_DEFAULT_PORTS:
+            raise SettingsError(f"stevedore.mail.smtp_security is {security!r}: use starttls, ssl or none")
+        user = (merged.get("stevedore.mail.smtp_user") or "").strip() or None
+        password = environ.get(SMTP_PASSWORD_VARIABLE) or None
+        host = (merged.get("stevedore.mail.smtp_host") or "").strip() or None
+        if host and user and not password:
+            raise SettingsError(f"stevedore.mail.smtp_user is set: put the SMTP password in {SMTP_PASSWORD_VARIABLE}")
+        return cls(
+            sender=(merged.get("stevedore.mail.from") or "").strip() or "stevedore@localhost",
+            smtp_host=host,
+            smtp_port=int(merged.get("stevedore.mail.smtp_port") or SMTP_DEFAULT_PORTS[security]),
+            smtp_security=security,
+            smtp_user=user,
+            smtp_password=password,
+            folder=(merged.get("stevedore.mail.folder") or "").strip() or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -58,9 +98,11 @@ class Settings:
     token_issuer: str = "stevedore"
     # Services (other registries trusting our tokens) the token endpoint may issue tokens for, besides our own.
     token_audiences: tuple[str, ...] = ()
-    # Who may do what (domain/access.py): default, open or private; and whether a first push claims a namespace.
-    access_model: str = "default"
-    namespace_claiming: bool = True
+    invite_lifetime_days: int = 5
+    mail: MailSettings = field(default_factory=MailSettings)
+    # Page sessions end after this long without a request, and this long after the login whatever the use.
+    session_idle_seconds: int = 2 * 3600
+    session_max_seconds: int = 12 * 3600
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -114,8 +156,10 @@ class Settings:
             create_token_signing_key=_bool(merged.get("stevedore.create_token_signing_key", "false")),
             token_issuer=(merged.get("stevedore.token_issuer") or "stevedore").strip(),
             token_audiences=token_audiences,
-            access_model=_access_model(merged.get("stevedore.access_model")),
-            namespace_claiming=_bool(merged.get("stevedore.namespace_claiming", "true")),
+            invite_lifetime_days=max(1, int(merged.get("stevedore.invite_lifetime_days", 5))),
+            mail=MailSettings.from_mapping(merged, environ),
+            session_idle_seconds=max(60, int(merged.get("stevedore.session_idle_seconds", 2 * 3600))),
+            session_max_seconds=max(60, int(merged.get("stevedore.session_max_seconds", 12 * 3600))),
             raw=merged,
         )
 
@@ -148,17 +192,15 @@ class Settings:
         return tuple(keys)
 
     @property
+    def secure_cookies(self) -> bool:
+        """Cookies only over HTTPS when the public URL is https (a TLS-terminating proxy in front)."""
+        return bool(self.public_url and self.public_url.startswith("https://"))
+
+    @property
     def storage_path(self) -> str:
         """The folder of a `file://` storage URL."""
         parsed = urlparse(self.storage_url)
         return os.path.abspath((parsed.netloc or "") + parsed.path)
-
-
-def _access_model(value: str | None) -> str:
-    model = (value or "default").strip().lower()
-    if model not in ("default", "open", "private"):
-        raise SettingsError(f"stevedore.access_model is {value!r}: use default, open or private")
-    return model
 
 
 def _secret_key(settings: Mapping[str, str], environ: Mapping[str, str]) -> bytes:

@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from stevedore.adapters.sql.tables import accounts, invites
-from stevedore.domain.errors import AccountExists
-from stevedore.domain.model import Account, Invite
+from stevedore.domain.errors import AccountExists, InviteUnknown
+from stevedore.domain.model import Account, Invite, InviteRecord
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -44,6 +44,8 @@ def _invite(row: Any) -> Invite:
         expires_at=_utc(row.expires_at),  # type: ignore[arg-type]
         used_at=_utc(row.used_at),
         used_by=row.used_by,
+        revoked_at=_utc(row.revoked_at),
+        revoked_by=row.revoked_by,
     )
 
 
@@ -76,7 +78,8 @@ class SqlAccountStore:
                 )
                 account.id = int(result.scalar_one())
         except IntegrityError as exc:
-            raise AccountExists(f"the user {account.username!r} already exists") from exc
+            # A writer that got there first (the domain checks before it adds): the name or the e-mail is taken.
+            raise AccountExists(f"the user {account.username!r} or its e-mail address exists already") from exc
         return account
 
     def update(self, account: Account) -> None:
@@ -118,7 +121,55 @@ class SqlAccountStore:
         return _invite(row) if row else None
 
     def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None:
-        self.session.execute(
-            sa.update(invites).where(invites.c.id == invite.id).values(used_at=when, used_by=account_id)
+        # Conditional, so two sign-ups racing with one code cannot both win: the loser's transaction rolls back.
+        result = self.session.execute(
+            sa.update(invites)
+            .where(invites.c.id == invite.id, invites.c.used_at.is_(None), invites.c.revoked_at.is_(None))
+            .values(used_at=when, used_by=account_id)
         )
+        if result.rowcount != 1:  # type: ignore[attr-defined]
+            raise InviteUnknown()
         invite.used_at, invite.used_by = when, account_id
+
+    def by_email(self, email: str) -> Account | None:
+        row = self.session.execute(
+            sa.select(accounts).where(sa.func.lower(accounts.c.email) == email.lower())  # uq_accounts_email_lower
+        ).first()
+        return _account(row) if row else None
+
+    def invite(self, invite_id: int) -> Invite | None:
+        row = self.session.execute(sa.select(invites).where(invites.c.id == invite_id)).first()
+        return _invite(row) if row else None
+
+    def mark_invite_revoked(self, invite: Invite, account_id: int | None, when: datetime) -> None:
+        # Only an unused invite: a sign-up that commits meanwhile keeps its invite used, not revoked.
+        self.session.execute(
+            sa.update(invites)
+            .where(invites.c.id == invite.id, invites.c.used_at.is_(None), invites.c.revoked_at.is_(None))
+            .values(revoked_at=when, revoked_by=account_id)
+        )
+        invite.revoked_at, invite.revoked_by = when, account_id
+
+    def invite_records(self, *, limit: int, before_id: int | None = None) -> list[InviteRecord]:
+        inviter, user, revoker = accounts.alias("inviter"), accounts.alias("user"), accounts.alias("revoker")
+        query = (
+            sa.select(
+                invites,
+                inviter.c.username.label("invited_by_name"),
+                user.c.username.label("used_by_name"),
+                revoker.c.username.label("revoked_by_name"),
+            )
+            .select_from(
+                invites.outerjoin(inviter, inviter.c.id == invites.c.created_by)
+                .outerjoin(user, user.c.id == invites.c.used_by)
+                .outerjoin(revoker, revoker.c.id == invites.c.revoked_by)
+            )
+            .order_by(invites.c.id.desc())
+            .limit(limit)
+        )
+        if before_id is not None:
+            query = query.where(invites.c.id < before_id)
+        return [
+            InviteRecord(_invite(row), row.invited_by_name, row.used_by_name, row.revoked_by_name)
+            for row in self.session.execute(query)
+        ]

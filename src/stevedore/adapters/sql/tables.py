@@ -37,6 +37,9 @@ accounts = sa.Table(
     # SQLite would otherwise give a deleted account's id to the next one (and its tokens with it).
     sqlite_autoincrement=True,
 )
+# Names and e-mail addresses are unique ignoring case (names are lowercase by grammar; this holds for any writer).
+sa.Index("uq_accounts_username_lower", sa.func.lower(accounts.c.username), unique=True)
+sa.Index("uq_accounts_email_lower", sa.func.lower(accounts.c.email), unique=True)
 
 invites = sa.Table(
     "invites",
@@ -49,6 +52,8 @@ invites = sa.Table(
     sa.Column("expires_at", Timestamp, nullable=False),
     sa.Column("used_at", Timestamp, nullable=True),
     sa.Column("used_by", sa.Integer, sa.ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("revoked_at", Timestamp, nullable=True),
+    sa.Column("revoked_by", sa.Integer, sa.ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True),
 )
 
 repositories = sa.Table(
@@ -124,22 +129,28 @@ uploads = sa.Table(
     sa.Index("ix_uploads_account_id", "account_id"),
 )
 
-# A claimed or created namespace (the first path component of repository names). An account's own namespace needs
-# no row until someone else is given a right on it.
-namespaces = sa.Table(
-    "namespaces",
+# A page session: a signed cookie carries a random id, the state lives here (keyed by the id's SHA-256) so every
+# process and node sees it.
+web_sessions = sa.Table(
+    "web_sessions",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("name", byte_ordered_name(), nullable=False, unique=True),
+    sa.Column("id_hash", sa.String(64), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), nullable=True),
+    sa.Column("data", sa.Text, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
-    sa.Column("created_by", sa.Integer, sa.ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("last_seen_at", Timestamp, nullable=False),
+    sa.Index("ix_web_sessions_account_id", "account_id"),
+    sa.Index("ix_web_sessions_last_seen_at", "last_seen_at"),
+    sa.Index("ix_web_sessions_created_at", "created_at"),
 )
 
-namespace_members = sa.Table(
-    "namespace_members",
+# The one-time code that lets whoever holds it create the first administrator of an empty installation: one row at
+# most (id 1); the code is derived from `seed` with the secret key and stored only as a hash.
+setup_codes = sa.Table(
+    "setup_codes",
     metadata,
-    sa.Column("namespace_id", sa.Integer, sa.ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
-    sa.Column("right", sa.String(16), nullable=False),
-    sa.Index("ix_namespace_members_account_id", "account_id"),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seed", sa.String(64), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", Timestamp, nullable=False),
 )
