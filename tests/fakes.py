@@ -21,6 +21,7 @@ from stevedore.domain.errors import (
     UploadUnknown,
 )
 from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite, InviteRecord, RepositoryName, Tag
+from stevedore.domain.namespaces import Member, Namespace, Right
 from stevedore.domain.ports import MailNotSent
 from stevedore.domain.registry import StoredManifest, UploadSession
 
@@ -387,3 +388,54 @@ class InMemorySetupCodeStore:
             return False
         self.stored = None
         return True
+
+
+class InMemoryNamespaceStore:
+    """The NamespaceStore port in dicts, with SqlNamespaceStore's semantics (adapters/sql/namespaces.py). User names
+    come from `accounts` and repositories from `registry` when given, as the real store reads those tables."""
+
+    def __init__(
+        self, accounts: InMemoryAccountStore | None = None, registry: InMemoryRegistryStore | None = None
+    ) -> None:
+        self.accounts = accounts or InMemoryAccountStore()
+        self.registry = registry or InMemoryRegistryStore()
+        self.namespaces: dict[str, Namespace] = {}
+        self.rights: dict[str, dict[int, Right]] = {}
+
+    def get(self, name: str) -> Namespace | None:
+        return self.namespaces.get(name)
+
+    def add(self, namespace: Namespace) -> bool:
+        if namespace.name in self.namespaces:
+            return False
+        self.namespaces[namespace.name] = namespace
+        self.rights[namespace.name] = {}
+        return True
+
+    def all(self) -> list[Namespace]:
+        return [self.namespaces[name] for name in _byte_order(self.namespaces, None, len(self.namespaces))]
+
+    def right_of(self, name: str, account_id: int) -> Right | None:
+        return self.rights.get(name, {}).get(account_id)
+
+    def set_member(self, name: str, account_id: int, right: Right) -> None:
+        if name not in self.namespaces:
+            raise LookupError(f"no namespace {name}")  # the foreign key
+        self.rights[name][account_id] = right
+
+    def remove_member(self, name: str, account_id: int) -> bool:
+        return self.rights.get(name, {}).pop(account_id, None) is not None
+
+    def members(self, name: str) -> list[Member]:
+        found = [
+            Member(name, account_id, self.accounts.accounts[account_id].username, right)
+            for account_id, right in self.rights.get(name, {}).items()
+            if account_id in self.accounts.accounts
+        ]
+        return sorted(found, key=lambda m: m.username)
+
+    def is_username(self, name: str) -> bool:
+        return self.accounts.by_username(name) is not None
+
+    def has_repositories(self, name: str) -> bool:
+        return any(repo == name or repo.startswith(name + "/") for repo in self.registry.repositories)

@@ -4,6 +4,8 @@ stevedore --config INI db upgrade
 stevedore --config INI user create NAME [--admin] [--email EMAIL] --password-stdin
 stevedore --config INI upload list NAME | upload abort NAME [--older-than SECONDS]
 stevedore --config INI invite create [--email EMAIL] | invite list [--limit N] [--before ID] | invite revoke ID
+stevedore --config INI namespace create NAME [--owner USER] | namespace list
+stevedore --config INI namespace member add NAMESPACE USER pull|push|admin | namespace member remove NAMESPACE USER
 """
 
 from __future__ import annotations
@@ -73,6 +75,23 @@ def _parser() -> argparse.ArgumentParser:
     invite_list.add_argument("--limit", type=int, default=50, help="invites per page (1 to 100, default 50)")
     invite_list.add_argument("--before", type=int, metavar="ID", help="only invites older than invite ID")
     invite.add_parser("revoke", help="revoke an unused invite: its link stops working").add_argument("id", type=int)
+
+    namespace = commands.add_parser("namespace", help="namespaces and their members' rights")
+    namespace_actions = namespace.add_subparsers(dest="action", required=True)
+    namespace_create = namespace_actions.add_parser("create", help="create a namespace (reserved names too)")
+    namespace_create.add_argument("name")
+    namespace_create.add_argument("--owner", metavar="USER", help="the user who becomes its admin")
+    namespace_actions.add_parser("list", help="every namespace with a row, and its members")
+    member = namespace_actions.add_parser("member", help="a namespace's members").add_subparsers(
+        dest="member_action", required=True
+    )
+    member_add = member.add_parser("add", help="give USER a right on NAMESPACE (replacing the one it had)")
+    member_add.add_argument("namespace")
+    member_add.add_argument("user")
+    member_add.add_argument("right", choices=["pull", "push", "admin"])
+    member_remove = member.add_parser("remove", help="take USER's right on NAMESPACE away")
+    member_remove.add_argument("namespace")
+    member_remove.add_argument("user")
     return parser
 
 
@@ -131,6 +150,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _abort_uploads(settings, args.name, args.older_than)
         if args.command == "invite":
             return _invite(settings, args)
+        if args.command == "namespace":
+            return _namespace(settings, args)
     except StevedoreError as exc:
         return _fail(exc.message)
     return _fail("unknown command")
@@ -328,6 +349,36 @@ def _print_invites(records: Sequence[InviteRecord], next_before_id: int | None) 
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if next_before_id is not None:
         print(f"older invites: stevedore invite list --before {next_before_id}")
+    return 0
+
+
+def _namespace(settings: Settings, args: argparse.Namespace) -> int:
+    from stevedore.adapters.clock import SystemClock
+    from stevedore.adapters.sql.accounts import SqlAccountStore
+    from stevedore.adapters.sql.namespaces import SqlNamespaceStore
+    from stevedore.domain.namespaces import NamespaceService, parse_right
+
+    session, _ = _account_service(settings)
+    service = NamespaceService(SqlNamespaceStore(session), SqlAccountStore(session), SystemClock())
+    with transaction.manager:
+        join_transaction(session)
+        if args.action == "create":
+            created = service.create(args.name, owner=args.owner)
+            owner = f" with {args.owner} as its admin" if args.owner else ""
+            print(f"created namespace {created.name}{owner}")
+        elif args.action == "list":
+            listed = service.list()
+            if not listed:
+                print("no namespaces yet (every user owns the namespace of its user name without one)")
+            for found, members in listed:
+                rights = ", ".join(f"{m.username} ({m.right})" for m in members) or "no members"
+                print(f"{found.name}: {rights}")
+        elif args.member_action == "add":
+            service.add_member(args.namespace, args.user, parse_right(args.right))
+            print(f"{args.user} has {args.right} on {args.namespace}")
+        else:
+            service.remove_member(args.namespace, args.user)
+            print(f"{args.user} is no longer a member of {args.namespace}")
     return 0
 
 

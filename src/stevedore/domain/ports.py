@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from stevedore.domain.errors import StevedoreError
 from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite, InviteRecord
+
+if TYPE_CHECKING:  # namespaces.py imports this module
+    from stevedore.domain.namespaces import Member, Namespace, Right
 
 
 class Clock(Protocol):
@@ -150,4 +153,41 @@ class SetupCodeStore(Protocol):
 
     def consume(self, code_hash: str) -> bool:
         """Remove the code if its hash is `code_hash`; True when this call removed it (only one caller ever does)."""
+        ...
+
+
+class NamespaceStore(Protocol):
+    """Namespaces and their members. A namespace with a row is claimed; an account's own namespace needs none."""
+
+    def get(self, name: str) -> Namespace | None: ...
+
+    def add(self, namespace: Namespace) -> bool:
+        """Insert the namespace unless one of that name exists; True when this call inserted it. Atomic: of two
+        transactions adding the same name at once, exactly one gets True (the other waits for it to end)."""
+        ...
+
+    def all(self) -> list[Namespace]:
+        """Every namespace with a row, by name."""
+        ...
+
+    def right_of(self, name: str, account_id: int) -> Right | None:
+        """The account's right on the namespace as a member, if any."""
+        ...
+
+    def set_member(self, name: str, account_id: int, right: Right) -> None:
+        """Give the right (replacing any other) on a namespace that has a row."""
+        ...
+
+    def remove_member(self, name: str, account_id: int) -> bool: ...
+
+    def members(self, name: str) -> list[Member]:
+        """By user name."""
+        ...
+
+    def is_username(self, name: str) -> bool:
+        """Does an account have this user name (and so own the namespace)?"""
+        ...
+
+    def has_repositories(self, name: str) -> bool:
+        """Does any repository live in this namespace (`name` itself or `name/…`)?"""
         ...

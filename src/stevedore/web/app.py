@@ -24,10 +24,15 @@ from stevedore.adapters.mail import FolderMailer, SmtpMailer
 from stevedore.adapters.passwords import BcryptPasswordHasher
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction, make_engine, make_session_factory, writer_engine
+from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 from stevedore.adapters.sql.registry import SqlRegistryStore
 from stevedore.adapters.token_keys import TokenKeyError, load_signing_key
 from stevedore.adapters.tokens import HmacTokenSigner, JwtTokenSigner
+from stevedore.domain.access import Access, AccessRules
 from stevedore.domain.accounts import AccountService, InviteService
+from stevedore.domain.errors import Denied
+from stevedore.domain.model import RepositoryName
+from stevedore.domain.namespaces import AccessModel
 from stevedore.domain.ports import BlobStore, Clock, Mailer, PasswordHasher, TokenSigner
 from stevedore.domain.registry import RegistryService
 from stevedore.domain.tokens import TokenService
@@ -198,6 +203,7 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.add_request_method(_lookup_account_service, "lookup_account_service", reify=True)
         config.add_request_method(_registry_service, "registry_service", reify=True)
         config.add_request_method(_token_service, "token_service", reify=True)
+        config.add_request_method(_access, "access", reify=True)
         config.add_request_method(_invite_service, "invite_service", reify=True)
         config.add_request_method(_principal, "principal", reify=True)
         config.add_request_method(web_account, "web_account", reify=True)
@@ -251,7 +257,28 @@ def _registry_service(request: Request) -> RegistryService:
         max_manifest_bytes=components.settings.max_manifest_bytes,
         max_open_uploads_per_account=components.settings.max_open_uploads_per_account,
         abandoned_upload_seconds=components.settings.abandoned_upload_seconds,
+        before_push=lambda name: _claim_for_push(request, name),
     )
+
+
+def _access_rules(settings: Settings) -> AccessRules:
+    return AccessRules(AccessModel(settings.access_model), settings.namespace_claiming)
+
+
+def _access(request: Request) -> Access:
+    """Who may do what, read outside the request's transaction (like who is calling)."""
+    components: Components = request.registry.stevedore
+    return Access(SqlNamespaceStore(request.read_session), _access_rules(components.settings))
+
+
+def _claim_for_push(request: Request, name: RepositoryName) -> None:
+    """Before a push writes: the claim of a first push into a free namespace, in the push's own transaction."""
+    components: Components = request.registry.stevedore
+    principal = request.principal
+    if principal is None:
+        raise Denied(f"push to {name} denied")
+    writing = Access(SqlNamespaceStore(request.dbsession), _access_rules(components.settings))
+    writing.claim_for_push(principal.account, name, components.clock)
 
 
 def _token_service(request: Request) -> TokenService:
@@ -265,6 +292,7 @@ def _token_service(request: Request) -> TokenService:
         stamp_key=components.credential_stamp_key,
         ttl_seconds=components.settings.token_ttl_seconds,
         refresh_ttl_seconds=components.settings.refresh_token_ttl_seconds,
+        access=request.access,
     )
 
 

@@ -98,6 +98,9 @@ class Settings:
     token_issuer: str = "stevedore"
     # Services (other registries trusting our tokens) the token endpoint may issue tokens for, besides our own.
     token_audiences: tuple[str, ...] = ()
+    # Who may do what (domain/access.py): default, open or private; and whether a first push claims a namespace.
+    access_model: str = "default"
+    namespace_claiming: bool = True
     invite_lifetime_days: int = 5
     mail: MailSettings = field(default_factory=MailSettings)
     # Page sessions end after this long without a request, and this long after the login whatever the use.
@@ -156,6 +159,8 @@ class Settings:
             create_token_signing_key=_bool(merged.get("stevedore.create_token_signing_key", "false")),
             token_issuer=(merged.get("stevedore.token_issuer") or "stevedore").strip(),
             token_audiences=token_audiences,
+            access_model=_access_model(merged.get("stevedore.access_model")),
+            namespace_claiming=_bool(merged.get("stevedore.namespace_claiming", "true")),
             invite_lifetime_days=max(1, int(merged.get("stevedore.invite_lifetime_days", 5))),
             mail=MailSettings.from_mapping(merged, environ),
             session_idle_seconds=max(60, int(merged.get("stevedore.session_idle_seconds", 2 * 3600))),
@@ -201,6 +206,13 @@ class Settings:
         """The folder of a `file://` storage URL."""
         parsed = urlparse(self.storage_url)
         return os.path.abspath((parsed.netloc or "") + parsed.path)
+
+
+def _access_model(value: str | None) -> str:
+    model = (value or "default").strip().lower()
+    if model not in ("default", "open", "private"):
+        raise SettingsError(f"stevedore.access_model is {value!r}: use default, open or private")
+    return model
 
 
 def _secret_key(settings: Mapping[str, str], environ: Mapping[str, str]) -> bytes:

@@ -154,3 +154,23 @@ setup_codes = sa.Table(
     sa.Column("code_hash", sa.String(64), nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
 )
+
+# A claimed or created namespace (the first path component of repository names). An account's own namespace needs
+# no row until someone else is given a right on it.
+namespaces = sa.Table(
+    "namespaces",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", byte_ordered_name(), nullable=False, unique=True),
+    sa.Column("created_at", Timestamp, nullable=False),
+    sa.Column("created_by", sa.Integer, sa.ForeignKey("accounts.id", ondelete="SET NULL"), nullable=True),
+)
+
+namespace_members = sa.Table(
+    "namespace_members",
+    metadata,
+    sa.Column("namespace_id", sa.Integer, sa.ForeignKey("namespaces.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("account_id", sa.Integer, sa.ForeignKey("accounts.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("right", sa.String(16), nullable=False),
+    sa.Index("ix_namespace_members_account_id", "account_id"),
+)
