@@ -48,3 +48,19 @@ def test_the_smtp_password_comes_from_the_environment_only_and_is_never_shown():
     configured = settings(ini, STEVEDORE_SMTP_PASSWORD="s3cret password")
     assert configured.mail.smtp_password == "s3cret password"
     assert "s3cret" not in repr(configured) and "s3cret" not in repr(build_mailer(configured))
+
+
+def test_the_console_says_where_mails_go_and_that_they_need_a_public_url(caplog, tmp_path):
+    from stevedore.web.app import _announce_mail
+
+    with caplog.at_level("WARNING", logger="stevedore.web.app"):
+        _announce_mail(settings({"stevedore.mail.folder": str(tmp_path / "mail")}))
+    assert f"written as .eml files to {tmp_path / 'mail'}" in caplog.text
+    assert "stevedore.public_url" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="stevedore.web.app"):
+        _announce_mail(settings({"stevedore.mail.smtp_host": "h", "stevedore.public_url": "https://r.example.com"}))
+    assert caplog.text == ""
+    with caplog.at_level("WARNING", logger="stevedore.web.app"):
+        _announce_mail(settings())
+    assert "mail is off" in caplog.text
