@@ -201,7 +201,7 @@ def test_upload_list_and_abort_an_account_s_open_uploads(ini, registry):
     started = [app.post(f"/v2/team/{repo}/blobs/uploads/", headers=dave, status=202) for repo in ("old", "new")]
     old, new = (response.headers["Location"].rstrip("/").rsplit("/", 1)[-1] for response in started)
     app.patch(f"/v2/team/old/blobs/uploads/{old}", params=b"12345", headers=dave, status=202)
-    erins = app.post("/v2/team/old/blobs/uploads/", headers=erin, status=202).headers["Location"].rsplit("/", 1)[-1]
+    erins = app.post("/v2/erin/old/blobs/uploads/", headers=erin, status=202).headers["Location"].rsplit("/", 1)[-1]
     two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
     with components.engine.begin() as connection:
         connection.execute(sa.update(uploads).where(uploads.c.id == old).values(created_at=two_hours_ago))
@@ -226,7 +226,7 @@ def test_upload_list_and_abort_an_account_s_open_uploads(ini, registry):
     assert stevedore_cli(ini, "upload", "abort", "dave").stdout == "aborted 1 open upload of user dave\n"
     assert upload_folders(components) == {erins}
     assert stevedore_cli(ini, "upload", "list", "dave").stdout == "user dave has no open uploads\n"
-    app.get(f"/v2/team/old/blobs/uploads/{erins}", headers=erin, status=204)  # another account's are untouched
+    app.get(f"/v2/erin/old/blobs/uploads/{erins}", headers=erin, status=204)  # another account's are untouched
 
 
 def test_upload_commands_name_an_existing_user_and_a_real_age(ini):
