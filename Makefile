@@ -19,7 +19,8 @@ venv: $(INSTALLED)
 run: $(INSTALLED)
 	@mkdir -p var && chmod 700 var
 	$(BIN)/stevedore --config development.ini db upgrade
-	$(BIN)/pserve development.ini http_port=$(PORT)
+	@# The public URL makes the invite mails' links (never taken from a request's Host); set it yourself to override.
+	STEVEDORE_PUBLIC_URL="$${STEVEDORE_PUBLIC_URL:-http://127.0.0.1:$(PORT)}" $(BIN)/pserve development.ini http_port=$(PORT)
 
 ## Everything: system packages the tests use, the venv, lint, types, and the whole suite.
 test: $(INSTALLED) system-deps lint typecheck
