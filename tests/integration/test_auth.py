@@ -14,10 +14,11 @@ from cryptography import x509
 
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction
-from stevedore.adapters.sql.tables import accounts
+from stevedore.adapters.sql.tables import accounts, namespaces
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.errors import TooManyRequests
 from tests.fakes import FixedClock
+from tests.integration.conftest import count_rows
 from tests.integration.test_base import basic
 
 SERVICE = "localhost"
@@ -94,6 +95,23 @@ def test_a_token_for_another_service_is_refused(testapp, components, make_user):
     testapp.get("/v2/", headers=bearer(token), status=401)
     # Naming the trusting registry in Host changes nothing: our service is configured, not taken from requests.
     testapp.get("/v2/", headers={**bearer(token), "Host": "peer.example:5000"}, status=401)
+
+
+def test_a_token_for_another_registry_grants_push_only_on_rights_not_on_a_claim(testapp, components, make_user):
+    """No push of ours happens there, so no claim: push on a free namespace would be a right nobody holds."""
+    make_user("traveller", "a fine password")
+    federating(components)
+    asked = ("repository:free/app:pull,push", "repository:traveller/app:pull,push")
+
+    def granted(service):
+        token = token_for(testapp, "traveller", "a fine password", *asked, service=service)["token"]
+        claims = jwt.decode(token, options={"verify_signature": False})
+        return {entry["name"]: sorted(entry["actions"]) for entry in claims["access"]}
+
+    assert granted("peer.example:5000") == {"free/app": ["pull"], "traveller/app": ["pull", "push"]}
+    assert granted(SERVICE) == {"free/app": ["pull", "push"], "traveller/app": ["pull", "push"]}
+    with components.write_sessions() as session:
+        assert count_rows(session, namespaces) == 0  # asking claims nothing, for either service
 
 
 def test_a_host_naming_a_trusting_registry_never_makes_its_tokens_ours(testapp, components, make_user):

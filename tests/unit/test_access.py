@@ -349,3 +349,25 @@ def test_grant_in_the_private_model_leaves_out_what_the_account_may_not_pull():
     world.member("team", paula, Right.PULL)
     asked = [scope("repository:team/app:pull"), scope("repository:other/app:pull"), scope("registry:catalog:*")]
     assert world.access().grant(paula, asked) == [scope("repository:team/app:pull"), REGISTRY_CATALOG]
+
+
+def test_grant_without_claims_gives_push_only_on_rights_held_now():
+    """For a token another registry enforces: no push of ours will make the claim, so it cannot be what allows."""
+    world = World()
+    alice, pat = world.user("alice"), world.user("pat")
+    world.member("team", pat, Right.PUSH)
+    asked = [scope("repository:free/x:pull,push"), scope("repository:alice/x:push"), scope("repository:team/x:push")]
+    assert world.access().grant(alice, asked, by_claim=False) == [
+        scope("repository:free/x:pull"),
+        scope("repository:alice/x:push"),
+    ]
+    assert world.access().grant(pat, asked, by_claim=False)[1:] == [scope("repository:team/x:push")]
+    assert world.access().grant(alice, asked)[0] == scope("repository:free/x:pull,push")
+    assert not world.access().may(alice, PUSH, RepositoryName.parse("free/x"), by_claim=False)
+    root = world.user("root", admin=True)
+    assert world.access().grant(root, asked, by_claim=False) == [
+        scope("repository:free/x:pull,push"),
+        scope("repository:alice/x:push"),
+        scope("repository:team/x:push"),
+    ]
+    assert world.namespaces.get("free") is None

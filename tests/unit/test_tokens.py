@@ -154,6 +154,23 @@ def test_tokens_are_issued_only_for_known_audiences(tokens, alice):
         tokens.issue(alice, [], service="elsewhere", offline=False, audiences=["registry", "peer"])
 
 
+def test_a_token_for_another_registry_grants_push_only_on_a_right_never_on_a_claim(
+    signer, refresh_signer, accounts, clock, alice
+):
+    """A claim happens in our own push; a push to a registry that trusts our tokens never makes one, so a token for
+    it must not carry push on a namespace that is merely free to claim here."""
+    namespaces = InMemoryNamespaceStore(accounts)
+    service = make_service(signer, refresh_signer, accounts, clock, access=Access(namespaces, AccessRules()))
+    asked = scopes("repository:free/app:pull,push", "repository:alice/app:pull,push")
+    ours = service.issue(alice, asked, service="registry", offline=False, own_service="registry")
+    assert ours.granted == scopes("repository:free/app:pull,push", "repository:alice/app:pull,push")
+    theirs = service.issue(
+        alice, asked, service="peer", offline=False, audiences=["registry", "peer"], own_service="registry"
+    )
+    assert theirs.granted == scopes("repository:free/app:pull", "repository:alice/app:pull,push")
+    assert namespaces.all() == []
+
+
 # --- refresh tokens ------------------------------------------------------------------------------------
 def test_refresh_token_round_trips_to_its_account(tokens, alice):
     issued = tokens.issue(alice, [], service="registry", offline=True)

@@ -39,7 +39,9 @@ class Access:
         self._rights: dict[tuple[str, int], Right | None] = {}
         self._claimable: dict[str, bool] = {}
 
-    def may(self, account: Account | None, action: Action, repository: RepositoryName) -> bool:
+    def may(
+        self, account: Account | None, action: Action, repository: RepositoryName, *, by_claim: bool = True
+    ) -> bool:
         """May `account` do `action` on `repository`? The one authorization rule:
 
         - nobody but an active account may do anything; an administrator may do everything;
@@ -49,7 +51,9 @@ class Access:
           the push itself will make (`claim_for_push`);
         - delete: a push or admin right.
 
-        An account owns (is admin of) the namespace of its user name, unless that name is reserved.
+        An account owns (is admin of) the namespace of its user name, unless that name is reserved. With
+        `by_claim=False` only rights held now count, not the claim a push here would make: for tokens another
+        registry enforces, where no push of ours ever makes that claim.
         """
         if account is None or not account.is_active:
             return False
@@ -63,7 +67,7 @@ class Access:
             return right is not None
         if right is not None and right.includes(Right.PUSH):
             return True
-        return action is Action.PUSH and self.claimable(namespace)
+        return by_claim and action is Action.PUSH and self.claimable(namespace)
 
     def may_list_catalog(self, account: Account | None) -> bool:
         """The catalog is for every active account; it lists only what the caller may pull."""
@@ -115,9 +119,11 @@ class Access:
         self._claimable[namespace] = False
         self._rights[(namespace, account.id)] = Right.ADMIN
 
-    def grant(self, account: Account, requested: Iterable[Scope]) -> list[Scope]:
+    def grant(self, account: Account, requested: Iterable[Scope], *, by_claim: bool = True) -> list[Scope]:
         """The part of each requested scope that `account` is allowed: the token flow's intersection. Never raises.
-        Tokens are checked against the account's rights again at every use, so a right taken away ends at once."""
+        Our own tokens are checked against the account's rights again at every use, so a right taken away ends at
+        once. `by_claim=False` (a token for another registry, which never claims anything here) grants push only
+        on a right the account holds now, never on the claim a first push of ours would make."""
         granted: list[Scope] = []
         for scope in requested:
             if scope.type == "repository":
@@ -129,7 +135,9 @@ class Access:
                 if "*" in scope.actions:
                     wanted |= {a.value for a in Action}
                 actions = frozenset(
-                    a for a in wanted if a in Action._value2member_map_ and self.may(account, Action(a), name)
+                    a
+                    for a in wanted
+                    if a in Action._value2member_map_ and self.may(account, Action(a), name, by_claim=by_claim)
                 )
                 if actions:
                     granted.append(Scope("repository", scope.name, actions))

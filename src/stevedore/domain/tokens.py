@@ -82,13 +82,16 @@ class TokenService:
         service: str,
         offline: bool,
         audiences: Iterable[str] | None = None,
+        own_service: str | None = None,
     ) -> IssuedToken:
         """A token for the part of `requested` that the account may have. Asking for more is not an error; asking
-        for a service outside `audiences` (when given) is."""
+        for a service outside `audiences` (when given) is. With `own_service`, a token for any other service (a
+        registry that trusts ours) grants push only on a right held now: the claim of a first push happens in our
+        own push, which a push to that registry never is."""
         if audiences is not None and service not in set(audiences):
             raise InvalidInput(f"this registry issues no tokens for the service {service!r}")
         now = int(self.clock.now().timestamp())
-        granted = self.access.grant(account, requested)
+        granted = self.access.grant(account, requested, by_claim=own_service is None or service == own_service)
         stamp = credential_stamp(account, self.stamp_key)
         claims: dict[str, Any] = {
             "iss": self.issuer,

@@ -84,10 +84,10 @@ def private(monkeypatch):
     """Make `mount/private` a repository the account may not pull (as the private model would, without a right)."""
     real_may = access.Access.may
 
-    def may(self, account, action, repository):
+    def may(self, account, action, repository, **options):
         if repository.value == "mount/private" and action == Action.PULL:
             return False
-        return real_may(self, account, action, repository)
+        return real_may(self, account, action, repository, **options)
 
     monkeypatch.setattr(access.Access, "may", may)
     return "mount/private"

@@ -54,7 +54,7 @@ def _issue(
     own = service_name(request)
     audiences = (own, *request.registry.stevedore.settings.token_audiences)
     return request.token_service.issue(  # type: ignore[no-any-return]
-        account, scopes, service=service or own, offline=offline, audiences=audiences
+        account, scopes, service=service or own, offline=offline, audiences=audiences, own_service=own
     )
 
 
