@@ -162,9 +162,15 @@ def _account_service(settings: Settings) -> tuple[Session, AccountService]:
     from stevedore.adapters.passwords import BcryptPasswordHasher
     from stevedore.adapters.sql.accounts import SqlAccountStore
     from stevedore.adapters.sql.engine import make_engine, make_session_factory, writer_engine
+    from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 
     session = make_session_factory(writer_engine(make_engine(settings.database_url)))()
-    service = AccountService(SqlAccountStore(session), BcryptPasswordHasher(settings.bcrypt_rounds), SystemClock())
+    service = AccountService(
+        SqlAccountStore(session),
+        BcryptPasswordHasher(settings.bcrypt_rounds),
+        SystemClock(),
+        namespaces=SqlNamespaceStore(session),
+    )
     return session, service
 
 

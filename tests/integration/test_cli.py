@@ -15,7 +15,7 @@ from pyramid.paster import get_appsettings
 
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import join_transaction
-from stevedore.adapters.sql.tables import uploads
+from stevedore.adapters.sql.tables import accounts, uploads
 from stevedore.domain.accounts import AccountService
 from stevedore.web.app import build_components, make_app
 from stevedore.web.settings import Settings
@@ -249,3 +249,82 @@ def test_user_delete_removes_the_account_s_upload_rows_and_bytes(ini, registry):
     assert upload_folders(components) == set()
     with components.engine.connect() as connection:
         assert connection.execute(sa.select(sa.func.count()).select_from(uploads)).scalar_one() == 0
+
+
+def cli_ok(ini, *args):
+    result = stevedore_cli(ini, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def cli_error(ini, *args, stdin=None):
+    """The one-line error of a refused command."""
+    result = stevedore_cli(ini, *args, stdin=stdin)
+    assert result.returncode != 0, result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0].removeprefix("stevedore: error: ")
+
+
+def test_namespace_create_list_and_members_decide_who_pushes(ini, registry):
+    components, app = registry
+    dave, erin = make_user(components, "dave"), make_user(components, "erin")
+    assert cli_ok(ini, "namespace", "list") == (
+        "no namespaces yet (every user owns the namespace of its user name without one)\n"
+    )
+    assert (
+        cli_ok(ini, "namespace", "create", "team", "--owner", "dave")
+        == "created namespace team with dave as its admin\n"
+    )
+    assert cli_ok(ini, "namespace", "create", "library") == "created namespace library\n"  # reserved: admins may
+    app.post("/v2/team/app/blobs/uploads/", headers=erin, status=403)
+    app.post("/v2/team/app/blobs/uploads/", headers=dave, status=202)
+
+    assert cli_ok(ini, "namespace", "member", "add", "team", "erin", "push") == "erin has push on team\n"
+    app.post("/v2/team/app/blobs/uploads/", headers=erin, status=202)
+    assert cli_ok(ini, "namespace", "list").splitlines() == ["library: no members", "team: dave (admin), erin (push)"]
+
+    assert cli_ok(ini, "namespace", "member", "add", "team", "erin", "pull") == "erin has pull on team\n"  # replaces
+    app.post("/v2/team/app/blobs/uploads/", headers=erin, status=403)
+    assert cli_ok(ini, "namespace", "member", "remove", "team", "erin") == "erin is no longer a member of team\n"
+    assert cli_ok(ini, "namespace", "list").splitlines() == ["library: no members", "team: dave (admin)"]
+
+    # A user's own namespace gets its row when someone else is first added to it.
+    assert cli_ok(ini, "namespace", "member", "add", "dave", "erin", "push") == "erin has push on dave\n"
+    app.post("/v2/dave/tool/blobs/uploads/", headers=erin, status=202)
+    assert "dave: erin (push)" in cli_ok(ini, "namespace", "list").splitlines()
+
+
+def test_namespace_commands_refuse_with_one_line_and_change_nothing(ini, registry):
+    components, _ = registry
+    make_user(components, "dave")
+    make_user(components, "erin")
+    cli_ok(ini, "namespace", "create", "team", "--owner", "dave")
+    assert cli_error(ini, "namespace", "create", "team") == "the namespace team exists already"
+    assert cli_error(ini, "namespace", "create", "dave") == "dave is the namespace of the user dave: it exists already"
+    assert cli_error(ini, "namespace", "create", "Bad!").startswith("invalid namespace 'Bad!'")
+    assert cli_error(ini, "namespace", "create", "other", "--owner", "nobody") == "no user nobody"
+    assert cli_error(ini, "namespace", "member", "add", "nowhere", "erin", "pull") == (
+        "no namespace nowhere: create it with `stevedore namespace create nowhere`"
+    )
+    assert cli_error(ini, "namespace", "member", "add", "team", "nobody", "pull") == "no user nobody"
+    assert cli_error(ini, "namespace", "member", "remove", "team", "erin") == "erin is no member of team"
+    assert cli_error(ini, "namespace", "member", "remove", "dave", "dave") == (
+        "dave owns the namespace of its user name: that cannot be taken away"
+    )
+    bad_right = stevedore_cli(ini, "namespace", "member", "add", "team", "erin", "owner")
+    assert bad_right.returncode != 0 and "invalid choice: 'owner'" in bad_right.stderr
+    assert cli_ok(ini, "namespace", "list").splitlines() == ["team: dave (admin)"]
+
+
+def test_user_create_refuses_the_name_of_an_existing_namespace(ini, registry):
+    """Else the new account would own, by its name, a namespace an administrator made or a push claimed."""
+    components, app = registry
+    dave = make_user(components, "dave")
+    cli_ok(ini, "namespace", "create", "team", "--owner", "dave")
+    app.post("/v2/claimed/app/blobs/uploads/", headers=dave, status=202)  # dave's first push claims `claimed`
+    for name in ("team", "claimed"):
+        message = cli_error(ini, "user", "create", name, "--password-stdin", stdin="a long password\n")
+        assert message == f"the name '{name}' is taken by a namespace; choose another user name"
+    with components.engine.connect() as connection:
+        assert connection.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one() == 1

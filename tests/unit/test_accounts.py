@@ -1,8 +1,12 @@
+from datetime import timedelta
+
 import pytest
 
-from stevedore.domain.accounts import AccountService, check_password_strength
+from stevedore.domain.accounts import AccountService, check_password_strength, hash_invite_code
 from stevedore.domain.errors import AccountExists, UsernameInvalid, WeakPassword
-from tests.fakes import FixedClock, InMemoryAccountStore, PlainPasswordHasher
+from stevedore.domain.model import Invite
+from stevedore.domain.namespaces import Namespace
+from tests.fakes import FixedClock, InMemoryAccountStore, InMemoryNamespaceStore, PlainPasswordHasher
 
 
 @pytest.fixture
@@ -59,3 +63,34 @@ def test_a_new_password_or_a_disable_raises_the_token_generation_and_an_enable_d
     assert store.get(account.id).token_generation == 2
     service.set_active("dora", True)
     assert store.get(account.id).token_generation == 2 and store.get(account.id).is_active
+
+
+def _with_namespaces():
+    store = InMemoryAccountStore()
+    namespaces = InMemoryNamespaceStore(store)
+    clock = FixedClock()
+    return AccountService(store, PlainPasswordHasher(), clock, namespaces=namespaces), namespaces, clock
+
+
+def test_a_new_user_name_that_names_an_existing_namespace_is_refused():
+    """Else the new account would own, by its name, a namespace someone claimed or an administrator made."""
+    service, namespaces, clock = _with_namespaces()
+    owner = service.create_account("alice", "correct horse")
+    namespaces.add(Namespace("team", clock.now(), owner.id))
+    with pytest.raises(AccountExists, match="namespace"):
+        service.create_account("team", "correct horse")
+    assert service.accounts.by_username("team") is None
+    assert service.create_account("team2", "correct horse").username == "team2"
+
+
+def test_an_invite_cannot_make_an_account_named_like_an_existing_namespace():
+    service, namespaces, clock = _with_namespaces()
+    namespaces.add(Namespace("team", clock.now()))
+    code = "an invite code"
+    invite = service.accounts.add_invite(
+        Invite(None, hash_invite_code(code), None, None, clock.now(), clock.now() + timedelta(days=1))
+    )
+    with pytest.raises(AccountExists):
+        service.redeem_invite(code, "team", "correct horse")
+    assert service.accounts.invite(invite.id).used_at is None  # still usable, with another name
+    assert service.redeem_invite(code, "teammate", "correct horse").username == "teammate"

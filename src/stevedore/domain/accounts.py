@@ -18,7 +18,7 @@ from stevedore.domain.errors import (
     WeakPassword,
 )
 from stevedore.domain.model import Account, Invite, InviteRecord, is_login_name, validate_username
-from stevedore.domain.ports import AccountStore, Clock, Mailer, PasswordHasher
+from stevedore.domain.ports import AccountStore, Clock, Mailer, NamespaceStore, PasswordHasher
 
 MIN_PASSWORD_LENGTH = 8
 DEFAULT_INVITE_LIFETIME = timedelta(days=5)
@@ -77,12 +77,22 @@ class InvitePage:
 
 
 class AccountService:
+    """Accounts and password login. `namespaces` is needed wherever accounts are created (a new user name must not
+    be the name of an existing namespace); look-ups for login may leave it out."""
+
     def __init__(
-        self, accounts: AccountStore, hasher: PasswordHasher, clock: Clock, *, dummy_hash: str | None = None
+        self,
+        accounts: AccountStore,
+        hasher: PasswordHasher,
+        clock: Clock,
+        *,
+        dummy_hash: str | None = None,
+        namespaces: NamespaceStore | None = None,
     ) -> None:
         self.accounts = accounts
         self.hasher = hasher
         self.clock = clock
+        self.namespaces = namespaces
         # A hash made with the same work factor as real ones: checking an unknown name costs what a known one does.
         self.dummy_hash = dummy_hash or _DUMMY_HASH
 
@@ -94,6 +104,10 @@ class AccountService:
         email = validate_email(email)
         if self.accounts.by_username(name) is not None:
             raise AccountExists(f"the user {name!r} already exists")
+        # An account owns the namespace of its user name: with a namespace of that name already made (claimed by a
+        # push or created by an administrator), the new account would silently own what belongs to others.
+        if self.namespaces is not None and self.namespaces.get(name) is not None:
+            raise AccountExists(f"the name {name!r} is taken by a namespace; choose another user name")
         if email is not None and self.accounts.by_email(email) is not None:
             raise AccountExists(f"an account with the e-mail address {email!r} already exists")
         account = Account(

@@ -324,7 +324,9 @@ def _account_store(request: Request) -> SqlAccountStore:
 
 def _account_service(request: Request) -> AccountService:
     components: Components = request.registry.stevedore
-    return AccountService(request.account_store, components.hasher, components.clock)
+    return AccountService(
+        request.account_store, components.hasher, components.clock, namespaces=SqlNamespaceStore(request.dbsession)
+    )
 
 
 def _principal(request: Request) -> Principal | None:

@@ -12,6 +12,7 @@ from pyramid.view import view_config
 from sqlalchemy.orm import Session
 
 from stevedore.adapters.sql.accounts import SqlAccountStore
+from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 from stevedore.adapters.sql.setup_codes import SqlSetupCodeStore
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.errors import AccountExists, InvalidInput
@@ -26,7 +27,9 @@ TEMPLATE = "stevedore.web:templates/setup.jinja2"
 
 
 def setup_service_for(session: Session, components: Components) -> SetupService:
-    accounts = AccountService(SqlAccountStore(session), components.hasher, components.clock)
+    accounts = AccountService(
+        SqlAccountStore(session), components.hasher, components.clock, namespaces=SqlNamespaceStore(session)
+    )
     return SetupService(
         SqlSetupCodeStore(session), accounts, components.clock, secret_key=components.settings.secret_key
     )
