@@ -76,6 +76,8 @@ def federation(tmp_path_factory):
         (("user", "create", "fleet-user", "--password-stdin"), PASSWORD + "\n"),
         (("user", "create", "fleet-leaver", "--password-stdin"), PASSWORD + "\n"),
         (("user", "disable", "fleet-leaver"), None),
+        # No push to the peer ever claims a namespace here: fleet-user pushes to `fleet` by a right given up front.
+        (("namespace", "create", "fleet", "--owner", "fleet-user"), None),
     ):
         result = stevedore_cli(ini, *args, stdin=stdin)
         assert result.returncode == 0, result.stderr
@@ -120,6 +122,10 @@ def test_distribution_accepts_exactly_what_stevedore_granted(federation):
     assert status == 401 and "insufficient_scope" in challenge  # Distribution enforces our `access` claim
     push = federation.stevedore_token("fleet-user", "repository:fleet/app:pull,push")
     assert federation.peer_status("POST", "/v2/fleet/app/blobs/uploads/", push)[0] == 202
+    # In a namespace free to claim here, a token for the peer carries no push: no push of ours would claim it.
+    unclaimed = federation.stevedore_token("fleet-user", "repository:unclaimed/app:pull,push")
+    status, challenge = federation.peer_status("POST", "/v2/unclaimed/app/blobs/uploads/", unclaimed)
+    assert status == 401 and "insufficient_scope" in challenge
 
 
 def test_distribution_refuses_tokens_for_another_audience(federation):
