@@ -40,3 +40,12 @@ def includeme(config: Configurator) -> None:
     config.add_route("ui.login", "/login")
     config.add_route("ui.logout", "/logout")
     config.add_route("ui.setup", "/setup")
+    config.add_route("ui.signup", "/users/sign_up")  # the original app's path: ?invite=CODE
+    config.add_route("ui.invites", "/invites")
+    config.add_route("ui.invite_revoke", "/invites/{invite_id:\\d+}/revoke")
+    # Repository pages. A name spans slashes; `-` can start no name component, so `/-/` ends the name unambiguously.
+    config.add_route("ui.repositories", "/repositories")
+    config.add_route("ui.manifest", "/r/{name:.+?}/-/manifests/{digest}")
+    config.add_route("ui.tag_delete", "/r/{name:.+?}/-/tags/{tag}/delete")
+    config.add_route("ui.repository_delete", "/r/{name:.+?}/-/delete")
+    config.add_route("ui.repository", "/r/{name:.+}")
