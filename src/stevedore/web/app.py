@@ -213,6 +213,8 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.add_subscriber(_page_security_headers, NewResponse)
         config.add_tween("stevedore.web.request_log.request_log_tween_factory", under=INGRESS)
         config.include("stevedore.web.routes")
+        config.include("stevedore.web.ui.tokens")
+        config.include("stevedore.web.ui.audit")
         config.scan("stevedore.web")
         return config.make_wsgi_app()
 

@@ -48,4 +48,7 @@ def includeme(config: Configurator) -> None:
     config.add_route("ui.manifest", "/r/{name:.+?}/-/manifests/{digest}")
     config.add_route("ui.tag_delete", "/r/{name:.+?}/-/tags/{tag}/delete")
     config.add_route("ui.repository_delete", "/r/{name:.+?}/-/delete")
+    config.add_route("ui.tokens", "/tokens")
+    config.add_route("ui.token_revoke", "/tokens/{token_id:\\d+}/revoke")
+    config.add_route("ui.audit", "/audit")
     config.add_route("ui.repository", "/r/{name:.+}")

@@ -174,3 +174,6 @@ namespace_members = sa.Table(
     sa.Column("right", sa.String(16), nullable=False),
     sa.Index("ix_namespace_members_account_id", "account_id"),
 )
+
+# Tables kept in their own modules, registered on `metadata` when they are imported: import them last.
+from stevedore.adapters.sql import tables_access_tokens, tables_audit  # noqa: E402, F401

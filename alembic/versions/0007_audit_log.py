@@ -1,0 +1,21 @@
+"""The audit log.
+
+Revision ID: 0007
+Revises: 0006
+Create Date: 2026-12-01
+"""
+
+from __future__ import annotations
+
+revision = "0007"
+down_revision = "0006"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    pass  # filled in with the work of the index issue
+
+
+def downgrade() -> None:
+    pass
