@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from stevedore.domain.access import Access
+from stevedore.domain.access_tokens import AccessToken
 from stevedore.domain.errors import InvalidInput, TokenInvalid
 from stevedore.domain.model import Account, Scope
 from stevedore.domain.ports import AccountStore, Clock, TokenSigner
@@ -41,6 +42,16 @@ class TokenHolder:
 
     account: Account
     scopes: tuple[Scope, ...]
+    # The personal access token the login was made with (its id), which the caller checks is still usable.
+    access_token_id: int | None = None
+
+
+@dataclass(frozen=True)
+class RefreshHolder:
+    """Who a verified refresh token stands for, and the personal access token its login was made with, if any."""
+
+    account: Account
+    access_token_id: int | None = None
 
 
 def credential_stamp(account: Account, key: bytes) -> str:
@@ -83,15 +94,20 @@ class TokenService:
         offline: bool,
         audiences: Iterable[str] | None = None,
         own_service: str | None = None,
+        access_token: AccessToken | None = None,
     ) -> IssuedToken:
         """A token for the part of `requested` that the account may have. Asking for more is not an error; asking
         for a service outside `audiences` (when given) is. With `own_service`, a token for any other service (a
         registry that trusts ours) grants push only on a right held now: the claim of a first push happens in our
-        own push, which a push to that registry never is."""
+        own push, which a push to that registry never is. With `access_token` (a login made with a personal access
+        token), only what both the account and the token allow is granted, and both tokens name it (`pat`): they
+        end when it is revoked or expires."""
         if audiences is not None and service not in set(audiences):
             raise InvalidInput(f"this registry issues no tokens for the service {service!r}")
         now = int(self.clock.now().timestamp())
         granted = self.access.grant(account, requested, by_claim=own_service is None or service == own_service)
+        if access_token is not None:
+            granted = access_token.limit(granted)
         stamp = credential_stamp(account, self.stamp_key)
         claims: dict[str, Any] = {
             "iss": self.issuer,
@@ -105,6 +121,8 @@ class TokenService:
             "uid": account.id,
             "cred": stamp,
         }
+        if access_token is not None:
+            claims["pat"] = access_token.id
         refresh = None
         if offline:
             refresh = self.refresh_signer.sign(
@@ -117,6 +135,7 @@ class TokenService:
                     "iat": now,
                     "exp": now + self.refresh_ttl,
                     "jti": secrets.token_urlsafe(16),
+                    **({"pat": access_token.id} if access_token is not None else {}),
                 }
             )
         return IssuedToken(
@@ -142,15 +161,20 @@ class TokenService:
             scopes = tuple(Scope(s["type"], s["name"], frozenset(s["actions"])) for s in claims.get("access") or [])
         except (KeyError, TypeError) as exc:
             raise TokenInvalid() from exc
-        return TokenHolder(account, scopes)
+        return TokenHolder(account, scopes, _access_token_id(claims))
 
     def account_for_refresh_token(self, token: str) -> Account:
+        return self.holder_of_refresh_token(token).account
+
+    def holder_of_refresh_token(self, token: str) -> RefreshHolder:
+        """The account of a refresh token, and the personal access token its login was made with (the caller checks
+        that it is still usable). Raises TokenInvalid."""
         claims = self.refresh_signer.verify(token)
         if claims.get("typ") != "refresh" or claims.get("iss") != self.issuer or not _is_number(claims.get("exp")):
             raise TokenInvalid()
         if claims["exp"] < self.clock.now().timestamp():
             raise TokenInvalid("refresh token expired")
-        return self._account(claims)
+        return RefreshHolder(self._account(claims), _access_token_id(claims))
 
     def _account(self, claims: dict[str, Any]) -> Account:
         """The active account a token names, if its credentials are still those the token was issued under."""
@@ -164,6 +188,15 @@ class TokenService:
         if not isinstance(stamp, str) or not hmac.compare_digest(stamp, credential_stamp(account, self.stamp_key)):
             raise TokenInvalid("the account's credentials changed")
         return account
+
+
+def _access_token_id(claims: dict[str, Any]) -> int | None:
+    value = claims.get("pat")
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TokenInvalid()
+    return value
 
 
 def _is_number(value: object) -> bool:

@@ -16,6 +16,7 @@ from pyramid.request import Request
 from pyramid.security import Allowed, Denied
 
 from stevedore.domain.access import Access, Action
+from stevedore.domain.access_tokens import AccessToken, AccessTokenService, looks_like_token
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.errors import TokenInvalid, TooManyRequests
 from stevedore.domain.model import Account, RepositoryName, Scope
@@ -37,8 +38,12 @@ class Principal:
     account: Account
     # None: full credentials (Basic). Otherwise the scopes a Bearer token carries.
     scopes: tuple[Scope, ...] | None = None
+    # A personal access token (as the Basic password, or behind a Bearer token issued for one): it limits the account.
+    access_token: AccessToken | None = None
 
     def token_allows(self, action: str, repository: str) -> bool:
+        if self.access_token is not None and not self.access_token.allows(action, repository):
+            return False
         if self.scopes is None:
             return True
         return any(
@@ -169,8 +174,36 @@ def parse_bearer(header: str) -> str | None:
     return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
+def principal_for_password(request: Request, username: str, password: str) -> Principal | None:
+    """Who these Basic credentials stand for. A password with the access-token prefix is looked up as a personal
+    access token first (a SHA-256 look-up, no bcrypt, no throttling): the principal then carries the token, whose
+    scope and namespaces limit the account's rights. Anything else (also a password that merely starts like a token)
+    is checked as the account's password."""
+    if looks_like_token(password):
+        found = account_for_access_token(request, username, password)
+        if found is not None:
+            return Principal(found[0], access_token=found[1])
+    account = account_for_password(request, username, password)
+    return Principal(account) if account is not None else None
+
+
+def account_for_access_token(request: Request, username: str, secret: str) -> tuple[Account, AccessToken] | None:
+    """The active account `username` and its usable token with this secret. The account is read on every use, so a
+    disabled (or renamed, or deleted) account's tokens stop at once."""
+    service: AccessTokenService = request.lookup_access_token_service
+    token = service.authenticate(secret)
+    if token is None:
+        return None
+    store: AccountStore = request.lookup_account_store
+    account = store.get(token.account_id)
+    if account is None or not account.is_active or account.username != username:
+        return None
+    return account, token
+
+
 def account_for_password(request: Request, username: str, password: str) -> Account | None:
-    """The active account for these credentials. bcrypt runs once; then a short-lived cache answers."""
+    """The active account for this password (never an access token: see `principal_for_password`). bcrypt runs
+    once; then a short-lived cache answers."""
     cache: CredentialCache = request.registry.stevedore.credential_cache
     store: AccountStore = request.lookup_account_store
     cached = cache.get(username, password)
@@ -219,6 +252,8 @@ def registry_may(request: Request, permission: str | None) -> bool:
         name = RepositoryName.parse((request.matchdict or {}).get("name", ""))
     except Exception:
         return False
+    if principal.access_token is not None and not principal.access_token.allows(permission, name.value):
+        return False  # no token fetched again can do more than the personal access token behind it: 403, not 401
     return rights.may(principal.account, Action(permission), name)
 
 
@@ -227,8 +262,7 @@ def authenticate_request(request: Request) -> Principal | None:
     header = request.headers.get("Authorization", "")
     basic = parse_basic(header)
     if basic is not None:
-        account = account_for_password(request, *basic)
-        return Principal(account) if account else None
+        return principal_for_password(request, *basic)
     token = parse_bearer(header)
     if token is not None:
         from stevedore.web.registry.challenge import service_name  # it imports this module
@@ -240,7 +274,13 @@ def authenticate_request(request: Request) -> Principal | None:
             holder = request.token_service.holder_of_access_token(token, service=service)
         except TokenInvalid:
             return None
-        return Principal(holder.account, holder.scopes)
+        if holder.access_token_id is None:
+            return Principal(holder.account, holder.scopes)
+        # Issued for a personal access token: it ends with that token (revoked, expired), not only with the account.
+        access_token = request.lookup_access_token_service.usable(holder.access_token_id, holder.account)
+        if access_token is None:
+            return None
+        return Principal(holder.account, holder.scopes, access_token=access_token)
     return None
 
 
@@ -278,7 +318,8 @@ class StevedoreSecurityPolicy:
 
 def authorize(rights: Access, principal: Principal, action: Action, name: RepositoryName) -> Allowed | Denied:
     """Both must allow: the account's rights as they are now (a right taken away ends at once, also for tokens
-    issued before) and, for a Bearer token, the scopes it was issued with."""
+    issued before) and, for a Bearer token, the scopes it was issued with; for a personal access token, its scope
+    and namespaces too."""
     if not rights.may(principal.account, action, name):
         return Denied(f"{action} on {name} denied")
     if not principal.token_allows(action.value, name.value):

@@ -14,12 +14,13 @@ from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
+from stevedore.domain.access_tokens import AccessToken
 from stevedore.domain.errors import InvalidInput, PayloadTooLarge, TokenInvalid, Unauthenticated
 from stevedore.domain.model import Account, Scope
 from stevedore.domain.tokens import IssuedToken
 from stevedore.web.registry.challenge import service_name
 from stevedore.web.registry.http import json_response
-from stevedore.web.security import account_for_password, parse_basic
+from stevedore.web.security import parse_basic, principal_for_password
 
 
 def _scopes(values: list[str]) -> list[Scope]:
@@ -48,13 +49,26 @@ def _body(issued: IssuedToken, *, oauth: bool) -> dict[str, Any]:
 
 
 def _issue(
-    request: Request, account: Account, scopes: list[Scope], *, service: str | None, offline: bool
+    request: Request,
+    account: Account,
+    scopes: list[Scope],
+    *,
+    service: str | None,
+    offline: bool,
+    access_token: AccessToken | None = None,
 ) -> IssuedToken:
-    """Tokens for this registry, or for one of the registries configured to trust our tokens."""
+    """Tokens for this registry, or for one of the registries configured to trust our tokens. A login made with a
+    personal access token gets only what both the account and that token allow."""
     own = service_name(request)
     audiences = (own, *request.registry.stevedore.settings.token_audiences)
     return request.token_service.issue(  # type: ignore[no-any-return]
-        account, scopes, service=service or own, offline=offline, audiences=audiences, own_service=own
+        account,
+        scopes,
+        service=service or own,
+        offline=offline,
+        audiences=audiences,
+        own_service=own,
+        access_token=access_token,
     )
 
 
@@ -73,15 +87,16 @@ def get_token(request: Request) -> Response:
     credentials = parse_basic(request.headers.get("Authorization", ""))
     if credentials is None:
         raise _unauthenticated(f'authentication required: run "docker login {service_name(request)}" first')
-    account = account_for_password(request, *credentials)
-    if account is None:
+    principal = principal_for_password(request, *credentials)
+    if principal is None:
         raise _unauthenticated("invalid user name or password")
     issued = _issue(
         request,
-        account,
+        principal.account,
         _scopes(request.GET.getall("scope")),
         service=request.GET.get("service"),
         offline=request.GET.get("offline_token", "").lower() == "true",
+        access_token=principal.access_token,
     )
     return _token_response(_body(issued, oauth=False))
 
@@ -103,13 +118,21 @@ def post_token(request: Request) -> Response:
 
     grant_type = field("grant_type")
     account: Account | None
+    access_token: AccessToken | None = None
     if grant_type == "password":
-        account = account_for_password(request, field("username"), field("password"))
-        if account is None:
+        principal = principal_for_password(request, field("username"), field("password"))
+        if principal is None:
             raise _unauthenticated("invalid user name or password")
+        account, access_token = principal.account, principal.access_token
     elif grant_type == "refresh_token":
         try:
-            account = request.token_service.account_for_refresh_token(field("refresh_token"))
+            holder = request.token_service.holder_of_refresh_token(field("refresh_token"))
+            account = holder.account
+            if holder.access_token_id is not None:
+                # A login made with a personal access token ends with it (revoked or expired), and stays limited.
+                access_token = request.lookup_access_token_service.usable(holder.access_token_id, account)
+                if access_token is None:
+                    raise TokenInvalid("the access token of this login was revoked or has expired")
         except TokenInvalid as exc:
             # docker shows this message as it is: say what to do (a new password or a disable ended the login).
             raise _unauthenticated(
@@ -123,5 +146,6 @@ def post_token(request: Request) -> Response:
         _scopes([field("scope")]),
         service=field("service") or None,
         offline=grant_type == "password" and field("access_type") == "offline",
+        access_token=access_token,
     )
     return _token_response(_body(issued, oauth=True))
