@@ -6,6 +6,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import RangeNotSatisfiable
 from stevedore.domain.model import Digest
 from stevedore.web.registry.http import CHUNK_SIZE, empty_response, repository, requested_range
@@ -53,5 +54,8 @@ def get_blob(request: Request) -> Response:
 
 @view_config(route_name="registry.blob", request_method="DELETE", permission=Permission.DELETE)
 def delete_blob(request: Request) -> Response:
-    request.registry_service.delete_blob(repository(request), Digest.parse(request.matchdict["digest"]))
+    name = repository(request)
+    digest = Digest.parse(request.matchdict["digest"])
+    request.registry_service.delete_blob(name, digest)
+    request.audit.record(AuditAction.DELETE_BLOB, repository=name, target=f"{name}@{digest}")
     return empty_response(202)

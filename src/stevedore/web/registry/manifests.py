@@ -9,6 +9,7 @@ from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import DigestInvalid, ManifestUnknown, ReferenceInvalid
 from stevedore.domain.model import Reference
 from stevedore.web.registry.http import absolute, empty_response, read_limited_body, repository
@@ -52,6 +53,12 @@ def put_manifest(request: Request) -> Response:
     pushed = service.put_manifest(
         name, reference, body, request.headers.get("Content-Type"), extra_tags=request.GET.getall("tag")
     )
+    request.audit.record(
+        AuditAction.PUSH,
+        repository=name,
+        target=f"{name}@{pushed.digest}",
+        detail=("tags " + ", ".join(pushed.tags)) if pushed.tags else None,
+    )
     response = empty_response(201)
     response.headers["Location"] = absolute(request, f"/v2/{name}/manifests/{pushed.digest}")
     response.headers["Docker-Content-Digest"] = str(pushed.digest)
@@ -66,5 +73,10 @@ def put_manifest(request: Request) -> Response:
 @view_config(route_name="registry.manifest_slashed", request_method="DELETE", permission=Permission.DELETE)
 def delete_manifest(request: Request) -> Response:
     name = repository(request)
-    request.registry_service.delete_manifest(name, reference_to_find(request))
+    reference = reference_to_find(request)
+    request.registry_service.delete_manifest(name, reference)
+    if reference.tag is not None:
+        request.audit.record(AuditAction.DELETE_TAG, repository=name, target=f"{name}:{reference.tag.value}")
+    else:
+        request.audit.record(AuditAction.DELETE_MANIFEST, repository=name, target=f"{name}@{reference.digest}")
     return empty_response(202)

@@ -14,6 +14,7 @@ from pyramid.view import view_config
 
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.domain.accounts import InviteService, IssuedInvite
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown
 from stevedore.domain.model import Account
 from stevedore.domain.ports import MailNotSent
@@ -66,6 +67,12 @@ def create_invite(request: Request) -> dict[str, Any]:
             "Try again later, or invite without an e-mail address and pass the link on yourself.",
             kept=False,
         )
+    request.audit.record(
+        AuditAction.INVITE_CREATED,
+        actor=account,
+        target=issued.invite.email,
+        detail=f"invite {issued.invite.id}" + (f", mailed to {issued.mailed_to}" if issued.mailed_to else ""),
+    )
     return _page(request, issued=_shown_once(request, issued))
 
 
@@ -79,6 +86,7 @@ def revoke_invite(request: Request) -> Response:
         request.tm.doom()
         request.session.flash(_sentence(exc.message), FLASH_ERROR)
     else:
+        request.audit.record(AuditAction.INVITE_REVOKED, actor=account, detail=f"invite {invite_id}")
         request.session.flash(f"Invite {invite_id} is revoked: its link no longer works.", FLASH_DONE)
     return HTTPSeeOther(location=request.route_path("ui.invites"))
 

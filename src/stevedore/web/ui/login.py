@@ -10,7 +10,9 @@ from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TooManyRequests
+from stevedore.domain.model import MAX_USERNAME_LENGTH
 from stevedore.web.ui.forms import local_path_or, refused
 from stevedore.web.ui.session import log_in, log_out
 
@@ -41,12 +43,25 @@ def login(request: Request) -> dict[str, Any] | Response:
         return {**form, "error": BUSY}
     if account is None:
         refused(request, 400)
+        _record_failure(request, username)
         return {**form, "error": WRONG_CREDENTIALS}
     log_in(request, account)
+    request.audit.record(AuditAction.LOGIN, actor=account, detail="pages")
     return HTTPSeeOther(location=next_path)
+
+
+def _record_failure(request: Request, username: str) -> None:
+    """Kept apart from the request's transaction, which the refusal drops. The name as typed (cut, stored raw,
+    escaped when shown); with the account's id too when the name is one."""
+    known = request.lookup_account_store.by_username(username) if 0 < len(username) <= MAX_USERNAME_LENGTH else None
+    request.audit.record_apart(
+        AuditAction.LOGIN_FAILED, actor=known, actor_name=None if known else username, detail="pages"
+    )
 
 
 @view_config(route_name="ui.logout", request_method="POST", permission=NO_PERMISSION_REQUIRED)
 def logout(request: Request) -> Response:
+    if request.web_account is not None:
+        request.audit.record(AuditAction.LOGOUT, actor=request.web_account, detail="pages")
     log_out(request)
     return HTTPSeeOther(location=request.route_path("ui.home"))

@@ -19,6 +19,7 @@ from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 from stevedore.adapters.sql.repository_deletion import SqlRepositoryDeletionStore
 from stevedore.domain import browse
 from stevedore.domain.access import Access, Action
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.browse import TagSort
 from stevedore.domain.errors import DigestInvalid, NameInvalid, StevedoreError, TagInvalid
 from stevedore.domain.model import Account, Digest, Reference, RepositoryName, Tag
@@ -237,6 +238,7 @@ def delete_tag(request: Request) -> Response:
     except TagInvalid:
         raise HTTPNotFound() from None
     request.registry_service.delete_manifest(name, Reference(tag=tag))  # ManifestUnknown: the 404 page
+    request.audit.record(AuditAction.DELETE_TAG, repository=name, target=f"{name}:{tag.value}", detail="pages")
     log.info("tag %s:%s deleted from the pages by %s", name, tag, _account(request).username)
     request.session.flash(f"The tag {tag.value} was deleted.")
     return HTTPSeeOther(location=request.route_path("ui.repository", name=name.value))
@@ -264,6 +266,7 @@ def delete_repository(request: Request) -> dict[str, Any] | Response:
         }
     deletion = RepositoryDeletion(SqlRepositoryDeletionStore(request.dbsession), request.access)
     deletion.delete(_account(request), name)
+    request.audit.record(AuditAction.DELETE_REPOSITORY, repository=name, detail="pages")
     log.info("repository %s deleted from the pages by %s", name, _account(request).username)
     request.session.flash(f"The repository {name.value} was deleted.")
     return HTTPSeeOther(location=request.route_path("ui.repositories"))

@@ -15,6 +15,7 @@ from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 from stevedore.adapters.sql.setup_codes import SqlSetupCodeStore
 from stevedore.domain.accounts import AccountService
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import AccountExists, InvalidInput
 from stevedore.domain.setup import SetupService
 from stevedore.web.ui.forms import refused
@@ -64,5 +65,6 @@ def setup(request: Request) -> dict[str, Any] | Response:
     except (InvalidInput, AccountExists) as exc:
         refused(request, 400)
         return {**form, "error": exc.message}
+    request.audit.record(AuditAction.SETUP, actor=account, target=account.username, detail="first administrator")
     log_in(request, account)
     return HTTPSeeOther(location=request.route_path("ui.home"))

@@ -11,6 +11,7 @@ from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
 from stevedore.domain.accounts import hash_invite_code
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown
 from stevedore.domain.model import MAX_USERNAME_LENGTH, Invite
 from stevedore.web.ui.forms import refused
@@ -50,7 +51,7 @@ def signup(request: Request) -> dict[str, Any] | Response:
     username = request.POST.get("username", "").strip()
     email = request.POST.get("email", "").strip()
     password = request.POST.get("password", "")
-    usable_invite(request, code)  # before anything else: a dead code learns nothing about names or addresses
+    invite = usable_invite(request, code)  # before anything else: a dead code learns nothing about names or addresses
     form = {"code": code, "username": username[:MAX_USERNAME_LENGTH], "email": email[:MAX_EMAIL_LENGTH]}
     error = _form_error(username, email, password, request.POST.get("password_again", ""))
     if error is None:
@@ -59,6 +60,9 @@ def signup(request: Request) -> dict[str, Any] | Response:
         except (InvalidInput, AccountExists) as exc:
             error = exc.message
         else:
+            request.audit.record(
+                AuditAction.SIGNUP, actor=account, target=account.username, detail=f"invite {invite.id}"
+            )
             log_in(request, account)
             return HTTPSeeOther(location=request.route_path("ui.home"))
     refused(request, 400)
