@@ -9,7 +9,7 @@ import webtest
 
 from stevedore.adapters.sql.tables_audit import audit_events
 from tests.integration.protocol.helpers import basic, push_blob, push_image
-from tests.integration.web.helpers import csrf_token, log_in
+from tests.integration.web.helpers import csrf_token, log_in, setup_code
 
 ALICE = ("alice", "correct horse battery")
 ADMIN = ("ada", "the admin password")
@@ -150,3 +150,20 @@ def test_invites_and_a_sign_up_are_recorded(testapp, make_user, db):
     (signup,) = events(db, action="signup")
     assert (signup.actor_name, signup.target, signup.address) == ("carol", "carol", "198.51.100.2")
     assert signup.actor_id is not None
+
+
+def test_the_setup_of_the_first_administrator_is_recorded(testapp, components, db):
+    code = setup_code(components)
+    page = testapp.get(f"/setup?code={code}", status=200)
+    form = {
+        "code": code,
+        "username": "ada",
+        "email": "ada@example.com",
+        "password": "the admin password",
+        "password_again": "the admin password",
+        "csrf_token": csrf_token(page),
+    }
+    testapp.post("/setup", form, status=303)
+    (setup,) = events(db, action="setup")
+    assert (setup.actor_name, setup.target, setup.address) == ("ada", "ada", ADDRESS)
+    assert setup.actor_id is not None
