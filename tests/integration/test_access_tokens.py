@@ -112,6 +112,15 @@ def test_a_namespace_limited_token_is_refused_elsewhere(testapp, components, ada
     ]
 
 
+def test_a_namespace_limited_token_lists_only_its_namespaces_in_the_catalog(testapp, components, ada):
+    push_image(testapp, basic("bob", PASSWORD), "bob/app")
+    push_image(testapp, basic("ada", PASSWORD), "ada/app")
+    _, secret = make_token(components, "ada", "pull", namespaces=("ada",))
+    assert testapp.get("/v2/_catalog", headers=basic("ada", secret)).json["repositories"] == ["ada/app"]
+    everything = testapp.get("/v2/_catalog", headers=basic("ada", PASSWORD)).json["repositories"]
+    assert everything == ["ada/app", "bob/app"]
+
+
 def test_a_token_never_gives_more_than_the_account_has(testapp, components, ada):
     push_image(testapp, basic("bob", PASSWORD), "bob/app")
     _, secret = make_token(components, "ada", "delete")

@@ -167,3 +167,15 @@ def test_the_setup_of_the_first_administrator_is_recorded(testapp, components, d
     (setup,) = events(db, action="setup")
     assert (setup.actor_name, setup.target, setup.address) == ("ada", "ada", ADDRESS)
     assert setup.actor_id is not None
+
+
+def test_refused_registry_credentials_are_recorded_as_failed_logins(testapp, alice, db):
+    account, _auth = alice
+    testapp.get("/v2/", headers=basic("alice", "not her password"), status=401)
+    testapp.get("/v2/token?service=localhost", headers=basic("mallory", "guess"), status=401)
+    testapp.get("/v2/", headers=basic(*ALICE), status=200)  # a good login on /v2/ is not an event
+    recorded = [(e.action, e.actor_id, e.actor_name, e.detail, e.address) for e in events(db)]
+    assert recorded == [
+        ("login_failed", account.id, "alice", "registry", ADDRESS),
+        ("login_failed", None, "mallory", "token endpoint", ADDRESS),
+    ]

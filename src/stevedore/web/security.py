@@ -18,6 +18,7 @@ from pyramid.security import Allowed, Denied
 from stevedore.domain.access import Access, Action
 from stevedore.domain.access_tokens import AccessToken, AccessTokenService, looks_like_token
 from stevedore.domain.accounts import AccountService
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TokenInvalid, TooManyRequests
 from stevedore.domain.model import Account, RepositoryName, Scope
 from stevedore.domain.ports import AccountStore
@@ -184,7 +185,23 @@ def principal_for_password(request: Request, username: str, password: str) -> Pr
         if found is not None:
             return Principal(found[0], access_token=found[1])
     account = account_for_password(request, username, password)
-    return Principal(account) if account is not None else None
+    if account is None:
+        record_failed_login(request, username)
+        return None
+    return Principal(account)
+
+
+def record_failed_login(request: Request, username: str) -> None:
+    """An audit event for refused registry credentials (on /v2/ or at the token endpoint), kept apart from the
+    request's transaction, which the refusal drops. Bounded by the password checks themselves (a few a second)."""
+    route = getattr(request.matched_route, "name", "")
+    known = request.lookup_account_store.by_username(username) if 0 < len(username) <= 64 else None
+    request.audit.record_apart(
+        AuditAction.LOGIN_FAILED,
+        actor=known,
+        actor_name=None if known else username,
+        detail="token endpoint" if route == "registry.token" else "registry",
+    )
 
 
 def account_for_access_token(request: Request, username: str, secret: str) -> tuple[Account, AccessToken] | None:

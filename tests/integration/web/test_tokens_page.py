@@ -98,3 +98,20 @@ def test_nobody_revokes_another_users_token(testapp, make_user, db):
     db.rollback()
     assert db.execute(sa.select(access_tokens.c.revoked_at)).scalar_one() is None
     testapp.get("/v2/", headers=basic("ada", secret), status=200)
+
+
+def test_making_and_revoking_a_token_is_in_the_audit_log(testapp, make_user, db):
+    from stevedore.adapters.sql.tables_audit import audit_events
+
+    make_user("ada", PASSWORD)
+    log_in(testapp, "ada", PASSWORD)
+    create(testapp, name="deploy", scope="pull")
+    token_id = db.execute(sa.select(access_tokens.c.id)).scalar_one()
+    testapp.post(f"/tokens/{token_id}/revoke", {"csrf_token": csrf_token(testapp.get("/tokens"))}, status=303)
+    db.rollback()
+    query = sa.select(audit_events.c.action, audit_events.c.actor_name, audit_events.c.target, audit_events.c.detail)
+    rows = db.execute(query.where(audit_events.c.action.like("token_%")).order_by(audit_events.c.id)).all()
+    assert [tuple(row) for row in rows] == [
+        ("token_created", "ada", "deploy", "pull"),
+        ("token_revoked", "ada", "deploy", None),
+    ]

@@ -44,9 +44,11 @@ def catalog(request: Request) -> Response:
         # The account's rights decide, not the token's repository scopes: a token asked for the catalog carries
         # registry:catalog:* alone, and the catalog lists everything its holder may pull.
         try:
-            return rights.may(principal.account, Action.PULL, RepositoryName.parse(name))
+            allowed = rights.may(principal.account, Action.PULL, RepositoryName.parse(name))
         except NameInvalid:
             return False
+        # A personal access token limited to some namespaces shows only those.
+        return allowed and (principal.access_token is None or principal.access_token.allows("pull", name))
 
     page = request.registry_service.list_repositories(pagination_marker(request), n, visible)
     response = json_response({"repositories": page.items})

@@ -23,6 +23,7 @@ from stevedore.domain.access_tokens import (
     TokenScope,
     parse_namespaces,
 )
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import InvalidInput
 from stevedore.domain.model import Account
 from stevedore.web.ui.forms import refused
@@ -91,6 +92,7 @@ def create_token(request: Request) -> dict[str, Any]:
     except InvalidInput as exc:
         refused(request, 400)
         return _page(request, account, form=form, error=_sentence(exc.message), kept=False)
+    request.audit.record(AuditAction.TOKEN_CREATED, actor=account, target=issued.token.name, detail=form["scope"])
     return _page(request, account, issued=_shown_once(request, account, issued))
 
 
@@ -105,6 +107,7 @@ def revoke_token(request: Request) -> Response:
         request.tm.doom()
         request.session.flash(_sentence(exc.message), FLASH_ERROR)
     else:
+        request.audit.record(AuditAction.TOKEN_REVOKED, actor=account, target=token.name)
         request.session.flash(f"The token “{token.name}” is revoked: it no longer works.", FLASH_DONE)
     return HTTPSeeOther(location=request.route_path("ui.tokens"))
 
