@@ -179,3 +179,9 @@ def test_refused_registry_credentials_are_recorded_as_failed_logins(testapp, ali
         ("login_failed", account.id, "alice", "registry", ADDRESS),
         ("login_failed", None, "mallory", "token endpoint", ADDRESS),
     ]
+
+
+def test_a_failed_login_with_a_nul_in_the_name_is_recorded_not_a_500(testapp, alice, db):
+    log_in(testapp, "ali\x00ce", "whatever", status=400)
+    testapp.get("/v2/", headers=basic("ali\x00ce", "whatever"), status=401)
+    assert [e.action for e in events(db)] == ["login_failed", "login_failed"]

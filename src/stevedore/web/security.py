@@ -191,11 +191,16 @@ def principal_for_password(request: Request, username: str, password: str) -> Pr
     return Principal(account)
 
 
+def _could_be_username(text: str) -> bool:
+    """Worth looking up: a hostile name (a NUL, which PostgreSQL refuses, or megabytes) is never an account."""
+    return 0 < len(text) <= 64 and text.isprintable()
+
+
 def record_failed_login(request: Request, username: str) -> None:
     """An audit event for refused registry credentials (on /v2/ or at the token endpoint), kept apart from the
     request's transaction, which the refusal drops. Bounded by the password checks themselves (a few a second)."""
     route = getattr(request.matched_route, "name", "")
-    known = request.lookup_account_store.by_username(username) if 0 < len(username) <= 64 else None
+    known = request.lookup_account_store.by_username(username) if _could_be_username(username) else None
     request.audit.record_apart(
         AuditAction.LOGIN_FAILED,
         actor=known,

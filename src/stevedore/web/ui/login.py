@@ -53,7 +53,8 @@ def login(request: Request) -> dict[str, Any] | Response:
 def _record_failure(request: Request, username: str) -> None:
     """Kept apart from the request's transaction, which the refusal drops. The name as typed (cut, stored raw,
     escaped when shown); with the account's id too when the name is one."""
-    known = request.lookup_account_store.by_username(username) if 0 < len(username) <= MAX_USERNAME_LENGTH else None
+    printable = 0 < len(username) <= MAX_USERNAME_LENGTH and username.isprintable()  # PostgreSQL refuses a NUL
+    known = request.lookup_account_store.by_username(username) if printable else None
     request.audit.record_apart(
         AuditAction.LOGIN_FAILED, actor=known, actor_name=None if known else username, detail="pages"
     )
