@@ -32,7 +32,7 @@ from stevedore.domain.access import Access, AccessRules
 from stevedore.domain.accounts import AccountService, InviteService
 from stevedore.domain.errors import Denied
 from stevedore.domain.model import RepositoryName
-from stevedore.domain.namespaces import AccessModel
+from stevedore.domain.namespaces import AccessModel, Right, namespace_of
 from stevedore.domain.ports import BlobStore, Clock, Mailer, PasswordHasher, TokenSigner
 from stevedore.domain.registry import RegistryService
 from stevedore.domain.tokens import TokenService
@@ -279,8 +279,15 @@ def _claim_for_push(request: Request, name: RepositoryName) -> None:
     principal = request.principal
     if principal is None:
         raise Denied(f"push to {name} denied")
+    account = principal.account
+    if account.is_active and account.id is not None:
+        # A push right already held (the security policy just read it, in this request) needs no claim: no query,
+        # on every blob and manifest push of an ordinary push.
+        held = request.access.right_of(account, namespace_of(name))
+        if held is not None and held.includes(Right.PUSH):
+            return
     writing = Access(SqlNamespaceStore(request.dbsession), _access_rules(components.settings))
-    writing.claim_for_push(principal.account, name, components.clock)
+    writing.claim_for_push(account, name, components.clock)
 
 
 def _token_service(request: Request) -> TokenService:
