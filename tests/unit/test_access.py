@@ -371,3 +371,12 @@ def test_grant_without_claims_gives_push_only_on_rights_held_now():
         scope("repository:team/x:push"),
     ]
     assert world.namespaces.get("free") is None
+
+
+def test_only_active_administrators_may_administer():
+    from stevedore.domain.access import may_administer
+
+    assert may_administer(Account(1, "ada", None, "x", is_admin=True))
+    assert not may_administer(Account(1, "ada", None, "x", is_admin=True, is_active=False))
+    assert not may_administer(Account(2, "bob", None, "x"))
+    assert not may_administer(None)

@@ -22,6 +22,11 @@ class Action(StrEnum):
 REGISTRY_CATALOG = Scope("registry", "catalog", frozenset({"*"}))
 
 
+def may_administer(account: Account | None) -> bool:
+    """May `account` administer the installation (invites, the audit log, users)? Active administrators only."""
+    return account is not None and account.is_active and account.is_admin
+
+
 @dataclass(frozen=True)
 class AccessRules:
     """The installation's choices: `stevedore.access_model` and `stevedore.namespace_claiming`."""

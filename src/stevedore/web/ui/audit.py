@@ -7,7 +7,6 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from pyramid.config import Configurator
-from pyramid.httpexceptions import HTTPForbidden
 from pyramid.request import Request
 from pyramid.view import view_config
 
@@ -15,6 +14,7 @@ from stevedore.adapters.sql.audit import SqlAuditLog
 from stevedore.domain.audit import MAX_NAME, AuditAction, AuditEvent, AuditFilter, Auditor, shown
 from stevedore.domain.errors import InvalidInput
 from stevedore.domain.model import Account, RepositoryName
+from stevedore.web.ui.forms import administrator
 from stevedore.web.ui.invites import when
 
 if TYPE_CHECKING:
@@ -95,17 +95,9 @@ class RequestAudit:
         return principal.account if principal is not None else None
 
 
-def _administrator(request: Request) -> Account:
-    """Administrators only; the anonymous never get here (the default permission sends them to the login page)."""
-    account: Account | None = request.web_account
-    if account is None or not account.is_active or not account.is_admin:
-        raise HTTPForbidden()
-    return account
-
-
 @view_config(route_name="ui.audit", request_method="GET", renderer=TEMPLATE)
 def audit_page(request: Request) -> dict[str, Any]:
-    _administrator(request)
+    administrator(request)
     user = _field(request, "user")
     namespace = _field(request, "namespace")
     action_text = _field(request, "action")

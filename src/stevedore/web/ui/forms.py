@@ -4,7 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from pyramid.httpexceptions import HTTPForbidden
 from pyramid.request import Request
+
+from stevedore.domain.access import may_administer
+from stevedore.domain.model import Account
 
 # Longest `next=` path kept; anything longer is dropped rather than cut (a cut path could lead somewhere else).
 MAX_NEXT_LENGTH = 2000
@@ -31,3 +35,13 @@ def refused(request: Request, status: int) -> None:
     """The form is shown again with a message: nothing the request wrote may be committed."""
     request.tm.doom()
     request.response.status = status
+
+
+def administrator(request: Request) -> Account:
+    """The logged-in account, if it may administer (domain.access.may_administer); else a 403 page. The anonymous
+    never get here: the default permission sends them to the login page first."""
+    account: Account | None = request.web_account
+    if not may_administer(account):
+        raise HTTPForbidden()
+    assert account is not None
+    return account

@@ -7,7 +7,7 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther
+from pyramid.httpexceptions import HTTPSeeOther
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
@@ -18,7 +18,7 @@ from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown
 from stevedore.domain.model import Account
 from stevedore.domain.ports import MailNotSent
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import administrator, refused
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +30,8 @@ FLASH_DONE, FLASH_ERROR = "invites", "invites-error"
 
 def inviter(request: Request) -> Account:
     """The account that may invite from this page: administrators only (there is no setting yet that lets members
-    invite). Anonymous visitors never get here: the default permission sends them to the login page first."""
-    account: Account | None = request.web_account
-    if account is None or not account.is_active or not account.is_admin:
-        raise HTTPForbidden()
-    return account
+    invite)."""
+    return administrator(request)
 
 
 @view_config(route_name="ui.invites", request_method="GET", renderer=TEMPLATE)
