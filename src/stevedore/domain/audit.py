@@ -51,6 +51,10 @@ class AuditAction(StrEnum):
     ADMIN_REVOKED = "admin_revoked"
     PASSWORD_CHANGED = "password_changed"
     PASSWORD_RESET = "password_reset"
+    PASSWORD_RESET_REQUESTED = "password_reset_requested"
+    LOGIN_THROTTLED = "login_throttled"
+    ROBOT_DISABLED = "robot_disabled"
+    ROBOT_ENABLED = "robot_enabled"
 
     @classmethod
     def parse(cls, text: str) -> AuditAction:

@@ -215,6 +215,12 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.include("stevedore.web.routes")
         config.include("stevedore.web.ui.tokens")
         config.include("stevedore.web.ui.audit")
+        # Each page module adds its own routes (after routes.py's, so `/users/sign_up` stays the sign-up page).
+        config.include("stevedore.web.ui.account")
+        config.include("stevedore.web.ui.password_reset")
+        config.include("stevedore.web.ui.users")
+        config.include("stevedore.web.ui.namespaces")
+        config.include("stevedore.web.ui.robots")
         config.scan("stevedore.web")
         return config.make_wsgi_app()
 

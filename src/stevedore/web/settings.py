@@ -102,6 +102,15 @@ class Settings:
     access_model: str = "default"
     namespace_claiming: bool = True
     invite_lifetime_days: int = 5
+    # Whether members (not only administrators) may invite people at /invites.
+    members_may_invite: bool = False
+    # How long a mailed password-reset link works.
+    password_reset_minutes: int = 60
+    # Failed password logins (pages and /v2/ alike): this many are free per account and per address, then each
+    # further one waits twice as long as the last, up to these caps (domain/login_backoff.py).
+    login_free_failures: int = 5
+    login_backoff_max_seconds_account: int = 60
+    login_backoff_max_seconds_address: int = 900
     mail: MailSettings = field(default_factory=MailSettings)
     # Page sessions end after this long without a request, and this long after the login whatever the use.
     session_idle_seconds: int = 2 * 3600
@@ -162,6 +171,15 @@ class Settings:
             access_model=_access_model(merged.get("stevedore.access_model")),
             namespace_claiming=_bool(merged.get("stevedore.namespace_claiming", "true")),
             invite_lifetime_days=max(1, int(merged.get("stevedore.invite_lifetime_days", 5))),
+            members_may_invite=_bool(merged.get("stevedore.members_may_invite", "false")),
+            password_reset_minutes=max(5, int(merged.get("stevedore.password_reset_minutes", 60))),
+            login_free_failures=max(1, int(merged.get("stevedore.login_free_failures", 5))),
+            login_backoff_max_seconds_account=max(
+                1, int(merged.get("stevedore.login_backoff_max_seconds_account", 60))
+            ),
+            login_backoff_max_seconds_address=max(
+                1, int(merged.get("stevedore.login_backoff_max_seconds_address", 900))
+            ),
             mail=MailSettings.from_mapping(merged, environ),
             session_idle_seconds=max(60, int(merged.get("stevedore.session_idle_seconds", 2 * 3600))),
             session_max_seconds=max(60, int(merged.get("stevedore.session_max_seconds", 12 * 3600))),

@@ -1,0 +1,9 @@
+"""Pages: namespaces, their members and rights."""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+
+
+def includeme(config: Configurator) -> None:
+    """Routes and request methods of these pages (app.py includes this module)."""

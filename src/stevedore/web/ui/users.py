@@ -1,0 +1,9 @@
+"""Pages: administrators' user pages: list, disable, enable, make or unmake administrator, reset."""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+
+
+def includeme(config: Configurator) -> None:
+    """Routes and request methods of these pages (app.py includes this module)."""
