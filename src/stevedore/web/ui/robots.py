@@ -7,3 +7,4 @@ from pyramid.config import Configurator
 
 def includeme(config: Configurator) -> None:
     """Routes and request methods of these pages (app.py includes this module)."""
+    config.add_route("ui.robots", "/namespaces/{namespace}/robots")
