@@ -1,7 +1,9 @@
-"""SQL adapter: the NamespaceStore port over the namespaces and namespace_members tables."""
+"""SQL adapter: the NamespaceStore port over the namespaces and namespace_members tables, and the namespaces pages'
+read model (domain.namespaces.NamespaceQueries)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -9,8 +11,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from stevedore.adapters.sql.tables import accounts, namespace_members, namespaces, repositories
-from stevedore.domain.namespaces import Member, Namespace, Right
+from stevedore.adapters.sql.tables import accounts, manifests, namespace_members, namespaces, repositories
+from stevedore.domain.model import ROBOT_SEPARATOR
+from stevedore.domain.namespaces import RESERVED_NAMESPACES, Member, Namespace, NamespaceSummary, Right
 
 
 def _utc(value: datetime) -> datetime:
@@ -47,6 +50,13 @@ class SqlNamespaceStore:
 
     def all(self) -> list[Namespace]:
         return [_namespace(row) for row in self.session.execute(sa.select(namespaces).order_by(namespaces.c.name))]
+
+    def lock(self, name: str) -> None:
+        # PostgreSQL: the row stays locked until the transaction ends, so two member changes of one namespace run
+        # one after the other (the last-admin rule counts admins after this). SQLite's writers hold the database's
+        # lock from their start already.
+        if self.session.get_bind().dialect.name == "postgresql":
+            self.session.execute(sa.select(namespaces.c.id).where(namespaces.c.name == name).with_for_update())
 
     def right_of(self, name: str, account_id: int) -> Right | None:
         found = self.session.execute(
@@ -105,3 +115,64 @@ class SqlNamespaceStore:
         )
         found = self.session.execute(sa.select(repositories.c.id).where(in_namespace).limit(1)).first()
         return found is not None
+
+
+class SqlNamespaceQueries:
+    """The read model of the namespaces list: every namespace with a row and every account's own (user names that
+    are not reserved and not robots'), each with its counts, in one query a page."""
+
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    def summaries(self, *, search: str, names: Iterable[str] | None, offset: int, limit: int) -> list[NamespaceSummary]:
+        personal = (
+            sa.select(accounts.c.username.label("name"))
+            .where(accounts.c.username.notin_(sorted(RESERVED_NAMESPACES)))
+            .where(~accounts.c.username.contains(ROBOT_SEPARATOR, autoescape=True))
+        )
+        every = sa.union(sa.select(namespaces.c.name.label("name")), personal).subquery("every_namespace")
+        name = every.c.name
+        owner = (
+            sa.select(accounts.c.username)
+            .where(accounts.c.username == name)
+            .where(name.notin_(sorted(RESERVED_NAMESPACES)))
+            .scalar_subquery()
+            .label("owner")
+        )
+        members = (
+            sa.select(sa.func.count())
+            .select_from(namespace_members)
+            .join(namespaces, namespaces.c.id == namespace_members.c.namespace_id)
+            .join(accounts, accounts.c.id == namespace_members.c.account_id)
+            .where(namespaces.c.name == name)
+            .where(accounts.c.username != name)  # the owner is counted once, below
+            .scalar_subquery()
+            .label("members")
+        )
+        # `name/` and everything after it: '/' + 1 is '0', so this is a range on the unique index of names.
+        held = (
+            sa.select(sa.func.count())
+            .select_from(repositories)
+            .where(
+                sa.or_(
+                    repositories.c.name == name,
+                    sa.and_(repositories.c.name > name.concat("/"), repositories.c.name < name.concat("0")),
+                )
+            )
+            .where(sa.exists().where(manifests.c.repository_id == repositories.c.id))
+            .scalar_subquery()
+            .label("repositories")
+        )
+        query = sa.select(name, owner, members, held)
+        if search:
+            query = query.where(name.contains(search, autoescape=True))
+        if names is not None:
+            wanted = sorted(set(names))
+            if not wanted:
+                return []
+            query = query.where(name.in_(wanted))
+        rows = self.session.execute(query.order_by(name).offset(offset).limit(limit))
+        return [
+            NamespaceSummary(row.name, row.owner, int(row.members) + (1 if row.owner else 0), int(row.repositories))
+            for row in rows
+        ]
