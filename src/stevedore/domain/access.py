@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from stevedore.domain.errors import Denied
-from stevedore.domain.model import Account, RepositoryName, Scope
+from stevedore.domain.model import Account, RepositoryName, Scope, robot_namespace
 from stevedore.domain.namespaces import AccessModel, Namespace, Right, is_reserved, namespace_of
 from stevedore.domain.ports import Clock, NamespaceStore
 
@@ -62,6 +62,13 @@ class Access:
         """
         if account is None or not account.is_active:
             return False
+        robot_of = robot_namespace(account.username)
+        if robot_of is not None:
+            # A robot (domain/robots.py) pulls like anyone but pushes and deletes in its own namespace alone,
+            # whatever the model, and claims nothing.
+            if action is Action.PULL and self.rules.model is not AccessModel.PRIVATE:
+                return True
+            return namespace_of(repository) == robot_of
         if account.is_admin or self.rules.model is AccessModel.OPEN:
             return True
         namespace = namespace_of(repository)
@@ -79,6 +86,9 @@ class Access:
         return account is not None and account.is_active
 
     def right_of(self, account: Account, namespace: str) -> Right | None:
+        robot_of = robot_namespace(account.username)
+        if robot_of is not None:
+            return Right.PUSH if namespace == robot_of else None
         if account.username == namespace and not is_reserved(namespace):
             return Right.ADMIN
         if account.id is None:
@@ -109,6 +119,10 @@ class Access:
         wins. Run it in the push's own transaction, so a refused or failed push leaves no claim either."""
         if account is None or not account.is_active:
             raise Denied(f"push to {repository} denied")
+        if robot_namespace(account.username) is not None:
+            if self.may(account, Action.PUSH, repository):
+                return
+            raise Denied(f"push to {repository} denied: a robot pushes into its own namespace only")
         if account.is_admin or self.rules.model is AccessModel.OPEN:
             return
         namespace = namespace_of(repository)

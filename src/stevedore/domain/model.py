@@ -156,6 +156,16 @@ def is_login_name(text: str) -> bool:
     return bool(text) and _LOGIN_NAME_RE.fullmatch(text) is not None
 
 
+# Robot accounts (domain/robots.py) are named `namespace+name`: no person's name holds a `+`, so none can collide.
+ROBOT_SEPARATOR = "+"
+
+
+def robot_namespace(username: str) -> str | None:
+    """`team+ci` -> `team`, the namespace a robot belongs to; None for a person's name."""
+    namespace, separator, _ = username.partition(ROBOT_SEPARATOR)
+    return namespace if separator else None
+
+
 @dataclass
 class Account:
     id: int | None
