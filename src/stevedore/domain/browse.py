@@ -5,9 +5,10 @@ pusher wrote may be missing, of the wrong type or hostile)."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
@@ -24,8 +25,59 @@ INDEX_TYPES = frozenset(
 
 
 class TagSort(StrEnum):
+    """A repository's tags by name (byte order), or by date: the newest push first, ties by name."""
+
     NAME = "name"
     DATE = "date"
+
+    @classmethod
+    def parse(cls, text: str | None) -> TagSort:
+        return cls.DATE if text == cls.DATE.value else cls.NAME
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class TagCursor:
+    """Where a page of tags starts or ends: the tag's name, and for the date order its time (keyset paging: the
+    database seeks to it through an index instead of counting past every earlier tag)."""
+
+    sort: TagSort
+    name: str
+    updated_at: datetime | None = None
+
+    @classmethod
+    def of(cls, sort: TagSort, row: TagRow | TagView) -> TagCursor:
+        return cls(sort, row.name, row.updated_at if sort is TagSort.DATE else None)
+
+    def text(self) -> str:
+        """`v1.2` by name; `1717171717123456~v1.2` by date (microseconds since 1970, then the name)."""
+        if self.sort is TagSort.NAME or self.updated_at is None:
+            return self.name
+        moment = self.updated_at.replace(tzinfo=UTC) if self.updated_at.tzinfo is None else self.updated_at
+        return f"{(moment - _EPOCH) // timedelta(microseconds=1)}~{self.name}"
+
+    @classmethod
+    def parse(cls, sort: TagSort, text: str | None) -> TagCursor | None:
+        """The cursor of `?after=` / `?before=`, or None for anything that is not one (the first page then)."""
+        if not text or len(text) > 200:
+            return None
+        if sort is TagSort.NAME:
+            name = text
+            updated_at = None
+        else:
+            micros, separator, name = text.partition("~")
+            if not separator or not micros.isascii() or not micros.isdigit() or len(micros) > 17:
+                return None
+            updated_at = _EPOCH + timedelta(microseconds=int(micros))
+        if not _TAG_CHARS.fullmatch(name):
+            return None
+        return cls(sort, name, updated_at)
+
+
+# A cursor names a tag; it need not be one that still exists, but it has a tag's characters (distribution-spec).
+_TAG_CHARS = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}")
 
 
 @dataclass(frozen=True)
@@ -46,6 +98,27 @@ class TagRow:
     size: int
     created_at: datetime
     content: bytes
+    pushed_by: str | None = None
+
+
+@dataclass(frozen=True)
+class TagOf:
+    """A tag on a manifest's page: its name, who pushed it there (None: not recorded) and when."""
+
+    name: str
+    pushed_by: str | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True)
+class RecentPush:
+    """A tag push for the front page: which tag of which repository, onto which manifest, by whom, when."""
+
+    repository: str
+    tag: str
+    digest: str
+    pushed_by: str | None
+    updated_at: datetime
 
 
 @dataclass(frozen=True)
@@ -77,7 +150,22 @@ class BrowseQueries(Protocol):
 
     def tag_count(self, repository_id: int) -> int: ...
 
-    def tags(self, repository_id: int, *, sort: TagSort, offset: int, limit: int) -> list[TagRow]: ...
+    def tags(
+        self,
+        repository_id: int,
+        *,
+        sort: TagSort,
+        after: TagCursor | None = None,
+        before: TagCursor | None = None,
+        limit: int,
+    ) -> list[TagRow]:
+        """At most `limit` tags in `sort` order with their manifests, in one query: those after `after`, or (with
+        `before`) the last `limit` before `before`, still in `sort` order."""
+        ...
+
+    def recent_pushes(self, *, namespaces: Iterable[str] | None, limit: int) -> list[RecentPush]:
+        """The latest tag pushes, newest first, in one query; `namespaces` (None: all) as in `repositories`."""
+        ...
 
     def manifest(self, repository_id: int, digest: str) -> ManifestRow | None: ...
 
@@ -85,7 +173,9 @@ class BrowseQueries(Protocol):
         """Those of `digests` that the repository holds, in one query."""
         ...
 
-    def tags_of(self, repository_id: int, digest: str) -> list[str]: ...
+    def tags_of(self, repository_id: int, digest: str) -> list[TagOf]:
+        """The tags pointing at the manifest, by name (at most 1000), with who pushed each and when."""
+        ...
 
 
 # --- reading stored manifests -----------------------------------------------------------------------------------
@@ -190,6 +280,7 @@ class TagView:
     size: int | None
     platforms: list[str]
     is_index: bool
+    pushed_by: str | None = None
 
 
 def tag_views(rows: list[TagRow], children: dict[str, ManifestRow]) -> list[TagView]:
@@ -219,9 +310,44 @@ def tag_views(rows: list[TagRow], children: dict[str, ManifestRow]) -> list[TagV
                 size=size,
                 platforms=platforms(document) if index else [],
                 is_index=index,
+                pushed_by=row.pushed_by,
             )
         )
     return views
+
+
+class TagFetch(Protocol):
+    def __call__(self, *, after: TagCursor | None, before: TagCursor | None, limit: int) -> list[TagRow]: ...
+
+
+@dataclass(frozen=True)
+class TagPage:
+    """One page of a repository's tags, with the cursors of the pages before and after it (None: no such page)."""
+
+    rows: list[TagRow]
+    previous: TagCursor | None
+    next: TagCursor | None
+
+
+def tag_page(
+    fetch: TagFetch, sort: TagSort, *, after: TagCursor | None, before: TagCursor | None, per_page: int
+) -> TagPage:
+    """A keyset page: one fetch of `per_page + 1` rows (the extra one says whether there is more that way).
+
+    `before` (a Previous link) reads backwards from the first tag of the page the reader was on; when nothing is
+    before it any more (those tags were deleted), that is the first page, read again."""
+    if before is not None:
+        found = fetch(after=None, before=before, limit=per_page + 1)
+        if found:
+            rows = found[-per_page:]
+            previous = TagCursor.of(sort, rows[0]) if len(found) > per_page else None
+            return TagPage(rows, previous, TagCursor.of(sort, rows[-1]))
+        after = None
+    found = fetch(after=after, before=None, limit=per_page + 1)
+    rows = found[:per_page]
+    previous = TagCursor.of(sort, rows[0]) if after is not None and rows else None
+    following = TagCursor.of(sort, rows[-1]) if len(found) > per_page else None
+    return TagPage(rows, previous, following)
 
 
 def child_digests(rows: Iterable[TagRow]) -> set[str]:

@@ -131,7 +131,12 @@ class RegistryStore(Protocol):
         """Store a manifest and what it references. Idempotent for the same digest."""
         ...
 
-    def tag_manifest(self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime) -> None: ...
+    def tag_manifest(
+        self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime, pushed_by: str | None = None
+    ) -> None:
+        """Point `tag` at the manifest (a new tag, or one that moves), recording when and by whom (an account's
+        name; None: not known) in the same write."""
+        ...
 
     def delete_manifest(self, name: RepositoryName, digest: Digest) -> bool:
         """Remove a manifest and every tag that points at it."""
@@ -394,7 +399,10 @@ class RegistryService:
         body: bytes,
         content_type: str | None,
         extra_tags: Iterable[str] = (),
+        pushed_by: str | None = None,
     ) -> PushedManifest:
+        """Store a manifest, and point its tags at it (the reference's tag and `extra_tags`), recording `pushed_by`
+        — the caller's account name — on each tag. A push by digest alone tags nothing and records no one."""
         if len(body) > self.max_manifest_bytes:
             raise PayloadTooLarge(f"manifests are limited to {self.max_manifest_bytes} bytes")
         parsed = parse_manifest(body, content_type)
@@ -439,7 +447,7 @@ class RegistryService:
         )
         self.store.put_manifest(name, manifest, wanted, children, now)
         for tag in tags:
-            self.store.tag_manifest(name, tag, digest, now)
+            self.store.tag_manifest(name, tag, digest, now, pushed_by)
         return PushedManifest(digest, tuple(t.value for t in tags), manifest.subject)
 
     # --- discovery -----------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ def includeme(config: Configurator) -> None:
     # Repository pages. A name spans slashes; `-` can start no name component, so `/-/` ends the name unambiguously.
     config.add_route("ui.repositories", "/repositories")
     config.add_route("ui.manifest", "/r/{name:.+?}/-/manifests/{digest}")
+    config.add_route("ui.manifest_delete", "/r/{name:.+?}/-/manifests/{digest}/delete")
     config.add_route("ui.tag_delete", "/r/{name:.+?}/-/tags/{tag}/delete")
     config.add_route("ui.repository_delete", "/r/{name:.+?}/-/delete")
     config.add_route("ui.tokens", "/tokens")

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from stevedore.adapters.sql.tables import manifests, namespace_members, namespaces, repositories, tags
-from stevedore.domain.browse import ManifestRow, RepositorySummary, TagRow, TagSort
+from stevedore.domain.browse import ManifestRow, RecentPush, RepositorySummary, TagCursor, TagOf, TagRow, TagSort
 from stevedore.domain.namespaces import Right
 
 
@@ -95,11 +95,22 @@ class SqlBrowseQueries:
             ).scalar_one()
         )
 
-    def tags(self, repository_id: int, *, sort: TagSort, offset: int, limit: int) -> list[TagRow]:
+    def tags(
+        self,
+        repository_id: int,
+        *,
+        sort: TagSort,
+        after: TagCursor | None = None,
+        before: TagCursor | None = None,
+        limit: int,
+    ) -> list[TagRow]:
+        # Keyset paging: the page starts at its cursor through an index — the primary key (repository_id, name) by
+        # name, ix_tags_repository_id_updated_at by date — so a deep page costs what the first one does.
         query = (
             sa.select(
                 tags.c.name,
                 tags.c.updated_at,
+                tags.c.pushed_by,
                 manifests.c.digest,
                 manifests.c.media_type,
                 manifests.c.size,
@@ -109,9 +120,30 @@ class SqlBrowseQueries:
             .join(manifests, manifests.c.id == tags.c.manifest_id)
             .where(tags.c.repository_id == repository_id)
         )
-        order: list[Any] = [tags.c.name] if sort is TagSort.NAME else [tags.c.updated_at.desc(), tags.c.name]
-        rows = self.session.execute(query.order_by(*order).offset(offset).limit(limit))
-        return [
+        backwards = before is not None
+        cursor = before if before is not None else after
+        if sort is TagSort.NAME:
+            if cursor is not None:
+                query = query.where(tags.c.name < cursor.name if backwards else tags.c.name > cursor.name)
+            order: list[Any] = [tags.c.name.desc() if backwards else tags.c.name]
+        else:
+            if cursor is not None and cursor.updated_at is not None:
+                moment = cursor.updated_at
+                # Newest first, ties by name: "after" is older, or as old with a later name; "before" the reverse.
+                # The plain bound on updated_at beside the OR is what lets the index seek to the cursor.
+                if backwards:
+                    seek = sa.and_(
+                        tags.c.updated_at >= moment,
+                        sa.or_(tags.c.updated_at > moment, tags.c.name < cursor.name),
+                    )
+                else:
+                    seek = sa.and_(
+                        tags.c.updated_at <= moment,
+                        sa.or_(tags.c.updated_at < moment, tags.c.name > cursor.name),
+                    )
+                query = query.where(seek)
+            order = [tags.c.updated_at, tags.c.name.desc()] if backwards else [tags.c.updated_at.desc(), tags.c.name]
+        rows = [
             TagRow(
                 name=row.name,
                 updated_at=_utc(row.updated_at),
@@ -120,6 +152,40 @@ class SqlBrowseQueries:
                 size=int(row.size),
                 created_at=_utc(row.created_at),
                 content=bytes(row.content),
+                pushed_by=row.pushed_by,
+            )
+            for row in self.session.execute(query.order_by(*order).limit(limit))
+        ]
+        return rows[::-1] if backwards else rows
+
+    def recent_pushes(self, *, namespaces: Iterable[str] | None, limit: int) -> list[RecentPush]:
+        query = (
+            sa.select(
+                repositories.c.name.label("repository"),
+                tags.c.name.label("tag"),
+                manifests.c.digest,
+                tags.c.pushed_by,
+                tags.c.updated_at,
+            )
+            .select_from(tags)
+            .join(repositories, repositories.c.id == tags.c.repository_id)
+            .join(manifests, manifests.c.id == tags.c.manifest_id)
+        )
+        if namespaces is not None:
+            wanted = sorted(set(namespaces))
+            if not wanted:
+                return []
+            query = query.where(sa.or_(*(in_namespace(repositories.c.name, ns) for ns in wanted)))
+        rows = self.session.execute(
+            query.order_by(tags.c.updated_at.desc(), repositories.c.name, tags.c.name).limit(limit)
+        )
+        return [
+            RecentPush(
+                repository=row.repository,
+                tag=row.tag,
+                digest=row.digest,
+                pushed_by=row.pushed_by,
+                updated_at=_utc(row.updated_at),
             )
             for row in rows
         ]
@@ -158,14 +224,13 @@ class SqlBrowseQueries:
         rows = self.session.execute(self._manifest_query(repository_id).where(manifests.c.digest.in_(wanted)))
         return {row.digest: self._manifest_row(row) for row in rows}
 
-    def tags_of(self, repository_id: int, digest: str) -> list[str]:
-        return list(
-            self.session.execute(
-                sa.select(tags.c.name)
-                .join(manifests, manifests.c.id == tags.c.manifest_id)
-                .where(tags.c.repository_id == repository_id)
-                .where(manifests.c.digest == digest)
-                .order_by(tags.c.name)
-                .limit(1000)
-            ).scalars()
+    def tags_of(self, repository_id: int, digest: str) -> list[TagOf]:
+        rows = self.session.execute(
+            sa.select(tags.c.name, tags.c.pushed_by, tags.c.updated_at)
+            .join(manifests, manifests.c.id == tags.c.manifest_id)
+            .where(tags.c.repository_id == repository_id)
+            .where(manifests.c.digest == digest)
+            .order_by(tags.c.name)
+            .limit(1000)
         )
+        return [TagOf(row.name, row.pushed_by, _utc(row.updated_at)) for row in rows]

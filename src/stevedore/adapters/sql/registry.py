@@ -279,18 +279,25 @@ class SqlRegistryStore:
         found = self.session.execute(query).scalar_one_or_none()
         return None if found is None else int(found)
 
-    def tag_manifest(self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime) -> None:
+    def tag_manifest(
+        self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime, pushed_by: str | None = None
+    ) -> None:
         repository_id = self._require_repository(name, now)
         manifest_id = self._manifest_id(repository_id, digest, lock=True)
         if manifest_id is None:
             raise ManifestUnknown(detail={"digest": str(digest)})
         statement = self._insert(tags).values(
-            repository_id=repository_id, name=tag.value, manifest_id=manifest_id, updated_at=now
+            repository_id=repository_id, name=tag.value, manifest_id=manifest_id, updated_at=now, pushed_by=pushed_by
         )
+        # One statement, new tag or moved one: the pusher goes in with the manifest and the time.
         self.session.execute(
             statement.on_conflict_do_update(
                 index_elements=["repository_id", "name"],
-                set_={"manifest_id": statement.excluded.manifest_id, "updated_at": statement.excluded.updated_at},
+                set_={
+                    "manifest_id": statement.excluded.manifest_id,
+                    "updated_at": statement.excluded.updated_at,
+                    "pushed_by": statement.excluded.pushed_by,
+                },
             )
         )
 

@@ -115,7 +115,13 @@ tags = sa.Table(
     sa.Column("name", byte_ordered_name(128), primary_key=True),
     sa.Column("manifest_id", sa.Integer, sa.ForeignKey("manifests.id", ondelete="CASCADE"), nullable=False),
     sa.Column("updated_at", Timestamp, nullable=False),
+    # Who pushed the tag last: an account's name (robots' `namespace+name` too), not a key, so it outlives the
+    # account. NULL for tags pushed before it was recorded, or set without a caller.
+    sa.Column("pushed_by", sa.String(255), nullable=True),
     sa.Index("ix_tags_manifest_id", "manifest_id"),
+    # A repository's tags by date (keyset pages), and the latest pushes of all repositories (the front page).
+    sa.Index("ix_tags_repository_id_updated_at", "repository_id", "updated_at", "name"),
+    sa.Index("ix_tags_updated_at", "updated_at"),
 )
 
 uploads = sa.Table(
@@ -177,3 +183,5 @@ namespace_members = sa.Table(
 
 # Tables kept in their own modules, registered on `metadata` when they are imported: import them last.
 from stevedore.adapters.sql import tables_access_tokens, tables_audit  # noqa: E402, F401
+from stevedore.adapters.sql import tables_login_backoff  # noqa: E402, F401
+from stevedore.adapters.sql import tables_password_resets  # noqa: E402, F401

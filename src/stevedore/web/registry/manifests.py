@@ -50,8 +50,14 @@ def put_manifest(request: Request) -> Response:
     reference = Reference.parse(request.matchdict["reference"])
     service = request.registry_service
     body = read_limited_body(request, service.max_manifest_bytes)
+    principal = request.principal  # the PUSH permission let only a known caller in
     pushed = service.put_manifest(
-        name, reference, body, request.headers.get("Content-Type"), extra_tags=request.GET.getall("tag")
+        name,
+        reference,
+        body,
+        request.headers.get("Content-Type"),
+        extra_tags=request.GET.getall("tag"),
+        pushed_by=principal.account.username if principal is not None else None,
     )
     request.audit.record(
         AuditAction.PUSH,

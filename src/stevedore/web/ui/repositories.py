@@ -20,7 +20,7 @@ from stevedore.adapters.sql.repository_deletion import SqlRepositoryDeletionStor
 from stevedore.domain import browse
 from stevedore.domain.access import Access, Action
 from stevedore.domain.audit import AuditAction
-from stevedore.domain.browse import TagSort
+from stevedore.domain.browse import TagCursor, TagSort
 from stevedore.domain.errors import DigestInvalid, NameInvalid, StevedoreError, TagInvalid
 from stevedore.domain.model import Account, Digest, Reference, RepositoryName, Tag
 from stevedore.domain.namespaces import AccessModel, Right, is_reserved
@@ -87,21 +87,27 @@ def _helpers() -> dict[str, Any]:
     return {"human_size": browse.human_size, "short_digest": browse.short_digest}
 
 
+def pull_visibility(request: Request, account: Account, queries: SqlBrowseQueries) -> tuple[Access, set[str] | None]:
+    """How a list shows only what `account` may pull: the namespaces to filter on in SQL (None: no filter), and
+    the Access to check each row with. Under `private` a non-administrator sees the namespaces it has a right on
+    and its own; their rights are read in one query, so checking every row by the rule itself costs no more."""
+    access: Access = request.access
+    if account.is_admin or access.rules.model is not AccessModel.PRIVATE or account.id is None:
+        return access, None
+    rights = queries.rights_of(account.id)
+    visible = set(rights)
+    if not is_reserved(account.username):
+        visible.add(account.username)
+    return Access(_KnownRights(request.read_session, account.id, rights), access.rules), visible
+
+
 @view_config(route_name="ui.repositories", request_method="GET", renderer=T + "repositories.jinja2")
 def repository_list(request: Request) -> dict[str, Any]:
     account = _account(request)
     queries = _queries(request)
     search = (request.GET.get("q") or "").strip()[:MAX_SEARCH]
     page = browse.page_number(request.GET.get("page"))
-    access: Access = request.access
-    visible_namespaces: set[str] | None = None
-    if not account.is_admin and access.rules.model is AccessModel.PRIVATE and account.id is not None:
-        # Filter in SQL by the namespaces the account has a right on, then check each row by the rule itself.
-        rights = queries.rights_of(account.id)
-        access = Access(_KnownRights(request.read_session, account.id, rights), access.rules)
-        visible_namespaces = set(rights)
-        if not is_reserved(account.username):
-            visible_namespaces.add(account.username)
+    access, visible_namespaces = pull_visibility(request, account, queries)
     found = queries.repositories(
         search=search,
         namespaces=visible_namespaces,
@@ -126,18 +132,25 @@ def repository_page(request: Request) -> dict[str, Any]:
     account = _account(request)
     queries = _queries(request)
     name, repository_id = _pullable(request, queries)
-    sort = TagSort.DATE if request.GET.get("sort") == "date" else TagSort.NAME
-    page = browse.page_number(request.GET.get("page"))
-    found = queries.tags(repository_id, sort=sort, offset=(page - 1) * TAGS_PER_PAGE, limit=TAGS_PER_PAGE + 1)
-    rows = found[:TAGS_PER_PAGE]
-    children = queries.manifests(repository_id, browse.child_digests(rows))
+    sort = TagSort.parse(request.GET.get("sort"))
+    after = TagCursor.parse(sort, request.GET.get("after"))
+    before = None if after is not None else TagCursor.parse(sort, request.GET.get("before"))
+
+    def fetch(*, after: TagCursor | None, before: TagCursor | None, limit: int) -> list[browse.TagRow]:
+        return queries.tags(repository_id, sort=sort, after=after, before=before, limit=limit)
+
+    # One query for the page's tags with their manifests and pushers, one for the platform images of the indexes
+    # among them (none without indexes), one count: the same few, however many tags the repository holds.
+    page = browse.tag_page(fetch, sort, after=after, before=before, per_page=TAGS_PER_PAGE)
+    children = queries.manifests(repository_id, browse.child_digests(page.rows))
     return {
         "name": name.value,
-        "tags": browse.tag_views(rows, children),
+        "tags": browse.tag_views(page.rows, children),
         "tag_count": queries.tag_count(repository_id),
         "sort": sort.value,
-        "page": page,
-        "has_next": len(found) > TAGS_PER_PAGE,
+        "paged": after is not None or before is not None,
+        "previous": page.previous.text() if page.previous else None,
+        "next": page.next.text() if page.next else None,
         "registry_host": registry_host(request),
         "may_delete": request.access.may(account, Action.DELETE, name),
         "flashes": request.session.pop_flash(),
@@ -241,6 +254,43 @@ def delete_tag(request: Request) -> Response:
     request.audit.record(AuditAction.DELETE_TAG, repository=name, target=f"{name}:{tag.value}", detail="pages")
     log.info("tag %s:%s deleted from the pages by %s", name, tag, _account(request).username)
     request.session.flash(f"The tag {tag.value} was deleted.")
+    return HTTPSeeOther(location=request.route_path("ui.repository", name=name.value))
+
+
+def _stored_manifest(request: Request, queries: SqlBrowseQueries) -> tuple[RepositoryName, int, Digest]:
+    """The route's repository (pullable and deletable by the caller) and a manifest it holds, or the 404/403 page."""
+    name, repository_id = _pullable(request, queries)
+    _deletable(request, name)
+    try:
+        digest = Digest.parse(request.matchdict.get("digest", ""))
+    except DigestInvalid:
+        raise HTTPNotFound() from None
+    if queries.manifest(repository_id, str(digest)) is None:
+        raise HTTPNotFound()
+    return name, repository_id, digest
+
+
+@view_config(route_name="ui.manifest_delete", request_method="GET", renderer=T + "confirm_delete.jinja2")
+def confirm_manifest_delete(request: Request) -> dict[str, Any]:
+    queries = _queries(request)
+    name, repository_id, digest = _stored_manifest(request, queries)
+    return {
+        "name": name.value,
+        "digest": str(digest),
+        "tags": queries.tags_of(repository_id, str(digest)),
+        "short_digest": browse.short_digest,
+    }
+
+
+@view_config(route_name="ui.manifest_delete", request_method="POST")
+def delete_manifest(request: Request) -> Response:
+    """The manifest and every tag on it, as `DELETE /v2/<name>/manifests/<digest>` does (the same use case)."""
+    queries = _queries(request)
+    name, _repository_id, digest = _stored_manifest(request, queries)
+    request.registry_service.delete_manifest(name, Reference(digest=digest))  # ManifestUnknown: the 404 page
+    request.audit.record(AuditAction.DELETE_MANIFEST, repository=name, target=f"{name}@{digest}", detail="pages")
+    log.info("manifest %s@%s deleted from the pages by %s", name, digest, _account(request).username)
+    request.session.flash(f"The manifest {browse.short_digest(str(digest))} and its tags were deleted.")
     return HTTPSeeOther(location=request.route_path("ui.repository", name=name.value))
 
 
