@@ -93,6 +93,9 @@ class InMemoryAccountStore:
     def count(self) -> int:
         return len(self.accounts)
 
+    def count_active_admins(self) -> int:
+        return sum(1 for a in self.accounts.values() if a.is_admin and a.is_active)
+
     def add_invite(self, invite: Invite) -> Invite:
         stored = replace(invite, id=len(self.invites) + 1)
         self.invites[stored.id] = stored  # type: ignore[index]
@@ -118,13 +121,16 @@ class InMemoryAccountStore:
         stored.revoked_at, stored.revoked_by = when, account_id
         invite.revoked_at, invite.revoked_by = when, account_id
 
-    def invite_records(self, *, limit: int, before_id: int | None = None) -> list[InviteRecord]:
+    def invite_records(
+        self, *, limit: int, before_id: int | None = None, created_by: int | None = None
+    ) -> list[InviteRecord]:
         def name(account_id: int | None) -> str | None:
             account = self.accounts.get(account_id) if account_id is not None else None
             return account.username if account else None
 
         newest_first = sorted(self.invites.values(), key=lambda i: i.id or 0, reverse=True)
-        page = [i for i in newest_first if before_id is None or (i.id or 0) < before_id][:limit]
+        page = [i for i in newest_first if before_id is None or (i.id or 0) < before_id]
+        page = [i for i in page if created_by is None or i.created_by == created_by][:limit]
         return [InviteRecord(replace(i), name(i.created_by), name(i.used_by), name(i.revoked_by)) for i in page]
 
 
@@ -234,6 +240,7 @@ class InMemoryRegistryStore:
         self.manifests: dict[str, dict[Digest, StoredManifest]] = {}
         self.references: dict[tuple[str, Digest], tuple[frozenset[Digest], frozenset[Digest]]] = {}
         self.tags: dict[str, dict[str, Digest]] = {}
+        self.pushers: dict[tuple[str, str], str | None] = {}  # (repository, tag) -> who pushed it there
 
     # --- repositories --------------------------------------------------------------------------------
     def repository_exists(self, name: RepositoryName) -> bool:
@@ -337,11 +344,14 @@ class InMemoryRegistryStore:
         held[manifest.digest] = self._copy(manifest)
         self.references[(name.value, manifest.digest)] = (frozenset(blobs), frozenset(children))
 
-    def tag_manifest(self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime) -> None:
+    def tag_manifest(
+        self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime, pushed_by: str | None = None
+    ) -> None:
         self.ensure_repository(name, now)
         if digest not in self.manifests[name.value]:
             raise LookupError(f"manifest {digest} is not in {name}")  # scalar_one() finds no row
         self.tags[name.value][tag.value] = digest
+        self.pushers[(name.value, tag.value)] = pushed_by
 
     def delete_manifest(self, name: RepositoryName, digest: Digest) -> bool:
         held = self.manifests.get(name.value, {})
@@ -401,6 +411,7 @@ class InMemoryNamespaceStore:
         self.registry = registry or InMemoryRegistryStore()
         self.namespaces: dict[str, Namespace] = {}
         self.rights: dict[str, dict[int, Right]] = {}
+        self.locked: list[str] = []
 
     def get(self, name: str) -> Namespace | None:
         return self.namespaces.get(name)
@@ -414,6 +425,9 @@ class InMemoryNamespaceStore:
 
     def all(self) -> list[Namespace]:
         return [self.namespaces[name] for name in _byte_order(self.namespaces, None, len(self.namespaces))]
+
+    def lock(self, name: str) -> None:
+        self.locked.append(name)  # one writer at a time here: nothing to wait for
 
     def right_of(self, name: str, account_id: int) -> Right | None:
         return self.rights.get(name, {}).get(account_id)

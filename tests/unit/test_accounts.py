@@ -2,9 +2,16 @@ from datetime import timedelta
 
 import pytest
 
-from stevedore.domain.accounts import AccountService, check_password_strength, hash_invite_code
-from stevedore.domain.errors import AccountExists, UsernameInvalid, WeakPassword
-from stevedore.domain.model import Invite
+from stevedore.domain.accounts import (
+    AccountService,
+    InviteService,
+    LastAdministrator,
+    check_password_strength,
+    hash_invite_code,
+    may_invite,
+)
+from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown, UsernameInvalid, WeakPassword
+from stevedore.domain.model import Account, Invite
 from stevedore.domain.namespaces import Namespace
 from tests.fakes import FixedClock, InMemoryAccountStore, InMemoryNamespaceStore, PlainPasswordHasher
 
@@ -94,3 +101,106 @@ def test_an_invite_cannot_make_an_account_named_like_an_existing_namespace():
         service.redeem_invite(code, "team", "correct horse")
     assert service.accounts.invite(invite.id).used_at is None  # still usable, with another name
     assert service.redeem_invite(code, "teammate", "correct horse").username == "teammate"
+
+
+# --- the last active administrator ----------------------------------------------------------------------------------
+def _admins(*names):
+    store = InMemoryAccountStore()
+    service = AccountService(store, PlainPasswordHasher(), FixedClock())
+    for name in names:
+        service.create_account(name, "a fine password", is_admin=True)
+    service.create_account("member", "a fine password")
+    return store, service
+
+
+def test_the_last_active_administrator_cannot_be_disabled_unmade_or_deleted():
+    store, service = _admins("ada")
+    for change in (
+        lambda: service.set_active("ada", False),
+        lambda: service.set_admin("ada", False),
+        lambda: service.delete_account("ada"),
+    ):
+        with pytest.raises(LastAdministrator) as raised:
+            change()
+        assert "last active administrator" in raised.value.message
+    ada = store.by_username("ada")
+    assert ada.is_admin and ada.is_active and ada.token_generation == 0
+
+
+def test_with_two_administrators_one_may_go_but_not_the_second():
+    store, service = _admins("ada", "bea")
+    service.set_active("ada", False)  # an admin may disable themselves while another remains
+    with pytest.raises(LastAdministrator):
+        service.set_active("bea", False)
+    with pytest.raises(LastAdministrator):
+        service.set_admin("bea", False)
+    service.set_active("ada", True)
+    service.set_admin("bea", False)
+    assert not store.by_username("bea").is_admin
+    with pytest.raises(LastAdministrator):
+        service.delete_account("ada")
+
+
+def test_a_disabled_administrator_does_not_count_and_may_be_deleted_or_unmade():
+    store, service = _admins("ada", "bea")
+    service.set_active("bea", False)
+    with pytest.raises(LastAdministrator):
+        service.set_active("ada", False)
+    service.set_admin("bea", False)
+    service.set_admin("bea", True)
+    service.delete_account("bea")
+    assert store.by_username("bea") is None
+
+
+def test_members_are_made_and_unmade_administrators_and_robots_never_are():
+    store, service = _admins("ada")
+    service.set_admin("member", True)
+    assert store.by_username("member").is_admin
+    service.set_admin("ada", False)  # member is an active administrator now
+    assert not store.by_username("ada").is_admin
+    store.add(Account(None, "team+ci", None, "x"))
+    with pytest.raises(InvalidInput):
+        service.set_admin("team+ci", True)
+    assert not store.by_username("team+ci").is_admin
+
+
+def test_disabling_and_deleting_members_needs_no_administrator_check():
+    store, service = _admins("ada")
+    service.set_active("member", False)
+    service.delete_account("member")
+    assert store.by_username("member") is None
+
+
+# --- who may invite ------------------------------------------------------------------------------------------------
+def test_administrators_may_invite_and_members_only_when_the_settings_let_them():
+    admin = Account(1, "ada", None, "x", is_admin=True)
+    member = Account(2, "bob", None, "x")
+    disabled = Account(3, "carl", None, "x", is_active=False, is_admin=True)
+    robot = Account(4, "team+ci", None, "x")
+    assert may_invite(admin, False) and may_invite(admin, True)
+    assert not may_invite(member, False) and may_invite(member, True)
+    for nobody in (None, disabled, robot):
+        assert not may_invite(nobody, True)
+
+
+def test_members_see_and_revoke_only_their_own_invites_and_administrators_all():
+    store = InMemoryAccountStore()
+    clock = FixedClock()
+    accounts = AccountService(store, PlainPasswordHasher(), clock)
+    ada = accounts.create_account("ada", "a fine password", is_admin=True)
+    bob = accounts.create_account("bob", "a fine password")
+    cid = accounts.create_account("cid", "a fine password")
+    invites = InviteService(store, clock, None, public_url=None)
+    by_ada = invites.send_invite(invited_by=ada).invite
+    by_bob = invites.send_invite(invited_by=bob).invite
+    assert [r.invite.id for r in invites.list_invites(viewer=bob).records] == [by_bob.id]
+    assert invites.list_invites(viewer=cid).records == []
+    assert len(invites.list_invites(viewer=ada).records) == 2 and len(invites.list_invites().records) == 2
+    with pytest.raises(InviteUnknown):
+        invites.revoke_invite(by_ada.id, revoked_by=bob)
+    with pytest.raises(InviteUnknown):
+        invites.revoke_invite(by_bob.id, revoked_by=cid)
+    assert store.invite(by_ada.id).revoked_at is None and store.invite(by_bob.id).revoked_at is None
+    invites.revoke_invite(by_bob.id, revoked_by=bob)
+    invites.revoke_invite(by_ada.id, revoked_by=ada)
+    assert store.invite(by_ada.id).revoked_at is not None and store.invite(by_bob.id).revoked_at is not None

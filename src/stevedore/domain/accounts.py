@@ -13,8 +13,10 @@ from stevedore.domain.errors import (
     AccountExists,
     AccountUnknown,
     EmailInvalid,
+    InvalidInput,
     InviteUnknown,
     PaginationNumberInvalid,
+    StevedoreError,
     WeakPassword,
 )
 from stevedore.domain.model import Account, Invite, InviteRecord, is_login_name, validate_username
@@ -59,6 +61,20 @@ def sign_up_link(public_url: str, code: str) -> str:
     """The link an invite mail carries. Built from the configured public URL only: a request's `Host` header is the
     caller's to choose, and a forged one must not put another domain into a mail."""
     return f"{public_url.rstrip('/')}{SIGN_UP_PATH}?{urlencode({'invite': code})}"
+
+
+class LastAdministrator(StevedoreError):
+    """The change would leave the registry without an active administrator."""
+
+    message = "the last active administrator cannot be removed"
+
+
+def may_invite(account: Account | None, members_may_invite: bool) -> bool:
+    """Who may invite people: active administrators, and every active account when the settings let members invite.
+    (Robot accounts, `namespace+name`, never.)"""
+    if account is None or not account.is_active or "+" in account.username:
+        return False
+    return account.is_admin or members_may_invite
 
 
 @dataclass(frozen=True)
@@ -149,19 +165,43 @@ class AccountService:
 
     def set_active(self, username: str, active: bool) -> Account:
         """Disable (or enable again) an account. A disabled account's tokens stop working at once, and enabling it
-        again does not bring them back."""
+        again does not bring them back. The last active administrator cannot be disabled (LastAdministrator)."""
         account = self.account_named(username)
         if account.is_active and not active:
+            self._keep_an_administrator(account, "disabled")
             account.token_generation += 1
         account.is_active = active
         self.accounts.update(account)
         return account
 
-    def delete_account(self, username: str) -> Account:
-        """Remove the account. Its id is never given to another account, so its tokens can never come back."""
+    def set_admin(self, username: str, admin: bool) -> Account:
+        """Make an account an administrator, or no longer one. The last active administrator stays one
+        (LastAdministrator); a robot account (`namespace+name`) is never one."""
         account = self.account_named(username)
+        if admin and "+" in account.username:
+            raise InvalidInput("a robot account cannot be an administrator")
+        if account.is_admin and not admin:
+            self._keep_an_administrator(account, "unmade")
+        account.is_admin = admin
+        self.accounts.update(account)
+        return account
+
+    def delete_account(self, username: str) -> Account:
+        """Remove the account. Its id is never given to another account, so its tokens can never come back. The last
+        active administrator cannot be deleted (LastAdministrator)."""
+        account = self.account_named(username)
+        if account.is_active:
+            self._keep_an_administrator(account, "deleted")
         self.accounts.delete(account)
         return account
+
+    def _keep_an_administrator(self, account: Account, change: str) -> None:
+        """Refuse a change that would leave no active administrator (nobody could administer the registry any more)."""
+        if account.is_admin and account.is_active and self.accounts.count_active_admins() <= 1:
+            raise LastAdministrator(
+                f"{account.username} is the last active administrator and cannot be {change}: "
+                "make another account an administrator first"
+            )
 
     def redeem_invite(self, code: str, username: str, password: str, *, email: str | None = None) -> Account:
         invite = self.accounts.invite_by_code_hash(hash_invite_code(code))
@@ -234,9 +274,10 @@ class InviteService:
 
     def revoke_invite(self, invite_id: int, *, revoked_by: Account | None = None) -> Invite:
         """Revoke an unused invite: its link stops working. Revoking twice changes nothing; a used invite cannot
-        be revoked (the account it made is disabled or deleted instead)."""
+        be revoked (the account it made is disabled or deleted instead). Someone who is no administrator revokes
+        only their own invites (others' are unknown to them)."""
         invite = self.accounts.invite(invite_id)
-        if invite is None:
+        if invite is None or not _sees_invite(revoked_by, invite):
             raise InviteUnknown(f"no invite {invite_id}")
         if invite.used_at is not None:
             raise InviteUnknown(f"invite {invite_id} was used already: disable or delete the account it made")
@@ -244,14 +285,27 @@ class InviteService:
             self.accounts.mark_invite_revoked(invite, revoked_by.id if revoked_by else None, self.clock.now())
         return invite
 
-    def list_invites(self, *, limit: int = 50, before_id: int | None = None) -> InvitePage:
-        """A page of invites, newest first; `next_before_id` continues with older ones."""
+    def list_invites(
+        self, *, limit: int = 50, before_id: int | None = None, viewer: Account | None = None
+    ) -> InvitePage:
+        """A page of invites, newest first; `next_before_id` continues with older ones. A `viewer` who is no
+        administrator sees only the invites they made."""
         if not 1 <= limit <= MAX_INVITES_PER_PAGE:
             raise PaginationNumberInvalid(f"ask for 1 to {MAX_INVITES_PER_PAGE} invites a page")
-        records = self.accounts.invite_records(limit=limit + 1, before_id=before_id)
+        created_by = None
+        if viewer is not None and not viewer.is_admin:
+            if viewer.id is None:
+                return InvitePage([], None)
+            created_by = viewer.id
+        records = self.accounts.invite_records(limit=limit + 1, before_id=before_id, created_by=created_by)
         more = len(records) > limit
         records = records[:limit]
         return InvitePage(records, records[-1].invite.id if more and records else None)
+
+
+def _sees_invite(viewer: Account | None, invite: Invite) -> bool:
+    """Administrators (and the command line, `None`) see every invite; anyone else only their own."""
+    return viewer is None or viewer.is_admin or (viewer.id is not None and invite.created_by == viewer.id)
 
 
 # A bcrypt hash of a random string: verifying against it costs what a real check costs.

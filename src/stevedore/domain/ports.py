@@ -118,6 +118,11 @@ class AccountStore(Protocol):
 
     def count(self) -> int: ...
 
+    def count_active_admins(self) -> int:
+        """How many active administrators there are. Locks their rows until the transaction ends, so of two
+        transactions each removing one of the last two administrators, the second sees the first's change."""
+        ...
+
     def add_invite(self, invite: Invite) -> Invite: ...
 
     def invite_by_code_hash(self, code_hash: str) -> Invite | None: ...
@@ -134,8 +139,11 @@ class AccountStore(Protocol):
 
     def mark_invite_revoked(self, invite: Invite, account_id: int | None, when: datetime) -> None: ...
 
-    def invite_records(self, *, limit: int, before_id: int | None = None) -> list[InviteRecord]:
-        """Newest first: at most `limit` invites whose id is below `before_id` (keyset paging), with names."""
+    def invite_records(
+        self, *, limit: int, before_id: int | None = None, created_by: int | None = None
+    ) -> list[InviteRecord]:
+        """Newest first: at most `limit` invites whose id is below `before_id` (keyset paging), with names; with
+        `created_by`, only the invites that account made."""
         ...
 
 
@@ -168,6 +176,10 @@ class NamespaceStore(Protocol):
 
     def all(self) -> list[Namespace]:
         """Every namespace with a row, by name."""
+        ...
+
+    def lock(self, name: str) -> None:
+        """Until the transaction ends, other transactions changing this namespace's members wait for this one."""
         ...
 
     def right_of(self, name: str, account_id: int) -> Right | None:

@@ -101,6 +101,12 @@ class SqlAccountStore:
     def count(self) -> int:
         return int(self.session.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one())
 
+    def count_active_admins(self) -> int:
+        # FOR UPDATE (PostgreSQL): a second transaction removing an administrator waits here for the first, then
+        # counts without the one it removed. SQLite has no row locks; its writers hold the database's lock already.
+        query = sa.select(accounts.c.id).where(accounts.c.is_admin.is_(True), accounts.c.is_active.is_(True))
+        return len(self.session.execute(query.with_for_update()).all())
+
     def add_invite(self, invite: Invite) -> Invite:
         result = self.session.execute(
             sa.insert(invites)
@@ -150,7 +156,9 @@ class SqlAccountStore:
         )
         invite.revoked_at, invite.revoked_by = when, account_id
 
-    def invite_records(self, *, limit: int, before_id: int | None = None) -> list[InviteRecord]:
+    def invite_records(
+        self, *, limit: int, before_id: int | None = None, created_by: int | None = None
+    ) -> list[InviteRecord]:
         inviter, user, revoker = accounts.alias("inviter"), accounts.alias("user"), accounts.alias("revoker")
         query = (
             sa.select(
@@ -169,6 +177,8 @@ class SqlAccountStore:
         )
         if before_id is not None:
             query = query.where(invites.c.id < before_id)
+        if created_by is not None:
+            query = query.where(invites.c.created_by == created_by)
         return [
             InviteRecord(_invite(row), row.invited_by_name, row.used_by_name, row.revoked_by_name)
             for row in self.session.execute(query)
