@@ -22,6 +22,7 @@ from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TokenInvalid, TooManyRequests
 from stevedore.domain.model import Account, RepositoryName, Scope
 from stevedore.domain.ports import AccountStore
+from stevedore.web.login_backoff import check_login_backoff, login_failed, login_succeeded
 
 
 class Permission:
@@ -225,7 +226,8 @@ def account_for_access_token(request: Request, username: str, secret: str) -> tu
 
 def account_for_password(request: Request, username: str, password: str) -> Account | None:
     """The active account for this password (never an access token: see `principal_for_password`). bcrypt runs
-    once; then a short-lived cache answers."""
+    once; then a short-lived cache answers. Only the bcrypt check is slowed by the failed-login backoff (429 while the
+    name or the address is blocked): a client whose right password is cached keeps working during an attack."""
     cache: CredentialCache = request.registry.stevedore.credential_cache
     store: AccountStore = request.lookup_account_store
     cached = cache.get(username, password)
@@ -240,6 +242,7 @@ def account_for_password(request: Request, username: str, password: str) -> Acco
         ):
             return account
     service: AccountService = request.lookup_account_service
+    standing = check_login_backoff(request, username)
 
     def check() -> tuple[int, str] | None:
         checked = service.authenticate(username, password)
@@ -251,12 +254,14 @@ def account_for_password(request: Request, username: str, password: str) -> Acco
     flights: SingleFlight = request.registry.stevedore.credential_flights
     found = flights.run(username, password, check)
     if found is None:
+        login_failed(request, username)
         return None
     account = store.get(found[0])
     if account is None or not account.is_active or account.username != username:
         return None
     if not hmac.compare_digest(account.password_hash.encode(), found[1].encode()):
         return None
+    login_succeeded(request, username, standing)
     return account
 
 

@@ -12,13 +12,16 @@ from pyramid.view import view_config
 
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TooManyRequests
+from stevedore.domain.login_backoff import LoginThrottled
 from stevedore.domain.model import MAX_USERNAME_LENGTH
+from stevedore.web.login_backoff import check_login_backoff, login_failed, login_succeeded
 from stevedore.web.ui.forms import local_path_or, refused
 from stevedore.web.ui.session import log_in, log_out
 
 TEMPLATE = "stevedore.web:templates/login.jinja2"
 WRONG_CREDENTIALS = "The user name or the password is wrong, or the account is disabled."
 BUSY = "Too many logins are being checked right now. Wait a few seconds and try again."
+THROTTLED = "Too many failed logins for this account or from your address: try again in {seconds} seconds."
 
 
 @view_config(route_name="ui.login", request_method="GET", renderer=TEMPLATE, permission=NO_PERMISSION_REQUIRED)
@@ -36,15 +39,21 @@ def login(request: Request) -> dict[str, Any] | Response:
     next_path = local_path_or(request, request.POST.get("next"))
     form = {"next": next_path, "username": username[:64]}
     try:
+        # The failed-login backoff (domain/login_backoff.py), counted like the failures on /v2/.
+        standing = check_login_backoff(request, username)
         account = request.lookup_account_service.authenticate(username, password)
     except TooManyRequests as exc:
         refused(request, 429)
         request.response.headers["Retry-After"] = str(exc.retry_after_seconds or 2)
+        if isinstance(exc, LoginThrottled):
+            return {**form, "error": THROTTLED.format(seconds=exc.retry_after_seconds)}
         return {**form, "error": BUSY}
     if account is None:
         refused(request, 400)
         _record_failure(request, username)
+        login_failed(request, username)
         return {**form, "error": WRONG_CREDENTIALS}
+    login_succeeded(request, username, standing)
     log_in(request, account)
     request.audit.record(AuditAction.LOGIN, actor=account, detail="pages")
     return HTTPSeeOther(location=next_path)

@@ -1,0 +1,259 @@
+"""The failed-login backoff over HTTP, on SQLite and PostgreSQL: /v2/ with Basic credentials, the token endpoint and
+the login page count failures per account name and per client address in the database; a blocked key is refused with
+429 (TOOMANYREQUESTS and Retry-After on /v2/, a message on the page) before any password check, except for a
+password already in the credential cache and for personal access tokens. The SQL store itself: atomic counts."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+import webtest
+
+from stevedore.adapters.sql.login_backoff import SqlLoginFailureStore
+from stevedore.adapters.sql.tables_audit import audit_events
+from stevedore.adapters.sql.tables_login_backoff import login_failures
+from stevedore.domain.login_backoff import HASHED_PREFIX, BackoffKey, KeyKind
+from stevedore.web.app import build_components, make_app
+from tests.fakes import FixedClock
+from tests.integration.protocol.helpers import basic, error_codes
+from tests.integration.test_access_tokens import make_token
+from tests.integration.web.helpers import csrf_token
+
+PASSWORD = "correct horse battery"
+HERE = "198.51.100.4"
+THERE = "203.0.113.9"
+
+
+@pytest.fixture
+def clock(components):
+    components.clock = FixedClock(datetime.now(UTC))
+    return components.clock
+
+
+@pytest.fixture
+def testapp(app, clock):
+    return client(app, HERE)
+
+
+def client(app, address):
+    return webtest.TestApp(app, extra_environ={"REMOTE_ADDR": address})
+
+
+@pytest.fixture
+def alice(make_user):
+    return make_user("alice", PASSWORD)
+
+
+def fail(app, times, username="alice"):
+    for _ in range(times):
+        app.get("/v2/", headers=basic(username, "wrong password"), status=401)
+
+
+def rows(db):
+    db.rollback()
+    found = db.execute(sa.select(login_failures)).all()
+    return {(row.kind, row.key): row.failures for row in found}
+
+
+def throttled_events(db):
+    db.rollback()
+    query = sa.select(audit_events).where(audit_events.c.action == "login_throttled").order_by(audit_events.c.id)
+    return db.execute(query).all()
+
+
+def test_after_the_free_failures_v2_answers_429_with_retry_after_even_for_the_right_password(testapp, alice, db):
+    fail(testapp, 6)  # five free, the sixth blocks for 2 s
+    refused = testapp.get("/v2/", headers=basic("alice", PASSWORD), status=429)
+    assert error_codes(refused) == ["TOOMANYREQUESTS"]
+    assert refused.headers["Retry-After"] == "2"
+    assert "too many failed logins" in refused.json["errors"][0]["message"]
+    assert rows(db) == {("account", "alice"): 6, ("address", HERE): 6}
+
+
+def test_refusals_while_blocked_check_no_password_and_are_not_counted(testapp, alice, db):
+    fail(testapp, 6)
+    for _ in range(5):
+        testapp.get("/v2/", headers=basic("alice", "wrong password"), status=429)
+    assert rows(db) == {("account", "alice"): 6, ("address", HERE): 6}
+
+
+def test_the_block_ends_and_the_right_password_clears_the_account_but_not_the_address(testapp, alice, clock, db):
+    fail(testapp, 6)
+    assert rows(db) == {("account", "alice"): 6, ("address", HERE): 6}
+    clock.advance(seconds=1)
+    assert testapp.get("/v2/", headers=basic("alice", PASSWORD), status=429).headers["Retry-After"] == "1"
+    clock.advance(seconds=1)
+    testapp.get("/v2/", headers=basic("alice", PASSWORD), status=200)
+    assert rows(db) == {("address", HERE): 6}
+    # The address still remembers: its next failure waits 4 s, whatever the name.
+    testapp.get("/v2/", headers=basic("bob", "a guess"), status=401)
+    assert testapp.get("/v2/", headers=basic("carol", "a guess"), status=429).headers["Retry-After"] == "4"
+
+
+def test_failures_older_than_an_hour_are_forgotten(testapp, alice, clock, db):
+    fail(testapp, 6)
+    clock.advance(hours=1, seconds=1)
+    fail(testapp, 5)
+    testapp.get("/v2/", headers=basic("alice", PASSWORD), status=200)
+    assert rows(db) == {("address", HERE): 5}
+
+
+def test_a_cached_right_password_keeps_working_during_an_attack(testapp, alice, app, db):
+    testapp.get("/v2/", headers=basic("alice", PASSWORD), status=200)  # docker login earlier: now in the cache
+    attacker = client(app, THERE)
+    fail(attacker, 6)
+    attacker.get("/v2/", headers=basic("alice", "another guess"), status=429)
+    testapp.get("/v2/", headers=basic("alice", PASSWORD), status=200)
+    testapp.get("/v2/", headers=basic("alice", PASSWORD), status=200)
+
+
+def test_the_right_password_not_yet_cached_is_refused_while_the_account_is_blocked(testapp, alice, app):
+    attacker = client(app, THERE)
+    fail(attacker, 6)
+    refused = testapp.get("/v2/", headers=basic("alice", PASSWORD), status=429)  # the owner, from elsewhere
+    assert refused.headers["Retry-After"] == "2"
+
+
+def test_an_access_token_is_never_throttled(testapp, alice, components, db):
+    _token_id, secret = make_token(components, "alice", scope="pull")
+    fail(testapp, 6)
+    testapp.get("/v2/", headers=basic("alice", PASSWORD), status=429)
+    for _ in range(3):
+        testapp.get("/v2/", headers=basic("alice", secret), status=200)
+    assert rows(db)[("account", "alice")] == 6  # the token's uses counted nothing
+
+
+def test_a_wrong_token_counts_as_a_failed_password(testapp, alice, components, db):
+    make_token(components, "alice", scope="pull")
+    for _ in range(6):
+        testapp.get("/v2/", headers=basic("alice", "stv_not_a_real_token"), status=401)
+    testapp.get("/v2/", headers=basic("alice", "stv_not_a_real_token"), status=429)
+
+
+def test_the_token_endpoint_counts_and_refuses_alike(testapp, alice):
+    for _ in range(3):
+        testapp.get("/v2/token", headers=basic("alice", "wrong"), status=401)
+    for _ in range(3):
+        testapp.post("/v2/token", {"grant_type": "password", "username": "alice", "password": "wrong"}, status=401)
+    refused = testapp.get("/v2/token", headers=basic("alice", PASSWORD), status=429)
+    assert error_codes(refused) == ["TOOMANYREQUESTS"]
+    assert refused.headers["Retry-After"] == "2"
+    posted = testapp.post(
+        "/v2/token", {"grant_type": "password", "username": "alice", "password": PASSWORD}, status=429
+    )
+    assert error_codes(posted) == ["TOOMANYREQUESTS"]
+
+
+def test_unknown_names_count_too_and_hostile_names_are_stored_bounded(testapp, db):
+    fail(testapp, 6, username="nobody")
+    testapp.get("/v2/", headers=basic("nobody", "x"), status=429)
+    other = client(testapp.app, THERE)
+    huge = "n" * 100_000
+    other.get("/v2/", headers=basic(huge, "x"), status=401)
+    keys = {key for _kind, key in rows(db)}
+    assert "nobody" in keys
+    assert BackoffKey.account(huge).value in keys
+    assert all(len(key) <= 71 for key in keys)
+    assert BackoffKey.account(huge).value.startswith(HASHED_PREFIX)
+
+
+def test_a_key_becoming_blocked_is_audited_once(testapp, alice, clock, db):
+    fail(testapp, 6)
+    for _ in range(3):
+        testapp.get("/v2/", headers=basic("alice", "wrong password"), status=429)
+    clock.advance(seconds=2)
+    fail(testapp, 1)  # the seventh failure makes the block longer: no new event
+    events = throttled_events(db)
+    assert [(e.target, e.actor_name, e.address) for e in events] == [
+        ("account alice", "alice", HERE),
+        (f"address {HERE}", None, HERE),
+    ]
+    assert "6 failed logins" in events[0].detail
+
+
+def test_the_login_page_counts_the_same_failures_and_says_how_long_to_wait(testapp, alice, db):
+    fail(testapp, 3)
+    for _ in range(3):
+        page = testapp.get("/login")
+        testapp.post("/login", {"username": "alice", "password": "wrong", "csrf_token": csrf_token(page)}, status=400)
+    page = testapp.get("/login")
+    refused = testapp.post(
+        "/login", {"username": "alice", "password": PASSWORD, "csrf_token": csrf_token(page)}, status=429
+    )
+    assert refused.headers["Retry-After"] == "2"
+    assert "Too many failed logins for this account or from your address: try again in 2 seconds." in refused.text
+    assert 'role="alert"' in refused.text
+    assert "stevedore_session" not in refused.headers.get("Set-Cookie", "") or "alice" not in refused.text
+    assert rows(db) == {("account", "alice"): 6, ("address", HERE): 6}
+    # The page's refusal blocks /v2/ too (one count for both).
+    testapp.get("/v2/", headers=basic("alice", PASSWORD), status=429)
+
+
+def test_a_page_login_after_the_block_clears_the_account(testapp, alice, clock, db):
+    fail(testapp, 6)
+    clock.advance(seconds=2)
+    page = testapp.get("/login")
+    testapp.post("/login", {"username": "alice", "password": PASSWORD, "csrf_token": csrf_token(page)}, status=303)
+    assert rows(db) == {("address", HERE): 6}
+
+
+def test_a_second_app_on_the_same_database_sees_the_block(testapp, alice, settings):
+    fail(testapp, 6)
+    other_components = build_components(settings)
+    try:
+        other = client(make_app(other_components), HERE)
+        refused = other.get("/v2/", headers=basic("alice", PASSWORD), status=429)
+        assert error_codes(refused) == ["TOOMANYREQUESTS"]
+        other_elsewhere = client(make_app(other_components), THERE)
+        assert other_elsewhere.get("/v2/", headers=basic("alice", PASSWORD), status=429)
+    finally:
+        other_components.engine.dispose()
+
+
+# --- the SQL store ---------------------------------------------------------------------------------------------------
+def test_the_store_counts_starts_over_resets_and_forgets(components):
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    key = BackoffKey.account("alice")
+    with components.write_sessions() as session, session.begin():
+        store = SqlLoginFailureStore(session)
+        assert store.read([key]) == {}
+        assert store.record_failure(key, now, forget_before=now - timedelta(hours=1)).count == 1
+        found = store.record_failure(key, now + timedelta(seconds=5), forget_before=now - timedelta(hours=1))
+        assert (found.count, found.last_at) == (2, now + timedelta(seconds=5))
+        later = now + timedelta(hours=2)
+        assert store.record_failure(key, later, forget_before=later - timedelta(hours=1)).count == 1
+        address = BackoffKey.address(HERE)
+        store.record_failure(address, now, forget_before=now)
+        assert set(store.read([key, address, BackoffKey.address(THERE)])) == {key, address}
+        store.forget(KeyKind.ADDRESS, before=now + timedelta(seconds=1))
+        store.forget(KeyKind.ACCOUNT, before=now + timedelta(seconds=1))  # alice's last failure is later: kept
+        assert set(store.read([key, address])) == {key}
+        store.reset(key)
+        store.reset(key)
+        assert store.read([key]) == {}
+
+
+def test_concurrent_failures_from_several_connections_all_count(components):
+    now = datetime.now(UTC)
+    key = BackoffKey.address(HERE)
+    errors = []
+
+    def hammer():
+        try:
+            for _ in range(10):
+                with components.write_sessions() as session, session.begin():
+                    SqlLoginFailureStore(session).record_failure(key, now, forget_before=now - timedelta(hours=1))
+        except Exception as exc:  # reported below: a thread's exception would otherwise vanish
+            errors.append(exc)
+
+    threads = [threading.Thread(target=hammer) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    with components.read_sessions() as session:
+        assert SqlLoginFailureStore(session).read([key])[key].count == 40
