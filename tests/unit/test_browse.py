@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from stevedore.domain.browse import (
     ManifestRow,
+    TagCursor,
     TagRow,
+    TagSort,
     child_digests,
     human_size,
     image_size,
@@ -16,6 +20,7 @@ from stevedore.domain.browse import (
     parse_config,
     platforms,
     short_digest,
+    tag_page,
     tag_views,
 )
 
@@ -124,3 +129,81 @@ def test_small_formatting_helpers():
     assert short_digest(D1) == "sha256:111111111111"
     assert page_number(None) == 1 and page_number("3") == 3 and page_number("-2") == 1 and page_number("x") == 1
     assert page_number("99999999999") == 100_000
+
+
+# --- keyset pages of tags ---------------------------------------------------------------------------------------
+
+
+def test_a_tag_cursor_goes_through_text_and_back_and_junk_is_no_cursor():
+    moment = datetime(2024, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    by_date = TagCursor(TagSort.DATE, "v1.2_rc-3", moment)
+    assert by_date.text() == f"{int(moment.timestamp()) * 1_000_000 + 123456}~v1.2_rc-3"
+    assert TagCursor.parse(TagSort.DATE, by_date.text()) == by_date
+    assert TagCursor.parse(TagSort.NAME, "v1.2") == TagCursor(TagSort.NAME, "v1.2")
+    assert TagCursor(TagSort.NAME, "v1", moment).text() == "v1"
+    for junk in (None, "", "<script>", "-v1", "a" * 129, "v1~x"):
+        assert TagCursor.parse(TagSort.NAME, junk) is None, junk
+    for junk in ("v1", "~v1", "12x~v1", "١٢~v1", "1" * 18 + "~v1", "12~", "12~<b>"):
+        assert TagCursor.parse(TagSort.DATE, junk) is None, junk
+    assert TagSort.parse("date") is TagSort.DATE and TagSort.parse("x") is TagSort.NAME
+    assert TagSort.parse(None) is TagSort.NAME
+
+
+def row(name: str, minute: int, pushed_by: str | None = None) -> TagRow:
+    return TagRow(name, NOW + timedelta(minutes=minute), D1, OCI_MANIFEST, 10, NOW, image(1, 2), pushed_by)
+
+
+def fake_fetch(rows: list[TagRow], sort: TagSort):
+    """The query port's contract in Python: sort order, strictly after / before the cursor, at most `limit`."""
+
+    def key(r: TagRow):
+        return r.name if sort is TagSort.NAME else (-r.updated_at.timestamp(), r.name)
+
+    ordered = sorted(rows, key=key)
+    calls: list[tuple] = []
+
+    def fetch(*, after, before, limit):
+        calls.append((after, before, limit))
+        if before is not None:
+            earlier = [r for r in ordered if key(r) < key(row_at(before))]
+            return earlier[-limit:]
+        later = [r for r in ordered if after is None or key(r) > key(row_at(after))]
+        return later[:limit]
+
+    def row_at(cursor):
+        return TagRow(cursor.name, cursor.updated_at or NOW, D1, OCI_MANIFEST, 0, NOW, b"")
+
+    return fetch, ordered, calls
+
+
+@pytest.mark.parametrize("sort", [TagSort.NAME, TagSort.DATE])
+def test_tag_pages_walk_forward_and_back_over_every_tag_once(sort):
+    # Ties in time across a page boundary: the date order breaks them by name.
+    rows = [row(f"t{i:02d}", minute=i // 4) for i in range(23)]
+    fetch, ordered, calls = fake_fetch(rows, sort)
+    pages = [tag_page(fetch, sort, after=None, before=None, per_page=5)]
+    assert pages[0].previous is None
+    while pages[-1].next is not None:
+        pages.append(tag_page(fetch, sort, after=pages[-1].next, before=None, per_page=5))
+    assert [len(p.rows) for p in pages] == [5, 5, 5, 5, 3]
+    assert [r.name for p in pages for r in p.rows] == [r.name for r in ordered]
+    assert all(call[2] == 6 for call in calls)  # one fetch a page, one row more than shown
+    back = [pages[-1]]
+    while back[-1].previous is not None:
+        back.append(tag_page(fetch, sort, after=None, before=back[-1].previous, per_page=5))
+    assert [[r.name for r in p.rows] for p in reversed(back)] == [[r.name for r in p.rows] for p in pages]
+    assert back[-1].previous is None and back[-1].next is not None
+
+
+def test_a_page_before_a_cursor_with_nothing_before_it_is_the_first_page():
+    rows = [row(f"t{i}", i) for i in range(3)]
+    fetch, _ordered, _calls = fake_fetch(rows, TagSort.NAME)
+    first = tag_page(fetch, TagSort.NAME, after=None, before=TagCursor(TagSort.NAME, "a"), per_page=2)
+    assert [r.name for r in first.rows] == ["t0", "t1"] and first.previous is None and first.next is not None
+    beyond = tag_page(fetch, TagSort.NAME, after=TagCursor(TagSort.NAME, "z"), before=None, per_page=2)
+    assert beyond.rows == [] and beyond.next is None and beyond.previous is None
+
+
+def test_a_tag_view_carries_who_pushed_it():
+    views = tag_views([row("a", 0, "robot+ci"), row("b", 0)], {})
+    assert [v.pushed_by for v in views] == ["robot+ci", None]

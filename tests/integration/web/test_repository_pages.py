@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+from datetime import timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -14,6 +15,7 @@ import transaction
 from stevedore.adapters.sql.engine import join_transaction
 from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 from stevedore.adapters.sql.tables import accounts, manifests, repositories, tags
+from stevedore.adapters.sql.tables_audit import audit_events
 from stevedore.domain.browse import human_size
 from stevedore.domain.namespaces import Right
 from tests.integration.conftest import count_rows
@@ -216,13 +218,20 @@ def test_the_pull_line_uses_the_public_url_host(testapp, components, alice):
     assert 'value="docker pull registry.example.com/alice/app:v1"' in testapp.get("/r/alice/app").text
 
 
-def add_tags(db, repository: str, count: int, now):
+def add_tags(db, repository: str, count: int, now, *, step=None, pushed_by=None, prefix="t"):
+    """`count` tags on the repository's first manifest; with `step` the i-th is `i // 3` steps older (ties by 3)."""
     repo_id = db.execute(sa.select(repositories.c.id).where(repositories.c.name == repository)).scalar_one()
     manifest_id = db.execute(sa.select(manifests.c.id).where(manifests.c.repository_id == repo_id)).scalars().first()
     db.execute(
         sa.insert(tags),
         [
-            {"repository_id": repo_id, "name": f"t{i:04d}", "manifest_id": manifest_id, "updated_at": now}
+            {
+                "repository_id": repo_id,
+                "name": f"{prefix}{i:04d}",
+                "manifest_id": manifest_id,
+                "updated_at": now - (step * (i // 3) if step else timedelta(0)),
+                "pushed_by": pushed_by,
+            }
             for i in range(count)
         ],
     )
@@ -243,20 +252,111 @@ def count_queries(components, call):
     return statements
 
 
+def tag_names(page) -> list[str]:
+    return [h.text for h in page.html.select("h3.tag-name")]
+
+
+def link(page, rel: str) -> str | None:
+    found = page.html.select_one(f'a[rel="{rel}"]')
+    return found["href"] if found else None
+
+
 def test_the_tags_page_runs_the_same_few_queries_for_300_tags_as_for_3(testapp, components, alice, db):
     push_image(testapp, alice, "alice/few", "latest")
     push_image(testapp, alice, "alice/many", "latest")
-    add_tags(db, "alice/few", 2, components.clock.now())
-    add_tags(db, "alice/many", 300, components.clock.now())
+    add_tags(db, "alice/few", 2, components.clock.now(), step=timedelta(seconds=1), pushed_by="alice")
+    add_tags(db, "alice/many", 300, components.clock.now(), step=timedelta(seconds=1), pushed_by="alice")
     log_in(testapp, *ALICE)
     testapp.get("/r/alice/few")  # the session's last-seen write happens once
-    few = count_queries(components, lambda: testapp.get("/r/alice/few", status=200))
-    many = count_queries(components, lambda: testapp.get("/r/alice/many", status=200))
-    assert len(many) == len(few) and len(many) <= 15, many
-    page = testapp.get("/r/alice/many", status=200).text
-    assert page.count('class="tag"') == 50 and 'rel="next"' in page
-    last = testapp.get("/r/alice/many?page=7", status=200).text
-    assert last.count('class="tag"') == 1 and 'rel="next"' not in last
+    for sort in ("name", "date"):
+        few = count_queries(components, lambda s=sort: testapp.get(f"/r/alice/few?sort={s}", status=200))
+        many = count_queries(components, lambda s=sort: testapp.get(f"/r/alice/many?sort={s}", status=200))
+        assert len(many) == len(few) and len(many) <= 15, many
+        # a deep page (the last one) costs the same as the first
+        page = testapp.get(f"/r/alice/many?sort={sort}", status=200)
+        for _ in range(5):
+            page = testapp.get(link(page, "next"), status=200)
+        deep_path = page.request.path_qs
+        deep = count_queries(components, lambda p=deep_path: testapp.get(p, status=200))
+        assert len(deep) == len(many), deep
+    page = testapp.get("/r/alice/many", status=200)
+    assert len(tag_names(page)) == 50 and link(page, "next") and not link(page, "prev")
+    for _ in range(5):
+        page = testapp.get(link(page, "next"), status=200)
+    assert len(tag_names(page)) == 50 and link(page, "next")  # 301 tags: one more page
+    last = testapp.get(link(page, "next"), status=200)
+    assert tag_names(last) == ["t0299"] and not link(last, "next") and link(last, "prev")
+
+
+@pytest.mark.parametrize("sort", ["name", "date"])
+def test_paging_goes_over_every_tag_once_forward_and_back_in_both_orders(testapp, components, alice, db, sort):
+    push_image(testapp, alice, "alice/app", "latest")
+    now = components.clock.now()
+    # 119 more tags; three at a time share a timestamp, so ties straddle the page boundaries of the date order
+    add_tags(db, "alice/app", 119, now - timedelta(hours=1), step=timedelta(seconds=1))
+    expected_by_name = sorted(["latest", *(f"t{i:04d}" for i in range(119))])
+    # newest first: `latest` (pushed now), then t0000-t0002 (same second, by name), t0003-t0005, ...
+    expected = expected_by_name if sort == "name" else ["latest", *(f"t{i:04d}" for i in range(119))]
+    log_in(testapp, *ALICE)
+    pages = [testapp.get(f"/r/alice/app?sort={sort}", status=200)]
+    while link(pages[-1], "next"):
+        pages.append(testapp.get(link(pages[-1], "next"), status=200))
+    assert [len(tag_names(p)) for p in pages] == [50, 50, 20]
+    assert [n for p in pages for n in tag_names(p)] == expected
+    assert all(f"sort={sort}" in (link(p, "next") or link(p, "prev")) for p in pages)
+    back = [pages[-1]]
+    while link(back[-1], "prev"):
+        back.append(testapp.get(link(back[-1], "prev"), status=200))
+    assert [tag_names(p) for p in reversed(back)] == [tag_names(p) for p in pages]
+    assert "120 tags" in pages[0].text
+
+
+def test_a_cursor_that_is_junk_or_past_the_end_is_answered_not_a_500(testapp, alice):
+    push_image(testapp, alice, "alice/app", "v1")
+    log_in(testapp, *ALICE)
+    for query in ("after=%3Cscript%3E", "before=..", "sort=date&after=x~v1", "sort=date&before=99999999999999999~v1"):
+        page = testapp.get(f"/r/alice/app?{query}", status=200)
+        assert tag_names(page) == ["v1"] and "<script>" not in page.text, query
+    past = testapp.get("/r/alice/app?after=zzz", status=200)
+    assert tag_names(past) == [] and "No more tags." in past.text and 'href="/r/alice/app?sort=name"' in past.text
+
+
+def test_who_pushed_a_tag_is_shown_and_follows_the_tag_when_it_moves(testapp, components, alice, bob, db):
+    first = push_image(testapp, alice, "team/app", "v1")
+    push_image(testapp, alice, "team/app", "stable", seed="stable")
+    give_right(components, "team", "bob", Right.PUSH)
+    second = push_image(testapp, bob, "team/app", "v1", seed="second")  # bob moves v1 to another manifest
+    put_manifest(testapp, bob, "team/app", first.digest, first.body, first.media_type)  # by digest: no tag set
+    db.rollback()
+    assert {r.name: r.pushed_by for r in db.execute(sa.select(tags.c.name, tags.c.pushed_by))} == {
+        "v1": "bob",
+        "stable": "alice",
+    }
+    db.execute(sa.update(tags).where(tags.c.name == "stable").values(pushed_by=None))  # pushed before 0010
+    db.commit()
+    log_in(testapp, *ALICE)
+    page = testapp.get("/r/team/app", status=200)
+    pushers = {h.text: h.find_parent("li").select_one("dd.pusher").text for h in page.html.select("h3.tag-name")}
+    assert pushers == {"v1": "bob", "stable": "—"}
+    manifest = testapp.get(f"/r/team/app/-/manifests/{second.digest}", status=200)
+    assert [p.text for p in manifest.html.select(".tag-pushers .pusher")] == ["bob"]
+    untagged = testapp.get(f"/r/team/app/-/manifests/{first.digest}", status=200)
+    assert "Untagged" in untagged.text and not untagged.html.select(".tag-pushers")
+
+
+def test_a_robot_name_with_a_plus_and_a_hostile_pusher_name_are_shown_escaped(testapp, alice, db):
+    pushed = push_image(testapp, alice, "alice/app", "v1")
+    push_image(testapp, alice, "alice/app", "v2", seed="two")
+    hostile = '"><script>alert(1)</script>'
+    db.execute(sa.update(tags).where(tags.c.name == "v1").values(pushed_by="alice+ci"))
+    db.execute(sa.update(tags).where(tags.c.name == "v2").values(pushed_by=hostile))
+    db.commit()
+    log_in(testapp, *ALICE)
+    for path in ("/r/alice/app", f"/r/alice/app/-/manifests/{pushed.digest}", "/"):
+        text = testapp.get(path, status=200).text
+        assert "<script>" not in text, path
+    page = testapp.get("/r/alice/app", status=200)
+    assert "alice+ci" in page.text and "&lt;script&gt;" in page.text
 
 
 def test_the_manifest_page_shows_config_layers_and_referrers_escaped(testapp, alice):
@@ -376,3 +476,86 @@ def test_a_repository_is_deleted_after_its_confirmation_page(testapp, alice, db)
     # pushing again after the delete works
     push_image(testapp, alice, "alice/app", "v2")
     assert json.loads(testapp.get("/v2/alice/app/tags/list", headers=alice).text)["tags"] == ["v2"]
+
+
+# --- deleting a manifest from its page -------------------------------------------------------------------------
+
+
+def test_a_tagged_manifest_is_deleted_with_its_tags_after_its_confirmation_page(testapp, alice, db):
+    doomed = push_image(testapp, alice, "alice/app", "v1")
+    put_manifest(testapp, alice, "alice/app", "also", doomed.body, doomed.media_type)
+    push_image(testapp, alice, "alice/app", "keep", seed="keep")
+    log_in(testapp, *ALICE)
+    page = testapp.get(f"/r/alice/app/-/manifests/{doomed.digest}", status=200)
+    confirm = testapp.get(link_to_delete(page), status=200)
+    assert doomed.digest in confirm.text and ">v1<" in confirm.text and ">also<" in confirm.text
+    assert count_rows(db, manifests) == 2  # the confirmation page changes nothing
+    done = delete_form(confirm).submit(status=303)
+    assert done.headers["Location"].endswith("/r/alice/app")
+    after = done.follow(status=200).text
+    assert f"The manifest {doomed.digest[:19]} and its tags were deleted." in after
+    db.rollback()
+    assert list(db.execute(sa.select(tags.c.name)).scalars()) == ["keep"]
+    assert doomed.digest not in list(db.execute(sa.select(manifests.c.digest)).scalars())
+    testapp.get(f"/v2/alice/app/manifests/{doomed.digest}", headers=alice, status=404)
+    testapp.get(f"/r/alice/app/-/manifests/{doomed.digest}", status=404)
+    recorded = db.execute(sa.select(audit_events).where(audit_events.c.action == "delete_manifest")).one()
+    assert recorded.target == f"alice/app@{doomed.digest}" and recorded.actor_name == "alice"
+
+
+def delete_form(page):
+    return next(f for f in page.forms.values() if f.action.endswith("/delete"))
+
+
+def link_to_delete(page) -> str:
+    found = [a["href"] for a in page.html.select("a") if a["href"].endswith("/delete")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+def test_an_untagged_manifest_is_deleted_from_its_page(testapp, alice, db):
+    untagged = push_image(testapp, alice, "alice/app", None, seed="loose")
+    push_image(testapp, alice, "alice/app", "v1")
+    log_in(testapp, *ALICE)
+    confirm = testapp.get(f"/r/alice/app/-/manifests/{untagged.digest}/delete", status=200)
+    assert "It is untagged." in confirm.text
+    delete_form(confirm).submit(status=303)
+    db.rollback()
+    assert untagged.digest not in list(db.execute(sa.select(manifests.c.digest)).scalars())
+    assert list(db.execute(sa.select(tags.c.name)).scalars()) == ["v1"]
+
+
+def test_deleting_a_manifest_is_refused_without_the_right_the_token_or_the_manifest(
+    testapp, components, alice, bob, db
+):
+    pushed = push_image(testapp, alice, "alice/app", "v1")
+    path = f"/r/alice/app/-/manifests/{pushed.digest}/delete"
+    log_in(testapp, *BOB)  # default model: bob may pull alice/app, not delete in it
+    page = testapp.get(f"/r/alice/app/-/manifests/{pushed.digest}", status=200)
+    assert "/delete" not in page.text
+    token = csrf_token(page)
+    testapp.get(path, status=403)
+    testapp.post(path, {"csrf_token": token}, status=403)
+    testapp.post("/logout", {"csrf_token": token}, status=303)
+    log_in(testapp, *ALICE)
+    testapp.post(path, {}, status=400)
+    testapp.post(path, {"csrf_token": "stale"}, status=400)
+    assert count_rows(db, manifests) == 1 and count_rows(db, tags) == 1
+    token = csrf_token(testapp.get(path))
+    testapp.post(f"/r/alice/app/-/manifests/sha256:{'0' * 64}/delete", {"csrf_token": token}, status=404)
+    testapp.post("/r/alice/app/-/manifests/not-a-digest/delete", {"csrf_token": token}, status=404)
+    testapp.get(f"/r/alice/nothing/-/manifests/{pushed.digest}/delete", status=404)
+    assert count_rows(db, manifests) == 1 and count_rows(db, tags) == 1
+    db.rollback()
+    assert db.execute(sa.select(audit_events).where(audit_events.c.action == "delete_manifest")).all() == []
+
+
+def test_under_private_a_manifest_the_caller_may_not_pull_is_not_found_for_deletion(testapp, components, alice, bob):
+    pushed = push_image(testapp, bob, "bob/hidden", "v1")
+    private(components)
+    log_in(testapp, *ALICE)
+    path = f"/r/bob/hidden/-/manifests/{pushed.digest}/delete"
+    hidden = testapp.get(path, status=404)
+    assert hidden.text == testapp.get("/r/bob/nothing", status=404).text
+    token = csrf_token(testapp.get("/repositories"))
+    testapp.post(path, {"csrf_token": token}, status=404)
