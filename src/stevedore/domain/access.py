@@ -112,23 +112,24 @@ class Access:
             )
         return self._claimable[namespace]
 
-    def claim_for_push(self, account: Account | None, repository: RepositoryName, clock: Clock) -> None:
+    def claim_for_push(self, account: Account | None, repository: RepositoryName, clock: Clock) -> bool:
         """Before a push writes anything: make sure `account` may push into `repository`, claiming its namespace if
         that is what allows it (the pusher becomes its admin). Raises Denied otherwise, and when another account
         claimed the namespace first: the claim's row is inserted atomically, so of two racing first pushes one
-        wins. Run it in the push's own transaction, so a refused or failed push leaves no claim either."""
+        wins. Run it in the push's own transaction, so a refused or failed push leaves no claim either. True when this
+        call claimed the namespace."""
         if account is None or not account.is_active:
             raise Denied(f"push to {repository} denied")
         if robot_namespace(account.username) is not None:
             if self.may(account, Action.PUSH, repository):
-                return
+                return False
             raise Denied(f"push to {repository} denied: a robot pushes into its own namespace only")
         if account.is_admin or self.rules.model is AccessModel.OPEN:
-            return
+            return False
         namespace = namespace_of(repository)
         right = self.right_of(account, namespace)
         if right is not None and right.includes(Right.PUSH):
-            return
+            return False
         if account.id is None or not self.claimable(namespace):
             raise Denied(f"push to {repository} denied")
         if not self.namespaces.add(Namespace(namespace, clock.now(), account.id)):
@@ -137,6 +138,7 @@ class Access:
         self.namespaces.set_member(namespace, account.id, Right.ADMIN)
         self._claimable[namespace] = False
         self._rights[(namespace, account.id)] = Right.ADMIN
+        return True
 
     def grant(self, account: Account, requested: Iterable[Scope], *, by_claim: bool = True) -> list[Scope]:
         """The part of each requested scope that `account` is allowed: the token flow's intersection. Never raises.

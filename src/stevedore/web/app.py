@@ -30,6 +30,7 @@ from stevedore.adapters.token_keys import TokenKeyError, load_signing_key
 from stevedore.adapters.tokens import HmacTokenSigner, JwtTokenSigner
 from stevedore.domain.access import Access, AccessRules
 from stevedore.domain.accounts import AccountService, InviteService
+from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import Denied
 from stevedore.domain.model import RepositoryName
 from stevedore.domain.namespaces import AccessModel, Right, namespace_of
@@ -293,7 +294,9 @@ def _claim_for_push(request: Request, name: RepositoryName) -> None:
         if held is not None and held.includes(Right.PUSH):
             return
     writing = Access(SqlNamespaceStore(request.dbsession), _access_rules(components.settings))
-    writing.claim_for_push(account, name, components.clock)
+    if writing.claim_for_push(account, name, components.clock):
+        # In the push's transaction, like the claim: a push that fails after this leaves neither.
+        request.audit.record(AuditAction.NAMESPACE_CLAIMED, actor=account, repository=name)
 
 
 def _token_service(request: Request) -> TokenService:
