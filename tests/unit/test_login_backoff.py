@@ -170,3 +170,11 @@ def test_names_count_without_case_and_hostile_names_are_stored_bounded(backoff, 
 def test_without_an_address_only_the_account_counts(backoff, clock, store):
     fail(backoff, clock, 3, address=None)
     assert {key.kind for key in store.failures} == {KeyKind.ACCOUNT}
+
+
+def test_the_message_says_one_second_in_the_singular(backoff, clock):
+    fail(backoff, clock, 6)
+    clock.advance(seconds=1.5)
+    with pytest.raises(LoginThrottled) as raised:
+        backoff.check("alice", HERE)
+    assert raised.value.message.endswith("try again in 1 second")

@@ -137,10 +137,15 @@ class LoginThrottled(TooManyRequests):
 
     def __init__(self, retry_after_seconds: int) -> None:
         super().__init__(
-            f"too many failed logins for this account or from your address: try again in {retry_after_seconds} seconds",
+            "too many failed logins for this account or from your address: "
+            f"try again in {seconds_text(retry_after_seconds)}",
             detail={"retry_after_seconds": retry_after_seconds},
         )
         self.retry_after_seconds = retry_after_seconds
+
+
+def seconds_text(seconds: int) -> str:
+    return "1 second" if seconds == 1 else f"{seconds} seconds"
 
 
 @dataclass(frozen=True)

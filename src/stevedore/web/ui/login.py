@@ -12,7 +12,7 @@ from pyramid.view import view_config
 
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TooManyRequests
-from stevedore.domain.login_backoff import LoginThrottled
+from stevedore.domain.login_backoff import LoginThrottled, seconds_text
 from stevedore.domain.model import MAX_USERNAME_LENGTH
 from stevedore.web.login_backoff import check_login_backoff, login_failed, login_succeeded
 from stevedore.web.ui.forms import local_path_or, refused
@@ -21,7 +21,7 @@ from stevedore.web.ui.session import log_in, log_out
 TEMPLATE = "stevedore.web:templates/login.jinja2"
 WRONG_CREDENTIALS = "The user name or the password is wrong, or the account is disabled."
 BUSY = "Too many logins are being checked right now. Wait a few seconds and try again."
-THROTTLED = "Too many failed logins for this account or from your address: try again in {seconds} seconds."
+THROTTLED = "Too many failed logins for this account or from your address: try again in {seconds}."
 
 
 @view_config(route_name="ui.login", request_method="GET", renderer=TEMPLATE, permission=NO_PERMISSION_REQUIRED)
@@ -46,7 +46,7 @@ def login(request: Request) -> dict[str, Any] | Response:
         refused(request, 429)
         request.response.headers["Retry-After"] = str(exc.retry_after_seconds or 2)
         if isinstance(exc, LoginThrottled):
-            return {**form, "error": THROTTLED.format(seconds=exc.retry_after_seconds)}
+            return {**form, "error": THROTTLED.format(seconds=seconds_text(exc.retry_after_seconds or 1))}
         return {**form, "error": BUSY}
     if account is None:
         refused(request, 400)
