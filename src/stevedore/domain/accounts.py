@@ -199,7 +199,7 @@ class AccountService:
         """Refuse a change that would leave no active administrator (nobody could administer the registry any more)."""
         if account.is_admin and account.is_active and self.accounts.count_active_admins() <= 1:
             raise LastAdministrator(
-                f"{account.username} is the last active administrator and cannot be {change}: "
+                f"the last active administrator, {account.username}, cannot be {change}: "
                 "make another account an administrator first"
             )
 

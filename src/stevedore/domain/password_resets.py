@@ -179,7 +179,7 @@ class PasswordResetService:
         otherwise the link is for the administrator to pass on, and `notice` says why. Supersedes any older link."""
         account = self.accounts.account_named(username)
         if not account.is_active:
-            raise PasswordResetRefused(f"{account.username} is disabled: enable the account first")
+            raise PasswordResetRefused(f"the account {account.username} is disabled: enable the account first")
         code, reset = self._issue(account, admin)
         link = reset_link(self.public_url, code) if self.public_url else None
         if link is None:

@@ -182,6 +182,9 @@ namespace_members = sa.Table(
 )
 
 # Tables kept in their own modules, registered on `metadata` when they are imported: import them last.
-from stevedore.adapters.sql import tables_access_tokens, tables_audit  # noqa: E402, F401
-from stevedore.adapters.sql import tables_login_backoff  # noqa: E402, F401
-from stevedore.adapters.sql import tables_password_resets  # noqa: E402, F401
+from stevedore.adapters.sql import (  # noqa: E402, F401
+    tables_access_tokens,
+    tables_audit,
+    tables_login_backoff,
+    tables_password_resets,
+)

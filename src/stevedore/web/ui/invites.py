@@ -1,5 +1,6 @@
-"""Web layer: the invites page, where administrators invite people (mailing them the sign-up link), see who invited
-whom and whether the invite was used, and revoke invites nobody used yet."""
+"""Web layer: the invites page, where administrators (and every member, when `stevedore.members_may_invite` is on)
+invite people (mailing them the sign-up link), see who invited whom and whether the invite was used, and revoke
+invites nobody used yet. Members see and revoke only their own invites."""
 
 from __future__ import annotations
 
@@ -7,18 +8,18 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from pyramid.httpexceptions import HTTPSeeOther
+from pyramid.httpexceptions import HTTPForbidden, HTTPSeeOther
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
 
 from stevedore.adapters.sql.accounts import SqlAccountStore
-from stevedore.domain.accounts import InviteService, IssuedInvite
+from stevedore.domain.accounts import InviteService, IssuedInvite, may_invite
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown
 from stevedore.domain.model import Account
 from stevedore.domain.ports import MailNotSent
-from stevedore.web.ui.forms import administrator, refused
+from stevedore.web.ui.forms import refused
 
 log = logging.getLogger(__name__)
 
@@ -29,15 +30,19 @@ FLASH_DONE, FLASH_ERROR = "invites", "invites-error"
 
 
 def inviter(request: Request) -> Account:
-    """The account that may invite from this page: administrators only (there is no setting yet that lets members
-    invite)."""
-    return administrator(request)
+    """The account that may invite from this page (domain.accounts.may_invite): administrators, and every active
+    account when `stevedore.members_may_invite` is on; else a 403 page. The anonymous never get here: the default
+    permission sends them to the login page first."""
+    account: Account | None = request.web_account
+    if not may_invite(account, request.registry.stevedore.settings.members_may_invite):
+        raise HTTPForbidden()
+    assert account is not None
+    return account
 
 
 @view_config(route_name="ui.invites", request_method="GET", renderer=TEMPLATE)
 def invites_page(request: Request) -> dict[str, Any]:
-    inviter(request)
-    return _page(request)
+    return _page(request, inviter(request))
 
 
 @view_config(route_name="ui.invites", request_method="POST", renderer=TEMPLATE)
@@ -47,18 +52,21 @@ def create_invite(request: Request) -> dict[str, Any]:
     service: InviteService = request.invite_service
     if len(email) > MAX_EMAIL_LENGTH:
         refused(request, 400)
-        return _page(request, email=email[:MAX_EMAIL_LENGTH], error="The e-mail address is too long.", kept=False)
+        return _page(
+            request, account, email=email[:MAX_EMAIL_LENGTH], error="The e-mail address is too long.", kept=False
+        )
     try:
         issued = service.send_invite(email=email or None, invited_by=account)
     except (InvalidInput, AccountExists) as exc:
         refused(request, 400)
-        return _page(request, email=email, error=_sentence(exc.message), kept=False)
+        return _page(request, account, email=email, error=_sentence(exc.message), kept=False)
     except MailNotSent as exc:
         # The domain raised so that no invite is kept that nobody heard of: the transaction is dropped.
         log.warning("an invite mail could not be sent: %s", exc.message)
         refused(request, 502)
         return _page(
             request,
+            account,
             email=email,
             error=f"The invite mail could not be sent, so no invite was made: {exc.message}. "
             "Try again later, or invite without an e-mail address and pass the link on yourself.",
@@ -70,7 +78,7 @@ def create_invite(request: Request) -> dict[str, Any]:
         target=issued.invite.email,
         detail=f"invite {issued.invite.id}" + (f", mailed to {issued.mailed_to}" if issued.mailed_to else ""),
     )
-    return _page(request, issued=_shown_once(request, issued))
+    return _page(request, account, issued=_shown_once(request, issued))
 
 
 @view_config(route_name="ui.invite_revoke", request_method="POST")
@@ -90,6 +98,7 @@ def revoke_invite(request: Request) -> Response:
 
 def _page(
     request: Request,
+    viewer: Account,
     *,
     email: str = "",
     error: str | None = None,
@@ -103,10 +112,11 @@ def _page(
     service: InviteService = request.invite_service
     if not kept:
         service = InviteService(SqlAccountStore(request.read_session), components.clock, None, public_url=None)
-    page = service.list_invites(limit=PAGE_SIZE, before_id=before)
+    page = service.list_invites(limit=PAGE_SIZE, before_id=before, viewer=viewer)
     session = request.session
     return {
         "records": page.records,
+        "sees_all": viewer.is_admin,
         "next_before_id": page.next_before_id,
         "paged": before is not None,
         "now": components.clock.now(),
