@@ -6,6 +6,7 @@ stevedore --config INI upload list NAME | upload abort NAME [--older-than SECOND
 stevedore --config INI invite create [--email EMAIL] | invite list [--limit N] [--before ID] | invite revoke ID
 stevedore --config INI namespace create NAME [--owner USER] | namespace list
 stevedore --config INI namespace member add NAMESPACE USER pull|push|admin | namespace member remove NAMESPACE USER
+stevedore --config INI audit list [--user NAME] [--namespace NS] [--action ACTION] [--limit N] [--before ID]
 """
 
 from __future__ import annotations
@@ -92,6 +93,16 @@ def _parser() -> argparse.ArgumentParser:
     member_remove = member.add_parser("remove", help="take USER's right on NAMESPACE away")
     member_remove.add_argument("namespace")
     member_remove.add_argument("user")
+
+    audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
+    audit_list = audit.add_parser("list", help="the newest events first: who did what, when, from where")
+    audit_list.add_argument("--user", metavar="NAME", help="only events of this user (exact name)")
+    audit_list.add_argument("--namespace", metavar="NS", help="only events in this namespace")
+    audit_list.add_argument("--action", help="only events of this action (push, login_failed, member_added, ...)")
+    audit_list.add_argument(
+        "--limit", type=int, default=50, help=f"events to show (1 to {MAX_AUDIT_LIMIT}, default 50)"
+    )
+    audit_list.add_argument("--before", type=int, metavar="ID", help="only events older than event ID")
     return parser
 
 
@@ -152,6 +163,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _invite(settings, args)
         if args.command == "namespace":
             return _namespace(settings, args)
+        if args.command == "audit":
+            return _audit(settings, args)
     except StevedoreError as exc:
         return _fail(exc.message)
     return _fail("unknown command")
@@ -361,15 +374,29 @@ def _print_invites(records: Sequence[InviteRecord], next_before_id: int | None) 
 def _namespace(settings: Settings, args: argparse.Namespace) -> int:
     from stevedore.adapters.clock import SystemClock
     from stevedore.adapters.sql.accounts import SqlAccountStore
+    from stevedore.adapters.sql.audit import SqlAuditLog
     from stevedore.adapters.sql.namespaces import SqlNamespaceStore
+    from stevedore.domain.audit import AuditAction, Auditor
     from stevedore.domain.namespaces import NamespaceService, parse_right
 
     session, _ = _account_service(settings)
     service = NamespaceService(SqlNamespaceStore(session), SqlAccountStore(session), SystemClock())
+    # Changes made here are audited in their own transaction, with no actor and no address: the command line.
+    auditor = Auditor(SqlAuditLog(session), SystemClock())
     with transaction.manager:
         join_transaction(session)
         if args.action == "create":
             created = service.create(args.name, owner=args.owner)
+            auditor.record(
+                AuditAction.NAMESPACE_CREATED,
+                namespace=created.name,
+                target=created.name,
+                detail=f"admin {args.owner} (command line)" if args.owner else "command line",
+            )
+            if args.owner:
+                auditor.record(
+                    AuditAction.MEMBER_ADDED, namespace=created.name, target=args.owner, detail="admin (command line)"
+                )
             owner = f" with {args.owner} as its admin" if args.owner else ""
             print(f"created namespace {created.name}{owner}")
         elif args.action == "list":
@@ -381,10 +408,70 @@ def _namespace(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"{found.name}: {rights}")
         elif args.member_action == "add":
             service.add_member(args.namespace, args.user, parse_right(args.right))
+            auditor.record(
+                AuditAction.MEMBER_ADDED,
+                namespace=args.namespace,
+                target=args.user,
+                detail=f"{args.right} (command line)",
+            )
             print(f"{args.user} has {args.right} on {args.namespace}")
         else:
             service.remove_member(args.namespace, args.user)
+            auditor.record(
+                AuditAction.MEMBER_REMOVED, namespace=args.namespace, target=args.user, detail="command line"
+            )
             print(f"{args.user} is no longer a member of {args.namespace}")
+    return 0
+
+
+MAX_AUDIT_LIMIT = 1000
+
+
+def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    """`audit list`: the newest events, filtered like the /audit page; every stored field through `shown`, so nothing
+    a user typed (a name with a newline or an escape sequence) forges a line or moves the cursor."""
+    from stevedore.adapters.clock import SystemClock
+    from stevedore.adapters.sql.audit import SqlAuditLog
+    from stevedore.domain.audit import MAX_NAME, AuditAction, AuditFilter, Auditor, shown
+
+    if not 1 <= args.limit <= MAX_AUDIT_LIMIT:
+        return _fail(f"--limit is from 1 to {MAX_AUDIT_LIMIT}")
+    selection = AuditFilter(
+        actor_name=(args.user or "").strip()[:MAX_NAME] or None,
+        namespace=(args.namespace or "").strip()[:MAX_NAME] or None,
+        action=AuditAction.parse(args.action.strip()) if args.action else None,
+    )
+    session, _ = _account_service(settings)
+    with transaction.manager:
+        join_transaction(session)
+        page = Auditor(SqlAuditLog(session), SystemClock()).page(selection, before_id=args.before, limit=args.limit)
+    if not page.events:
+        print("no events" + (" match the filter" if selection != AuditFilter() else ""))
+        return 0
+    rows: list[tuple[str, ...]] = [("ID", "AT (UTC)", "USER", "ADDRESS", "ACTION", "NAMESPACE", "TARGET", "DETAIL")]
+    for event in page.events:
+        rows.append(
+            (
+                str(event.id),
+                f"{event.at.astimezone(UTC):%Y-%m-%d %H:%M:%S}",
+                *(
+                    shown(value) or "-"
+                    for value in (
+                        event.actor_name,
+                        event.address,
+                        event.action.value,
+                        event.namespace,
+                        event.target,
+                        event.detail,
+                    )
+                ),
+            )
+        )
+    widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    if page.next_before_id is not None:
+        print(f"older events: stevedore audit list --before {page.next_before_id} (with the same filters)")
     return 0
 
 
