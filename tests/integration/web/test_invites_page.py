@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+import webtest
 
-from stevedore.adapters.sql.tables import invites
+from stevedore.adapters.sql.tables import accounts, invites
 from stevedore.web.settings import Settings
 from stevedore.web.ui.session import COOKIE_NAME
 from tests.fakes import FixedClock, InMemoryMailer
@@ -202,3 +203,55 @@ def test_the_list_is_paged_newest_first_and_shows_expired_invites(admin, compone
     log_in(admin, *ADMIN)  # the old session has gone idle meanwhile
     assert ">expired<" in admin.get("/invites").text
     admin.get("/invites?before=abc", status=400)
+
+
+@pytest.fixture
+def members_invite(components):
+    components.settings = dataclasses.replace(components.settings, members_may_invite=True)
+    return components
+
+
+def test_with_members_may_invite_a_member_invites_and_sees_and_revokes_only_their_own(
+    admin, members_invite, app, make_user, mail_folder, db
+):
+    by_ada = shown_link(invite(admin, "first@example.com"))
+    make_user("alice", "correct horse battery")
+    alice = webtest.TestApp(app)
+    log_in(alice, "alice", "correct horse battery")
+    assert "Invites</a>" in alice.get("/").text
+    page = alice.get("/invites")
+    assert "Your invites" in page.text and "first@example.com" not in page.text and "No invites yet" in page.text
+    link = shown_link(invite(alice, "second@example.com"))
+    assert link.startswith(f"{PUBLIC_URL}/users/sign_up?invite=") and link != by_ada
+    mail = mails(mail_folder)[-1]
+    assert mail["To"] == "second@example.com" and "alice invited you" in mail.get_payload(decode=True).decode()
+    listed = alice.get("/invites")
+    assert "second@example.com" in listed.text and "first@example.com" not in listed.text
+    ada_id, alice_id = db.execute(sa.select(invites.c.id).order_by(invites.c.id)).scalars().all()
+    token = csrf_token(listed)
+    refused = alice.post(f"/invites/{ada_id}/revoke", {"csrf_token": token}, status=303).follow()
+    assert f"No invite {ada_id}" in refused.text
+    db.rollback()
+    assert db.execute(sa.select(invites.c.revoked_at).where(invites.c.id == ada_id)).scalar_one() is None
+    done = alice.post(f"/invites/{alice_id}/revoke", {"csrf_token": token}, status=303).follow()
+    assert f"Invite {alice_id} is revoked" in done.text
+    everything = admin.get("/invites")
+    assert "All invites" in everything.text
+    assert "first@example.com" in everything.text and "second@example.com" in everything.text
+
+
+def test_without_members_may_invite_the_invites_link_is_only_for_administrators(testapp, make_user):
+    make_user("alice", "correct horse battery")
+    log_in(testapp, "alice", "correct horse battery")
+    assert "Invites</a>" not in testapp.get("/").text
+
+
+def test_with_members_may_invite_a_disabled_member_invites_nothing(members_invite, app, make_user, db):
+    make_user("alice", "correct horse battery")
+    alice = webtest.TestApp(app)
+    log_in(alice, "alice", "correct horse battery")
+    token = csrf_token(alice.get("/invites"))
+    with members_invite.write_sessions() as session, session.begin():
+        session.execute(sa.update(accounts).where(accounts.c.username == "alice").values(is_active=False))
+    alice.post("/invites", {"email": "", "csrf_token": token}, status=(303, 400))
+    assert count_rows(db, invites) == 0
