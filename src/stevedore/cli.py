@@ -2,6 +2,7 @@
 
 stevedore --config INI db upgrade
 stevedore --config INI user create NAME [--admin] [--email EMAIL] --password-stdin
+stevedore --config INI user password NAME --password-stdin | user disable|enable|delete|admin|unadmin NAME
 stevedore --config INI upload list NAME | upload abort NAME [--older-than SECONDS]
 stevedore --config INI invite create [--email EMAIL] | invite list [--limit N] [--before ID] | invite revoke ID
 stevedore --config INI namespace create NAME [--owner USER] | namespace list
@@ -47,9 +48,11 @@ def _parser() -> argparse.ArgumentParser:
     password.add_argument("name")
     password.add_argument("--password-stdin", action="store_true", required=True, help="read the password from stdin")
     for action, text in (
-        ("disable", "disable an account: its tokens and logins stop working at once"),
+        ("disable", "disable an account: its tokens and logins stop working at once (never the last administrator)"),
         ("enable", "enable a disabled account again"),
-        ("delete", "delete an account, its open uploads and every token it holds"),
+        ("delete", "delete an account, its open uploads and every token it holds (never the last administrator)"),
+        ("admin", "make an account an administrator"),
+        ("unadmin", "make an administrator an ordinary account again (never the last administrator)"),
     ):
         user.add_parser(action, help=text).add_argument("name")
 
@@ -202,9 +205,14 @@ def _change_account(settings: Settings, name: str, action: str, password: str = 
         join_transaction(session)
         if action == "password":
             service.change_password(name, password)
+        elif action in ("admin", "unadmin"):
+            service.set_admin(name, action == "admin")
         else:
             service.set_active(name, action == "enable")
     done = {"password": "changed the password of", "disable": "disabled", "enable": "enabled"}
+    if action in ("admin", "unadmin"):
+        print(f"{name} is {'now' if action == 'admin' else 'no longer'} an administrator")
+        return 0
     print(f"{done[action]} user {name}")
     return 0
 

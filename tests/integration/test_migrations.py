@@ -76,3 +76,21 @@ def test_upgrading_a_populated_database_keeps_every_reference_to_an_account(data
             assert conn.execute(sa.text("SELECT id FROM accounts WHERE username = 'c'")).scalar_one() == 3
     finally:
         engine.dispose()
+
+
+def test_password_resets_come_with_0009_and_go_with_its_downgrade(database_url):
+    engine = make_engine(database_url)
+    try:
+        assert "password_resets" in sa.inspect(engine).get_table_names()
+        downgrade(database_url, revision="0008")
+        engine.dispose()
+        assert "password_resets" not in sa.inspect(engine).get_table_names()
+        assert "accounts" in sa.inspect(engine).get_table_names()
+        upgrade(database_url)
+        engine.dispose()
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("password_resets")}
+        assert columns == {
+            "id", "account_id", "code_hash", "created_at", "expires_at", "created_by", "used_at", "revoked_at"
+        }  # fmt: skip
+    finally:
+        engine.dispose()
