@@ -252,3 +252,7 @@ def test_a_disabled_account_s_link_stops_working(testapp, alice, mail_folder, co
     with components.write_sessions() as session, session.begin():
         session.execute(sa.update(accounts).where(accounts.c.username == "alice").values(is_active=False))
     testapp.get(local(link), status=404)
+
+
+def test_the_login_page_links_to_the_forgotten_password_page(testapp):
+    assert testapp.get("/login").click("Forgot your password?").request.path == "/password/forgot"
