@@ -1,6 +1,7 @@
 """Error bodies, the API version header and the 401 challenge on every /v2/ endpoint (distribution-spec "Error
 Codes", "API Version Check")."""
 
+import dataclasses
 import re
 
 from tests.integration.protocol.helpers import (
@@ -63,7 +64,9 @@ def test_no_credentials_is_401_with_a_bearer_challenge_everywhere(testapp, user)
             assert_error_body(response, "UNAUTHORIZED")
 
 
-def test_wrong_password_is_401_everywhere(testapp, user):
+def test_wrong_password_is_401_everywhere(testapp, user, components):
+    # As many wrong passwords as endpoints: more than the failed-login backoff lets through (test_login_backoff.py).
+    components.settings = dataclasses.replace(components.settings, login_free_failures=len(ENDPOINTS))
     for method, path in ENDPOINTS:
         response = testapp.request(path, method=method, body=b"", headers=basic(user[0], "wrong"), status="*")
         assert response.status_int == 401, (method, path, response.status)
