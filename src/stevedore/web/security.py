@@ -20,8 +20,9 @@ from stevedore.domain.access_tokens import AccessToken, AccessTokenService, look
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TokenInvalid, TooManyRequests
-from stevedore.domain.model import Account, RepositoryName, Scope
+from stevedore.domain.model import Account, RepositoryName, Scope, robot_namespace
 from stevedore.domain.ports import AccountStore
+from stevedore.domain.robots import robot_may_act
 from stevedore.web.login_backoff import check_login_backoff, login_failed, login_succeeded
 
 
@@ -221,7 +222,20 @@ def account_for_access_token(request: Request, username: str, secret: str) -> tu
     account = store.get(token.account_id)
     if account is None or not account.is_active or account.username != username:
         return None
+    if not robot_stands(request, account):
+        return None
     return account, token
+
+
+def robot_stands(request: Request, account: Account) -> bool:
+    """A person, or a robot whose namespace still stands behind it (domain/robots.py: a disabled or deleted user's
+    robots do nothing). One more look-up, for robots only."""
+    namespace = robot_namespace(account.username)
+    if namespace is None:
+        return True
+    owner = request.lookup_account_store.by_username(namespace)
+    exists = owner is not None or request.access.namespaces.get(namespace) is not None
+    return robot_may_act(account, owner, exists)
 
 
 def account_for_password(request: Request, username: str, password: str) -> Account | None:
@@ -300,6 +314,8 @@ def authenticate_request(request: Request) -> Principal | None:
         try:
             holder = request.token_service.holder_of_access_token(token, service=service)
         except TokenInvalid:
+            return None
+        if not robot_stands(request, holder.account):
             return None
         if holder.access_token_id is None:
             return Principal(holder.account, holder.scopes)

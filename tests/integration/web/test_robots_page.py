@@ -207,3 +207,17 @@ def test_creation_and_changes_are_in_the_audit_log(testapp, make_user):
     audit = testapp.get("/audit").text
     for action in ("robot_created", "robot_disabled", "robot_revoked"):
         assert action in audit
+
+
+def test_a_robots_docker_login_refresh_ends_with_its_users_account(testapp, make_user, components):
+    make_user("ada", PASSWORD)
+    log_in(testapp, "ada", PASSWORD)
+    secret = secret_of(create(testapp, "ada"))
+    service = parse_challenge(testapp.get("/v2/", status=401).headers["WWW-Authenticate"])[1]["service"]
+    login = {"grant_type": "password", "username": "ada+ci", "password": secret, "service": service,
+             "access_type": "offline", "client_id": "docker"}  # fmt: skip
+    refresh = testapp.post("/v2/token", login).json["refresh_token"]
+    again = {"grant_type": "refresh_token", "refresh_token": refresh, "service": service, "client_id": "docker"}
+    testapp.post("/v2/token", again, status=200)
+    set_active(components, "ada", False)
+    testapp.post("/v2/token", again, status=401)

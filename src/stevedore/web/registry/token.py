@@ -20,7 +20,7 @@ from stevedore.domain.model import Account, Scope
 from stevedore.domain.tokens import IssuedToken
 from stevedore.web.registry.challenge import service_name
 from stevedore.web.registry.http import json_response
-from stevedore.web.security import parse_basic, principal_for_password
+from stevedore.web.security import parse_basic, principal_for_password, robot_stands
 
 
 def _scopes(values: list[str]) -> list[Scope]:
@@ -128,6 +128,8 @@ def post_token(request: Request) -> Response:
         try:
             holder = request.token_service.holder_of_refresh_token(field("refresh_token"))
             account = holder.account
+            if not robot_stands(request, account):
+                raise TokenInvalid("the robot's namespace no longer stands behind it")
             if holder.access_token_id is not None:
                 # A login made with a personal access token ends with it (revoked or expired), and stays limited.
                 access_token = request.lookup_access_token_service.usable(holder.access_token_id, account)
