@@ -154,21 +154,23 @@ def row(name: str, minute: int, pushed_by: str | None = None) -> TagRow:
 
 
 def fake_fetch(rows: list[TagRow], sort: TagSort):
-    """The query port's contract in Python: sort order, strictly after / before the cursor, at most `limit`."""
+    """The query port's contract in Python: by name, or newest first with ties by name from z to a; strictly after
+    (or before) the cursor; at most `limit`, still in the sort order."""
 
     def key(r: TagRow):
-        return r.name if sort is TagSort.NAME else (-r.updated_at.timestamp(), r.name)
+        return r.name if sort is TagSort.NAME else (r.updated_at, r.name)
 
-    ordered = sorted(rows, key=key)
+    def first(a, b) -> bool:  # does a come before b?
+        return key(a) < key(b) if sort is TagSort.NAME else key(a) > key(b)
+
+    ordered = sorted(rows, key=key, reverse=sort is TagSort.DATE)
     calls: list[tuple] = []
 
     def fetch(*, after, before, limit):
         calls.append((after, before, limit))
         if before is not None:
-            earlier = [r for r in ordered if key(r) < key(row_at(before))]
-            return earlier[-limit:]
-        later = [r for r in ordered if after is None or key(r) > key(row_at(after))]
-        return later[:limit]
+            return [r for r in ordered if first(r, row_at(before))][-limit:]
+        return [r for r in ordered if after is None or first(row_at(after), r)][:limit]
 
     def row_at(cursor):
         return TagRow(cursor.name, cursor.updated_at or NOW, D1, OCI_MANIFEST, 0, NOW, b"")
@@ -181,6 +183,8 @@ def test_tag_pages_walk_forward_and_back_over_every_tag_once(sort):
     # Ties in time across a page boundary: the date order breaks them by name.
     rows = [row(f"t{i:02d}", minute=i // 4) for i in range(23)]
     fetch, ordered, calls = fake_fetch(rows, sort)
+    if sort is TagSort.DATE:
+        assert [r.name for r in ordered[:5]] == ["t22", "t21", "t20", "t19", "t18"]
     pages = [tag_page(fetch, sort, after=None, before=None, per_page=5)]
     assert pages[0].previous is None
     while pages[-1].next is not None:

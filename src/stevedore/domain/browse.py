@@ -25,7 +25,8 @@ INDEX_TYPES = frozenset(
 
 
 class TagSort(StrEnum):
-    """A repository's tags by name (byte order), or by date: the newest push first, ties by name."""
+    """A repository's tags by name (byte order), or by date: the newest push first; tags pushed at the same moment
+    (by one PUT with several tags) in reverse name order, which keeps the order one index's, read backwards."""
 
     NAME = "name"
     DATE = "date"

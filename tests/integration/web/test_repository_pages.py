@@ -295,8 +295,9 @@ def test_paging_goes_over_every_tag_once_forward_and_back_in_both_orders(testapp
     # 119 more tags; three at a time share a timestamp, so ties straddle the page boundaries of the date order
     add_tags(db, "alice/app", 119, now - timedelta(hours=1), step=timedelta(seconds=1))
     expected_by_name = sorted(["latest", *(f"t{i:04d}" for i in range(119))])
-    # newest first: `latest` (pushed now), then t0000-t0002 (same second, by name), t0003-t0005, ...
-    expected = expected_by_name if sort == "name" else ["latest", *(f"t{i:04d}" for i in range(119))]
+    # newest first: `latest` (pushed now), then t0002, t0001, t0000 (the same second: by name, z to a), t0005, ...
+    by_date = [f"t{i + 2 - 2 * (i % 3):04d}" for i in range(117)] + ["t0118", "t0117"]
+    expected = expected_by_name if sort == "name" else ["latest", *by_date]
     log_in(testapp, *ALICE)
     pages = [testapp.get(f"/r/alice/app?sort={sort}", status=200)]
     while link(pages[-1], "next"):

@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from stevedore.adapters.sql.tables import manifests, namespace_members, namespaces, repositories, tags
+from stevedore.adapters.sql.tables import Timestamp, manifests, namespace_members, namespaces, repositories, tags
 from stevedore.domain.browse import ManifestRow, RecentPush, RepositorySummary, TagCursor, TagOf, TagRow, TagSort
 from stevedore.domain.namespaces import Right
 
@@ -128,21 +128,14 @@ class SqlBrowseQueries:
             order: list[Any] = [tags.c.name.desc() if backwards else tags.c.name]
         else:
             if cursor is not None and cursor.updated_at is not None:
-                moment = cursor.updated_at
-                # Newest first, ties by name: "after" is older, or as old with a later name; "before" the reverse.
-                # The plain bound on updated_at beside the OR is what lets the index seek to the cursor.
-                if backwards:
-                    seek = sa.and_(
-                        tags.c.updated_at >= moment,
-                        sa.or_(tags.c.updated_at > moment, tags.c.name < cursor.name),
-                    )
-                else:
-                    seek = sa.and_(
-                        tags.c.updated_at <= moment,
-                        sa.or_(tags.c.updated_at < moment, tags.c.name > cursor.name),
-                    )
-                query = query.where(seek)
-            order = [tags.c.updated_at, tags.c.name.desc()] if backwards else [tags.c.updated_at.desc(), tags.c.name]
+                # Newest first, ties by name from z to a: the exact reverse of the index's order, so the database
+                # seeks to the cursor (a row-value comparison) and reads one page, with no sort, in both directions.
+                key = sa.tuple_(tags.c.updated_at, tags.c.name)
+                boundary = sa.tuple_(
+                    sa.literal(cursor.updated_at, Timestamp), sa.literal(cursor.name, tags.c.name.type)
+                )
+                query = query.where(key > boundary if backwards else key < boundary)
+            order = [tags.c.updated_at, tags.c.name] if backwards else [tags.c.updated_at.desc(), tags.c.name.desc()]
         rows = [
             TagRow(
                 name=row.name,
