@@ -208,3 +208,15 @@ def test_a_robot_acts_while_its_namespace_stands_behind_it():
 
 def test_robot_names_are_told_apart_from_people():
     assert is_robot("team+ci") and not is_robot("team")
+
+
+def test_a_robot_is_made_member_of_no_namespace(world):
+    from stevedore.domain.namespaces import NamespaceService
+
+    ada, boss = world.user("ada"), world.user("boss", admin=True)
+    world.team((ada, Right.ADMIN))
+    world.service().create(boss, "ada", name="ci", scope="push", expires_in_days=None)
+    with pytest.raises(InvalidInput, match="robot"):
+        NamespaceService(world.namespaces, world.accounts, world.clock).add_member("team", "ada+ci", Right.PUSH)
+    robot = world.accounts.by_username("ada+ci")
+    assert robot is not None and not world.may(robot, Action.PUSH, "team/app")

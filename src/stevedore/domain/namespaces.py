@@ -11,7 +11,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Protocol
 
 from stevedore.domain.errors import AccountUnknown, Denied, InvalidInput, NameInvalid, NotFound
-from stevedore.domain.model import MAX_USERNAME_LENGTH, Account, RepositoryName
+from stevedore.domain.model import MAX_USERNAME_LENGTH, Account, RepositoryName, robot_namespace
 from stevedore.domain.ports import AccountStore, Clock, NamespaceStore
 
 if TYPE_CHECKING:
@@ -159,6 +159,9 @@ class NamespaceService:
         name = self._existing(namespace)
         account = self.account(username)
         assert account.id is not None
+        if robot_namespace(account.username) is not None:
+            # Its rights come from its name alone (domain/access.py): a row would change nothing but mislead.
+            raise InvalidInput(f"{account.username} is a robot: it acts in its own namespace only, as no member")
         self.namespaces.set_member(name, account.id, right)
 
     def remove_member(self, namespace: str, username: str) -> None:

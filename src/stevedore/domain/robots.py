@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from stevedore.domain.access import Access, may_administer
+from stevedore.domain.access import Access
 from stevedore.domain.access_tokens import (
     MAX_EXPIRY_DAYS,
     AccessToken,
@@ -30,7 +30,7 @@ from stevedore.domain.access_tokens import (
 )
 from stevedore.domain.errors import AccountExists, Denied, InvalidInput, NotFound
 from stevedore.domain.model import MAX_USERNAME_LENGTH, ROBOT_SEPARATOR, Account, robot_namespace
-from stevedore.domain.namespaces import Right, is_reserved, validate_namespace
+from stevedore.domain.namespaces import is_reserved, may_manage_namespace, validate_namespace
 from stevedore.domain.ports import AccountStore, Clock, NamespaceStore
 
 MAX_ROBOTS_PER_NAMESPACE = 100
@@ -130,12 +130,9 @@ class RobotService:
 
     def may_manage(self, account: Account | None, namespace: str) -> bool:
         """Administrators, and the namespace's admins (a user for its own namespace). Never a robot."""
-        if account is None or not account.is_active or is_robot(account.username):
+        if account is None or is_robot(account.username):
             return False
-        if may_administer(account):
-            return True
-        right = self.access.right_of(account, namespace)
-        return right is not None and right.includes(Right.ADMIN)
+        return may_manage_namespace(self.access, account, namespace)
 
     def exists(self, namespace: str) -> bool:
         """A namespace with a row, or a user's own namespace."""
