@@ -3,11 +3,14 @@ the session that made it goes on under a fresh id."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 import webtest
 
 from stevedore.adapters.sql.tables import accounts, web_sessions
 from stevedore.adapters.sql.tables_audit import audit_events
+from tests.fakes import FixedClock
 from tests.integration.conftest import count_rows
 from tests.integration.protocol.helpers import basic, bearer
 from tests.integration.web.helpers import csrf_token, log_in, session_cookie
@@ -96,3 +99,15 @@ def test_a_change_without_or_with_a_stale_csrf_token_changes_nothing(testapp, ma
     assert "nothing was changed" in testapp.post("/account", {**form, "csrf_token": "stale"}, status=400).text
     db.rollback()
     assert db.execute(sa.select(accounts.c.password_hash)).scalar_one() == before
+
+
+def test_guessing_the_current_password_is_slowed_like_any_login(testapp, make_user, components):
+    components.clock = FixedClock(datetime.now(UTC))  # the block lasts until the clock moves
+    make_user("ada", PASSWORD)
+    log_in(testapp, "ada", PASSWORD)
+    free = testapp.app.registry.stevedore.settings.login_free_failures
+    for _ in range(free + 1):
+        change(testapp, current="a wrong guess", status=400)
+    page = change(testapp, current=PASSWORD, status=429)
+    assert "Too many wrong passwords" in page.text and page.headers["Retry-After"]
+    testapp.get("/v2/", headers=basic("ada", PASSWORD), status=429)  # one count for the pages and /v2/

@@ -14,7 +14,9 @@ from pyramid.view import view_config
 from stevedore.adapters.sql.web_sessions import SqlWebSessionStore
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import InvalidInput, TooManyRequests
+from stevedore.domain.login_backoff import LoginThrottled, seconds_text
 from stevedore.domain.model import Account
+from stevedore.web.login_backoff import check_login_backoff, login_failed
 from stevedore.web.ui.forms import refused
 from stevedore.web.ui.invites import when
 from stevedore.web.ui.session import log_in
@@ -50,13 +52,19 @@ def change_password(request: Request) -> dict[str, Any] | Response:
     new = str(request.POST.get("new_password", ""))[:MAX_PASSWORD_LENGTH]
     repeated = str(request.POST.get("new_password_again", ""))[:MAX_PASSWORD_LENGTH]
     try:
+        # Counted like every password check (domain/login_backoff.py): a stolen session cannot guess the password.
+        check_login_backoff(request, account.username)
         checked = request.lookup_account_service.authenticate(account.username, current)
     except TooManyRequests as exc:
         refused(request, 429)
         request.response.headers["Retry-After"] = str(exc.retry_after_seconds or 2)
+        if isinstance(exc, LoginThrottled):
+            wait = seconds_text(exc.retry_after_seconds or 1)
+            return _page(request, account, error=f"Too many wrong passwords: try again in {wait}.")
         return _page(request, account, error="Too many passwords are being checked right now. Try again shortly.")
     if checked is None or checked.id != account.id:
         refused(request, 400)
+        login_failed(request, account.username)
         request.audit.record_apart(AuditAction.LOGIN_FAILED, actor=account, detail="password change: wrong password")
         return _page(request, account, error=WRONG_PASSWORD)
     if new != repeated:
