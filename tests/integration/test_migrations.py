@@ -94,3 +94,39 @@ def test_password_resets_come_with_0009_and_go_with_its_downgrade(database_url):
         }  # fmt: skip
     finally:
         engine.dispose()
+
+
+def test_0010_adds_who_pushed_a_tag_and_existing_tags_have_no_pusher(database_url):
+    """Tags pushed before 0010 come through with pushed_by NULL (the pages show "—"); downgrading keeps the tags."""
+    downgrade(database_url, revision="0009")
+    engine = make_engine(database_url)
+    when = {"when": "2026-01-01 00:00:00+00:00"}
+    try:
+        assert "pushed_by" not in {c["name"] for c in sa.inspect(engine).get_columns("tags")}
+        with engine.begin() as conn:
+            for statement in (
+                "INSERT INTO repositories (id, name, created_at) VALUES (1, 'team/app', :when)",
+                "INSERT INTO manifests (id, repository_id, digest, media_type, size, content, created_at) "
+                "VALUES (1, 1, 'sha256:aa', 'application/vnd.oci.image.manifest.v1+json', 2, :content, :when)",
+                "INSERT INTO tags (repository_id, name, manifest_id, updated_at) VALUES (1, 'v1', 1, :when)",
+            ):
+                conn.execute(sa.text(statement), {**when, "content": b"{}"})
+        engine.dispose()
+        upgrade(database_url)
+        engine = make_engine(database_url)
+        columns = {c["name"]: c for c in sa.inspect(engine).get_columns("tags")}
+        assert columns["pushed_by"]["nullable"] and columns["pushed_by"]["type"].length == 255
+        indexes = {i["name"] for i in sa.inspect(engine).get_indexes("tags")}
+        assert {"ix_tags_repository_id_updated_at", "ix_tags_updated_at"} <= indexes
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT name, pushed_by FROM tags")).all() == [("v1", None)]
+            conn.execute(sa.text("UPDATE tags SET pushed_by = 'team+ci'"))
+        engine.dispose()
+        downgrade(database_url, revision="0009")
+        engine = make_engine(database_url)
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT name FROM tags")).all() == [("v1",)]
+        assert "pushed_by" not in {c["name"] for c in sa.inspect(engine).get_columns("tags")}
+        upgrade(database_url)
+    finally:
+        engine.dispose()
