@@ -90,6 +90,14 @@ def test_a_new_user_name_that_names_an_existing_namespace_is_refused():
     assert service.create_account("team2", "correct horse").username == "team2"
 
 
+def test_a_new_account_writes_its_own_namespace_row_so_a_racing_claim_finds_it_taken():
+    service, namespaces, clock = _with_namespaces()
+    ada = service.create_account("ada", "correct horse")
+    row = namespaces.get("ada")
+    assert row is not None and row.created_by == ada.id
+    assert not namespaces.add(Namespace("ada", clock.now()))  # what a first push's claim would try
+
+
 def test_an_invite_cannot_make_an_account_named_like_an_existing_namespace():
     service, namespaces, clock = _with_namespaces()
     namespaces.add(Namespace("team", clock.now()))

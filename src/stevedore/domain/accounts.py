@@ -20,6 +20,7 @@ from stevedore.domain.errors import (
     WeakPassword,
 )
 from stevedore.domain.model import Account, Invite, InviteRecord, is_login_name, validate_username
+from stevedore.domain.namespaces import Namespace
 from stevedore.domain.ports import AccountStore, Clock, Mailer, NamespaceStore, PasswordHasher
 
 MIN_PASSWORD_LENGTH = 8
@@ -135,7 +136,12 @@ class AccountService:
             is_active=True,
             created_at=self.clock.now(),
         )
-        return self.accounts.add(account)
+        stored = self.accounts.add(account)
+        # The account's own namespace gets its row now, in the same transaction: a first push claiming that name at
+        # the same moment either waits for this row and is refused, or made it first and this account is refused.
+        if self.namespaces is not None and not self.namespaces.add(Namespace(name, account.created_at, stored.id)):
+            raise AccountExists(f"the name {name!r} is taken by a namespace; choose another user name")
+        return stored
 
     def authenticate(self, username: str, password: str) -> Account | None:
         """The active account for these credentials, or None. Runs bcrypt even for unknown names (no timing oracle)."""
