@@ -7,6 +7,8 @@ stevedore --config INI upload list NAME | upload abort NAME [--older-than SECOND
 stevedore --config INI invite create [--email EMAIL] | invite list [--limit N] [--before ID] | invite revoke ID
 stevedore --config INI namespace create NAME [--owner USER] | namespace list
 stevedore --config INI namespace member add NAMESPACE USER pull|push|admin | namespace member remove NAMESPACE USER
+stevedore --config INI robot create NAMESPACE NAME [--scope pull|push|delete] [--expires-days N] | robot list NAMESPACE
+stevedore --config INI robot disable|enable|delete NAMESPACE NAME
 stevedore --config INI audit list [--user NAME] [--namespace NS] [--action ACTION] [--limit N] [--before ID]
 """
 
@@ -97,6 +99,23 @@ def _parser() -> argparse.ArgumentParser:
     member_remove.add_argument("namespace")
     member_remove.add_argument("user")
 
+    robot = commands.add_parser("robot", help="robot accounts (NAMESPACE+NAME) of a namespace")
+    robot_actions = robot.add_subparsers(dest="action", required=True)
+    robot_create = robot_actions.add_parser("create", help="make a robot; its secret is printed on stdout, once")
+    robot_create.add_argument("namespace")
+    robot_create.add_argument("name")
+    robot_create.add_argument("--scope", choices=["pull", "push", "delete"], default="push")
+    robot_create.add_argument("--expires-days", type=int, metavar="N", help="the secret stops after N days")
+    robot_actions.add_parser("list", help="a namespace's robots and their state").add_argument("namespace")
+    for action, text in (
+        ("disable", "its secret stops at once, and so do tokens issued for it"),
+        ("enable", "enable a disabled robot again"),
+        ("delete", "remove the robot and its secret for good"),
+    ):
+        robot_change = robot_actions.add_parser(action, help=text)
+        robot_change.add_argument("namespace")
+        robot_change.add_argument("name")
+
     audit = commands.add_parser("audit", help="the audit log").add_subparsers(dest="action", required=True)
     audit_list = audit.add_parser("list", help="the newest events first: who did what, when, from where")
     audit_list.add_argument("--user", metavar="NAME", help="only events of this user (exact name)")
@@ -168,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _namespace(settings, args)
         if args.command == "audit":
             return _audit(settings, args)
+        if args.command == "robot":
+            return _robot(settings, args)
     except StevedoreError as exc:
         return _fail(exc.message)
     return _fail("unknown command")
@@ -429,6 +450,68 @@ def _namespace(settings: Settings, args: argparse.Namespace) -> int:
                 AuditAction.MEMBER_REMOVED, namespace=args.namespace, target=args.user, detail="command line"
             )
             print(f"{args.user} is no longer a member of {args.namespace}")
+    return 0
+
+
+def _robot(settings: Settings, args: argparse.Namespace) -> int:
+    """`robot …`: as an administrator would on /namespaces/NS/robots, audited with no actor (the command line)."""
+    from stevedore.adapters.clock import SystemClock
+    from stevedore.adapters.sql.access_tokens import SqlAccessTokenStore
+    from stevedore.adapters.sql.accounts import SqlAccountStore
+    from stevedore.adapters.sql.audit import SqlAuditLog
+    from stevedore.adapters.sql.namespaces import SqlNamespaceStore
+    from stevedore.adapters.sql.robots import SqlRobotStore
+    from stevedore.domain.access import Access
+    from stevedore.domain.access_tokens import AccessTokenService
+    from stevedore.domain.audit import AuditAction, Auditor
+    from stevedore.domain.robots import COMMAND_LINE, RobotService
+
+    session, _ = _account_service(settings)
+    clock = SystemClock()
+    namespaces = SqlNamespaceStore(session)
+    service = RobotService(
+        SqlAccountStore(session),
+        SqlRobotStore(session),
+        namespaces,
+        AccessTokenService(SqlAccessTokenStore(session), clock),
+        Access(namespaces),
+        clock,
+    )
+    auditor = Auditor(SqlAuditLog(session), clock)
+    with transaction.manager:
+        join_transaction(session)
+        if args.action == "create":
+            issued = service.create(
+                COMMAND_LINE, args.namespace, name=args.name, scope=args.scope, expires_in_days=args.expires_days
+            )
+            robot = issued.robot
+            auditor.record(
+                AuditAction.ROBOT_CREATED,
+                namespace=robot.namespace,
+                target=robot.login,
+                detail=f"{args.scope} (command line)",
+            )
+            print(f"created robot {robot.login} ({args.scope}); its secret, shown once, is on stdout", file=sys.stderr)
+            print(issued.secret)
+        elif args.action == "list":
+            robots = service.list(COMMAND_LINE, args.namespace)
+            now = clock.now()
+            if not robots:
+                print(f"{args.namespace} has no robots")
+            for found in robots:
+                scope = found.credential.scope.label if found.credential else "-"
+                expires = found.credential.expires_at if found.credential else None
+                until = f", expires {expires.astimezone(UTC):%Y-%m-%d %H:%M} UTC" if expires else ""
+                print(f"{found.login}: {found.state(now)} ({scope}{until})")
+        else:
+            if args.action == "delete":
+                robot = service.delete(COMMAND_LINE, args.namespace, args.name)
+                event = AuditAction.ROBOT_REVOKED
+            else:
+                robot = service.set_active(COMMAND_LINE, args.namespace, args.name, args.action == "enable")
+                event = AuditAction.ROBOT_ENABLED if args.action == "enable" else AuditAction.ROBOT_DISABLED
+            auditor.record(event, namespace=robot.namespace, target=robot.login, detail="command line")
+            print(f"robot {robot.login}: {args.action}d")
     return 0
 
 

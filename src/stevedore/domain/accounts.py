@@ -139,7 +139,7 @@ class AccountService:
         stored = self.accounts.add(account)
         # The account's own namespace gets its row now, in the same transaction: a first push claiming that name at
         # the same moment either waits for this row and is refused, or made it first and this account is refused.
-        if self.namespaces is not None and not self.namespaces.add(Namespace(name, account.created_at, stored.id)):
+        if self.namespaces is not None and not self.namespaces.add(Namespace(name, self.clock.now(), stored.id)):
             raise AccountExists(f"the name {name!r} is taken by a namespace; choose another user name")
         return stored
 

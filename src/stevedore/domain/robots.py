@@ -40,6 +40,10 @@ NO_PASSWORD = "!robot: logs in with its secret only"
 _ROBOT_NAME_RE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*")
 
 
+# Who acts from the command line (`stevedore robot …`): an operator with an administrator's say, and no account.
+COMMAND_LINE = Account(id=None, username="(command line)", email=None, password_hash=NO_PASSWORD, is_admin=True)
+
+
 class RobotUnknown(NotFound):
     """No such robot in this namespace."""
 
