@@ -4,8 +4,9 @@ with the SMTP sink and a real docker:
 the setup URL from the server's log -> the first administrator -> an invite made on /invites -> the mail read from
 the sink -> a second user signs up with its link (a fresh browser) -> logs out and in -> a personal access token on
 /tokens -> `docker login` with the token, a push into the user's own namespace and a refused push into the
-administrator's -> the image on the repository page -> a tag deleted from the page -> the audit log, as the
-administrator, shows each step.
+administrator's -> the image on the repository page -> a tag deleted from the page -> a robot made on the namespace's
+robots page pushes with its secret (and is refused elsewhere) -> the front page's latest pushes name the robot -> the
+administrator's namespaces, users and account pages -> the audit log, as the administrator, shows each step.
 
 Screenshots of the main pages go to test-output/screenshots/journey-*.png (and *-phone.png).
 """
@@ -212,6 +213,40 @@ def test_from_the_setup_url_to_a_push_a_deleted_tag_and_the_audit_log(
         assert "The tag v2 was deleted." in member.locator(".flash").all_inner_texts()
         assert [t.strip() for t in member.locator(".tag-name").all_inner_texts()] == ["v1"]
 
+        # --- a robot of the member's namespace, made on its page, pushes with `docker login` as `deckhand+ci` -------
+        goto(member, f"{base}/namespaces/{MEMBER}/robots")
+        member.fill("#name", "ci")
+        member.select_option("#scope", "push")
+        submit(member, "Create the robot")
+        member.locator("#robot-secret").wait_for()
+        robot_secret = member.locator("#robot-secret").input_value()
+        save_screenshot(member, screenshots, "journey-robots")
+        robot = DockerCLI(journey_dockerd, tmp_path / "robot-config", TokenLogin(host, f"{MEMBER}+ci", robot_secret))
+        assert "Login Succeeded" in robot.login().out
+        robot("tag", f"{own}:v1", f"{own}:from-ci")
+        robot("push", f"{own}:from-ci", timeout=300)
+        refused = robot.fails("push", theirs, timeout=300)
+        assert re.search(r"denied|unauthorized|forbidden", refused.err + refused.out, re.I), refused.describe()
+
+        # --- the member's front page lists the latest pushes, with who pushed them -----------------------------
+        goto(member, base + "/")
+        front = member.locator("main").inner_text()
+        assert f"{MEMBER}/webapp" in front and "from-ci" in front and f"{MEMBER}+ci" in front, front[:2000]
+        save_screenshot(member, screenshots, "journey-home")
+        goto(member, f"{base}/namespaces/{MEMBER}")
+        save_screenshot(member, screenshots, "journey-namespace")
+
+        # --- the administrator's pages: namespaces, users, their own account -----------------------------------
+        goto(admin, f"{base}/namespaces")
+        assert MEMBER in admin.locator("main").inner_text()
+        save_screenshot(admin, screenshots, "journey-namespaces")
+        goto(admin, f"{base}/users")
+        users = admin.locator("main").inner_text()
+        assert MEMBER in users and f"{MEMBER}+ci" not in users, "robots are listed among the users"
+        save_screenshot(admin, screenshots, "journey-users")
+        goto(admin, f"{base}/account")
+        save_screenshot(admin, screenshots, "journey-account")
+
         # The refused push left no repository behind: the administrator, who sees everything, finds none.
         goto(admin, f"{base}/repositories")
         listed = admin.locator("main").inner_text()
@@ -237,10 +272,13 @@ def test_from_the_setup_url_to_a_push_a_deleted_tag_and_the_audit_log(
             ("token_created", MEMBER, "laptop docker"),
             ("push", MEMBER, f"{MEMBER}/webapp@sha256:"),
             ("delete_tag", MEMBER, f"{MEMBER}/webapp:v2"),
+            ("robot_created", MEMBER, f"{MEMBER}+ci"),
+            ("push", f"{MEMBER}+ci", f"{MEMBER}/webapp@sha256:"),
         ):
             assert seen(action, who, target), f"the audit log lacks {action} by {who} ({target}):\n{shown}"
         # Newest first: the deletion came after the pushes, which came after the sign-up, which came after setup.
-        order = [r["action"] for r in rows]
+        order = [r["action"] for r in rows if r["who"] in (ADMIN, MEMBER)]
+        assert order.index("robot_created") < order.index("delete_tag"), shown
         assert order.index("delete_tag") < order.index("push") < order.index("signup") < order.index("setup"), shown
         assert not seen("push", MEMBER, f"{ADMIN}/webapp"), f"a refused push is logged as a push:\n{shown}"
     finally:
