@@ -329,9 +329,9 @@ def _invite_service(request: Request) -> InviteService:
 def _announce_mail(settings: Settings) -> None:
     """Say where invite mails go, and what they still need."""
     if settings.mail.transport == "folder":
-        log.warning("mails (invites) are written as .eml files to %s", settings.mail.folder)
+        log.warning("mails (invites, password resets) are written as .eml files to %s", settings.mail.folder)
     elif settings.mail.transport is None:
-        log.warning("mail is off: set stevedore.mail.smtp_host (or stevedore.mail.folder) to send invites")
+        log.warning("mail is off: set stevedore.mail.smtp_host (or stevedore.mail.folder) to send invites and password resets")
     if settings.mail.transport and not settings.public_url:
         log.warning("mails need the public URL for their links: set stevedore.public_url or STEVEDORE_PUBLIC_URL")
 
