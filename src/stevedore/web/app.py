@@ -331,7 +331,9 @@ def _announce_mail(settings: Settings) -> None:
     if settings.mail.transport == "folder":
         log.warning("mails (invites, password resets) are written as .eml files to %s", settings.mail.folder)
     elif settings.mail.transport is None:
-        log.warning("mail is off: set stevedore.mail.smtp_host (or stevedore.mail.folder) to send invites and password resets")
+        log.warning(
+            "mail is off: set stevedore.mail.smtp_host (or stevedore.mail.folder) to send invites and password resets"
+        )
     if settings.mail.transport and not settings.public_url:
         log.warning("mails need the public URL for their links: set stevedore.public_url or STEVEDORE_PUBLIC_URL")
 
