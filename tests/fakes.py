@@ -90,6 +90,12 @@ class InMemoryAccountStore:
     def delete(self, account: Account) -> None:
         self.accounts.pop(account.id, None)  # type: ignore[arg-type]
 
+    def delete_robots_of(self, namespace: str) -> int:
+        robots = [a for a in self.accounts.values() if a.username.startswith(namespace + "+")]
+        for robot in robots:
+            self.delete(robot)
+        return len(robots)
+
     def count(self) -> int:
         return len(self.accounts)
 

@@ -220,3 +220,17 @@ def test_a_robot_is_made_member_of_no_namespace(world):
         NamespaceService(world.namespaces, world.accounts, world.clock).add_member("team", "ada+ci", Right.PUSH)
     robot = world.accounts.by_username("ada+ci")
     assert robot is not None and not world.may(robot, Action.PUSH, "team/app")
+
+
+def test_deleting_a_user_deletes_the_robots_of_its_own_namespace_only(world):
+    from stevedore.domain.accounts import AccountService
+    from tests.fakes import PlainPasswordHasher
+
+    ada, boss = world.user("ada"), world.user("boss", admin=True)
+    world.team((ada, Right.ADMIN))
+    world.service().create(ada, "ada", name="ci", scope="push", expires_in_days=None)
+    world.service().create(ada, "team", name="ci", scope="push", expires_in_days=None)
+    world.accounts.add(Account(None, "adam+ci", None, NO_PASSWORD))  # another namespace that starts alike
+    AccountService(world.accounts, PlainPasswordHasher(), world.clock).delete_account("ada")
+    assert {a.username for a in world.accounts.accounts.values()} == {"boss", "team+ci", "adam+ci"}
+    assert boss.is_admin

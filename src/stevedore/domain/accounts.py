@@ -19,7 +19,7 @@ from stevedore.domain.errors import (
     StevedoreError,
     WeakPassword,
 )
-from stevedore.domain.model import Account, Invite, InviteRecord, is_login_name, validate_username
+from stevedore.domain.model import Account, Invite, InviteRecord, is_login_name, robot_namespace, validate_username
 from stevedore.domain.namespaces import Namespace
 from stevedore.domain.ports import AccountStore, Clock, Mailer, NamespaceStore, PasswordHasher
 
@@ -198,6 +198,10 @@ class AccountService:
         account = self.account_named(username)
         if account.is_active:
             self._keep_an_administrator(account, "deleted")
+        # The robots of its own namespace (domain/robots.py) go with it: nobody stands behind them any more, and a
+        # person signing up later under the freed name must not inherit their secrets.
+        if robot_namespace(account.username) is None:
+            self.accounts.delete_robots_of(account.username)
         self.accounts.delete(account)
         return account
 

@@ -221,3 +221,24 @@ def test_a_robots_docker_login_refresh_ends_with_its_users_account(testapp, make
     testapp.post("/v2/token", again, status=200)
     set_active(components, "ada", False)
     testapp.post("/v2/token", again, status=401)
+
+
+def test_deleting_a_user_deletes_the_robots_of_its_namespace_and_a_later_ada_inherits_nothing(
+    testapp, make_user, components, db
+):
+    make_user("ada", PASSWORD)
+    make_team(components, "ada")
+    log_in(testapp, "ada", PASSWORD)
+    own = basic("ada+ci", secret_of(create(testapp, "ada")))
+    teams = basic("team+ci", secret_of(create(testapp, "team")))
+
+    def delete(session):
+        AccountService(
+            SqlAccountStore(session), PlainPasswordHasher(), components.clock, namespaces=SqlNamespaceStore(session)
+        ).delete_account("ada")
+
+    in_transaction(components, delete)
+    testapp.get("/v2/", headers=own, status=401)
+    push_image(testapp, teams, "team/app", "v1", seed="outlives its maker")
+    names = set(db.execute(sa.select(accounts.c.username)).scalars())
+    assert names == {"team+ci"}

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from stevedore.adapters.sql.tables import accounts, invites
 from stevedore.domain.errors import AccountExists, InviteUnknown
-from stevedore.domain.model import Account, Invite, InviteRecord
+from stevedore.domain.model import ROBOT_SEPARATOR, Account, Invite, InviteRecord
 
 
 def _utc(value: datetime | None) -> datetime | None:
@@ -97,6 +97,13 @@ class SqlAccountStore:
 
     def delete(self, account: Account) -> None:
         self.session.execute(sa.delete(accounts).where(accounts.c.id == account.id))
+
+    def delete_robots_of(self, namespace: str) -> int:
+        prefix = namespace + ROBOT_SEPARATOR  # a prefix compare, not LIKE: `_` in a name is a plain character
+        deleted = self.session.execute(
+            sa.delete(accounts).where(sa.func.substr(accounts.c.username, 1, len(prefix)) == prefix)
+        )
+        return int(deleted.rowcount or 0)  # type: ignore[attr-defined]
 
     def count(self) -> int:
         return int(self.session.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one())
