@@ -145,7 +145,7 @@ def _before_id(request: Request) -> int | None:
     text = request.GET.get("before", "")
     if not text:
         return None
-    if not text.isdigit() or len(text) > 18:
+    if not (text.isascii() and text.isdigit()) or len(text) > 18:
         raise InvalidInput("the page number is not valid")
     return int(text)
 

@@ -71,7 +71,7 @@ def create_robot(request: Request) -> dict[str, Any]:
     }
     try:
         days = form["expires_in_days"]
-        if days and not days.isdigit():
+        if days and not (days.isascii() and days.isdigit()):
             raise InvalidInput(f"the expiry is a number of days, from 1 to {MAX_EXPIRY_DAYS}, or empty for none")
         issued = request.robot_service.create(
             caller, namespace, name=form["name"], scope=form["scope"], expires_in_days=int(days) if days else None

@@ -80,7 +80,7 @@ def create_token(request: Request) -> dict[str, Any]:
         if len(form["namespaces"]) > MAX_NAMESPACES_LENGTH:
             raise InvalidInput("the list of namespaces is too long")
         days_text = form["expires_in_days"]
-        if days_text and not days_text.isdigit():
+        if days_text and not (days_text.isascii() and days_text.isdigit()):
             raise InvalidInput(f"the expiry is a number of days, from 1 to {MAX_EXPIRY_DAYS}, or empty for none")
         issued = request.access_token_service.create(
             account,
