@@ -149,8 +149,9 @@ def test_an_expired_a_superseded_and_a_forged_code_get_the_one_answer(testapp, a
     second = mailed_link(mail_folder)
     assert first != second
     testapp.get(local(first), status=404)  # superseded
-    for forged in ("forged", "", "x" * 300, "%00", "a%0Ab"):
+    for forged in ("forged", "", "x" * 300, "a%0Ab"):
         assert "not valid" in testapp.get(f"/password/reset?code={forged}", status=404).text
+    testapp.get("/password/reset?code=%00", status=400)  # no page takes a NUL (web/page_input.py)
     testapp.get("/password/reset", status=404)
     clock.advance(minutes=31)
     assert "has expired" in testapp.get(local(second), status=404).text
