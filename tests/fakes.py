@@ -107,6 +107,9 @@ class InMemoryAccountStore:
         self.invites[stored.id] = stored  # type: ignore[index]
         return stored
 
+    def count_invites_by(self, account_id: int, since: datetime) -> int:
+        return sum(1 for i in self.invites.values() if i.created_by == account_id and i.created_at >= since)
+
     def invite_by_code_hash(self, code_hash: str) -> Invite | None:
         return next((i for i in self.invites.values() if i.code_hash == code_hash), None)
 

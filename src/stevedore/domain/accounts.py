@@ -17,6 +17,7 @@ from stevedore.domain.errors import (
     InviteUnknown,
     PaginationNumberInvalid,
     StevedoreError,
+    TooManyRequests,
     WeakPassword,
 )
 from stevedore.domain.model import Account, Invite, InviteRecord, is_login_name, robot_namespace, validate_username
@@ -25,6 +26,7 @@ from stevedore.domain.ports import AccountStore, Clock, Mailer, NamespaceStore, 
 
 MIN_PASSWORD_LENGTH = 8
 DEFAULT_INVITE_LIFETIME = timedelta(days=5)
+MAX_MEMBER_INVITES_PER_DAY = 20
 MAX_INVITES_PER_PAGE = 100
 # The original Stevedore's sign-up path; the invite code travels in the query.
 SIGN_UP_PATH = "/users/sign_up"
@@ -247,10 +249,21 @@ class InviteService:
         the invite is still made and `notice` says why no mail went out. A mail that cannot be sent raises
         MailNotSent: the caller's transaction then keeps no invite nobody heard of."""
         email = validate_email(email)
-        if email is not None and self.accounts.by_email(email) is not None:
+        now = self.clock.now()
+        member = invited_by is not None and not invited_by.is_admin
+        if member and invited_by is not None and invited_by.id is not None:
+            # Members (with `members_may_invite`) invite a bounded number a day: the mails go out under our name.
+            made = self.accounts.count_invites_by(invited_by.id, since=now - timedelta(days=1))
+            if made >= MAX_MEMBER_INVITES_PER_DAY:
+                raise TooManyRequests(
+                    f"you made {made} invites in the last day, the most a member may: ask an administrator for more"
+                )
+        # Administrators learn that an address has an account already; a member is not told (the forgotten-password
+        # page hides which addresses have accounts too): the invite goes out, and its sign-up says so to the
+        # address's owner alone.
+        if email is not None and not member and self.accounts.by_email(email) is not None:
             raise AccountExists(f"an account with the e-mail address {email!r} already exists")
         code = secrets.token_urlsafe(24)
-        now = self.clock.now()
         invite = self.accounts.add_invite(
             Invite(
                 id=None,

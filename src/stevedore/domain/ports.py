@@ -131,6 +131,10 @@ class AccountStore(Protocol):
 
     def invite_by_code_hash(self, code_hash: str) -> Invite | None: ...
 
+    def count_invites_by(self, account_id: int, since: datetime) -> int:
+        """How many invites the account made since then (revoked ones too)."""
+        ...
+
     def mark_invite_used(self, invite: Invite, account_id: int, when: datetime) -> None:
         """Raises InviteUnknown when the invite was used or revoked meanwhile (two sign-ups racing)."""
         ...

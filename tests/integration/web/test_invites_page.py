@@ -255,3 +255,30 @@ def test_with_members_may_invite_a_disabled_member_invites_nothing(members_invit
         session.execute(sa.update(accounts).where(accounts.c.username == "alice").values(is_active=False))
     alice.post("/invites", {"email": "", "csrf_token": token}, status=(303, 400))
     assert count_rows(db, invites) == 0
+
+
+def test_a_member_learns_nothing_of_existing_addresses_and_invites_a_bounded_number_a_day(
+    admin, members_invite, app, make_user, mail_folder, db
+):
+    from stevedore.domain.accounts import MAX_MEMBER_INVITES_PER_DAY
+
+    clock = members_invite.clock = FixedClock(datetime.now(UTC))
+
+    make_user("alice", "correct horse battery", email="alice@example.com")
+    make_user("bob", "correct horse battery", email="bob@example.com")
+    alice = webtest.TestApp(app)
+    log_in(alice, "alice", "correct horse battery")
+    taken, free = invite(alice, "bob@example.com"), invite(alice, "nobody@example.com")
+    for page in (taken, free):  # the same answer whether or not the address has an account
+        assert "The sign-up link was mailed to" in page.text and "already exists" not in page.text
+    assert "already exists" in invite(admin, "bob@example.com", status=400).text  # administrators are told
+    for number in range(MAX_MEMBER_INVITES_PER_DAY - 2):
+        invite(alice, f"friend{number}@example.com")
+    before = count_rows(db, invites)
+    page = invite(alice, "one-too-many@example.com", status=429)
+    assert "ask an administrator" in page.text
+    db.rollback()
+    assert count_rows(db, invites) == before
+    clock.advance(days=1, seconds=1)
+    log_in(alice, "alice", "correct horse battery")
+    invite(alice, "the-next-day@example.com")

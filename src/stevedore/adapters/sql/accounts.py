@@ -129,6 +129,10 @@ class SqlAccountStore:
         invite.id = int(result.scalar_one())
         return invite
 
+    def count_invites_by(self, account_id: int, since: datetime) -> int:
+        query = sa.select(sa.func.count()).where(invites.c.created_by == account_id, invites.c.created_at >= since)
+        return int(self.session.execute(query).scalar_one())
+
     def invite_by_code_hash(self, code_hash: str) -> Invite | None:
         row = self.session.execute(sa.select(invites).where(invites.c.code_hash == code_hash)).first()
         return _invite(row) if row else None

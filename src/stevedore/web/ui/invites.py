@@ -16,7 +16,7 @@ from pyramid.view import view_config
 from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.domain.accounts import InviteService, IssuedInvite, may_invite
 from stevedore.domain.audit import AuditAction
-from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown
+from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown, TooManyRequests
 from stevedore.domain.model import Account
 from stevedore.domain.ports import MailNotSent
 from stevedore.web.ui.forms import refused
@@ -59,6 +59,9 @@ def create_invite(request: Request) -> dict[str, Any]:
         issued = service.send_invite(email=email or None, invited_by=account)
     except (InvalidInput, AccountExists) as exc:
         refused(request, 400)
+        return _page(request, account, email=email, error=_sentence(exc.message), kept=False)
+    except TooManyRequests as exc:
+        refused(request, 429)
         return _page(request, account, email=email, error=_sentence(exc.message), kept=False)
     except MailNotSent as exc:
         # The domain raised so that no invite is kept that nobody heard of: the transaction is dropped.
