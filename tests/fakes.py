@@ -90,6 +90,12 @@ class InMemoryAccountStore:
     def delete(self, account: Account) -> None:
         self.accounts.pop(account.id, None)  # type: ignore[arg-type]
 
+    def disable_robots_of(self, namespace: str) -> int:
+        robots = [a for a in self.accounts.values() if a.username.startswith(namespace + "+") and a.is_active]
+        for robot in robots:
+            robot.is_active, robot.token_generation = False, robot.token_generation + 1
+        return len(robots)
+
     def delete_robots_of(self, namespace: str) -> int:
         robots = [a for a in self.accounts.values() if a.username.startswith(namespace + "+")]
         for robot in robots:

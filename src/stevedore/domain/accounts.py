@@ -194,6 +194,10 @@ class AccountService:
         self.accounts.update(account)
         return account
 
+    def disable_robots(self, username: str) -> int:
+        """Disable the robots of the user's own namespace (their tokens end); how many were active."""
+        return 0 if robot_namespace(username) is not None else self.accounts.disable_robots_of(username)
+
     def delete_account(self, username: str) -> Account:
         """Remove the account. Its id is never given to another account, so its tokens can never come back. The last
         active administrator cannot be deleted (LastAdministrator)."""

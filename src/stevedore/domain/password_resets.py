@@ -206,13 +206,16 @@ class PasswordResetService:
     def reset(self, code: str, password: str) -> Account:
         """Set the new password with a reset code: the code is used up, and every token and session of the account
         ends (its token generation goes up, and its personal access tokens are revoked: whoever knew the old
-        password may have made some). A weak password raises WeakPassword and uses nothing up."""
+        password may have made some), and so are the robots of its namespace (disabled, for the owner to look at and
+        enable again). A weak password raises WeakPassword and uses nothing up."""
         reset, account = self.check(code)
         check_password_strength(password, account.username)
         now = self.clock.now()
         self.resets.mark_used(reset, now)
         self.resets.revoke_open(reset.account_id, now)
         changed = self.accounts.change_password(account.username, password)
+        # Robots of the account's own namespace too: an intruder who knew the old password may have made one.
+        self.accounts.disable_robots(changed.username)
         if self.access_tokens is not None:
             for token in self.access_tokens.list_for(changed):
                 if token.id is not None and token.revoked_at is None:

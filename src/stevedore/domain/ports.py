@@ -116,6 +116,10 @@ class AccountStore(Protocol):
         """Remove the account. Ids are never reused, by a new account or otherwise."""
         ...
 
+    def disable_robots_of(self, namespace: str) -> int:
+        """Disable the active robot accounts `namespace+…`, ending their tokens (token generation up); how many."""
+        ...
+
     def delete_robots_of(self, namespace: str) -> int:
         """Remove the robot accounts `namespace+…` (and, with them, their secrets); how many there were."""
         ...

@@ -257,3 +257,20 @@ def test_a_disabled_account_s_link_stops_working(testapp, alice, mail_folder, co
 
 def test_the_login_page_links_to_the_forgotten_password_page(testapp):
     assert testapp.get("/login").click("Forgot your password?").request.path == "/password/forgot"
+
+
+def test_a_reset_disables_the_robots_of_the_accounts_namespace(app, testapp, alice, mail_folder, db):
+    intruder = webtest.TestApp(app)
+    log_in(intruder, "alice", PASSWORD)
+    page = intruder.post(
+        "/namespaces/alice/robots",
+        {"name": "backdoor", "scope": "delete", "csrf_token": csrf_token(intruder.get("/namespaces/alice/robots"))},
+    )
+    secret = re.search(r'id="robot-secret" class="copy" value="([^"]+)"', page.text).group(1)
+    testapp.get("/v2/", headers=basic("alice+backdoor", secret), status=200)
+    forgot(testapp, "alice")
+    done = reset(testapp, mailed_link(mail_folder))
+    assert "robots of its namespace are disabled" in done.text
+    testapp.get("/v2/", headers=basic("alice+backdoor", secret), status=401)
+    row = db.execute(sa.select(accounts.c.is_active).where(accounts.c.username == "alice+backdoor")).one()
+    assert row.is_active is False

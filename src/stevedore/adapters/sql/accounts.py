@@ -98,6 +98,15 @@ class SqlAccountStore:
     def delete(self, account: Account) -> None:
         self.session.execute(sa.delete(accounts).where(accounts.c.id == account.id))
 
+    def disable_robots_of(self, namespace: str) -> int:
+        prefix = namespace + ROBOT_SEPARATOR
+        disabled = self.session.execute(
+            sa.update(accounts)
+            .where(sa.func.substr(accounts.c.username, 1, len(prefix)) == prefix, accounts.c.is_active.is_(True))
+            .values(is_active=False, token_generation=accounts.c.token_generation + 1)
+        )
+        return int(disabled.rowcount or 0)  # type: ignore[attr-defined]
+
     def delete_robots_of(self, namespace: str) -> int:
         prefix = namespace + ROBOT_SEPARATOR  # a prefix compare, not LIKE: `_` in a name is a plain character
         deleted = self.session.execute(
