@@ -1,4 +1,5 @@
-"""Test double of the login failure store: counts in a dict, with the same start-over rule as the SQL store."""
+"""Test double of the login failure store: records in a dict, with the same rules as the SQL store. `held` lists
+the keys each `hold` asked for (one process: nothing to wait for)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,10 @@ from stevedore.domain.login_backoff import BackoffKey, Failures, KeyKind
 class InMemoryLoginFailureStore:
     def __init__(self) -> None:
         self.failures: dict[BackoffKey, Failures] = {}
+        self.held: list[list[BackoffKey]] = []
+
+    def hold(self, keys: Sequence[BackoffKey]) -> None:
+        self.held.append(list(keys))
 
     def read(self, keys: Sequence[BackoffKey]) -> dict[BackoffKey, Failures]:
         return {key: self.failures[key] for key in keys if key in self.failures}
@@ -21,8 +26,21 @@ class InMemoryLoginFailureStore:
         self.failures[key] = Failures(count, at)
         return self.failures[key]
 
+    def take_back(self, key: BackoffKey, counted: Failures, *, previous: Failures | None) -> None:
+        now = self.failures.get(key)
+        if now == counted:
+            if previous is None:
+                del self.failures[key]
+            else:
+                self.failures[key] = previous
+        elif now is not None and now.count > 0:
+            self.failures[key] = Failures(now.count - 1, now.last_at)
+
     def reset(self, key: BackoffKey) -> None:
         self.failures.pop(key, None)
+
+    def record_known(self, key: BackoffKey, at: datetime) -> None:
+        self.failures[key] = Failures(0, at)
 
     def forget(self, kind: KeyKind, *, before: datetime) -> None:
         for key in [k for k, f in self.failures.items() if k.kind == kind and f.last_at < before]:

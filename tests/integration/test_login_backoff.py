@@ -53,9 +53,16 @@ def fail(app, times, username="alice"):
 
 
 def rows(db):
+    """The failures counted per key (the known addresses apart: see `known_rows`)."""
     db.rollback()
-    found = db.execute(sa.select(login_failures)).all()
+    found = db.execute(sa.select(login_failures).where(login_failures.c.kind != "known")).all()
     return {(row.kind, row.key): row.failures for row in found}
+
+
+def known_rows(db):
+    db.rollback()
+    found = db.execute(sa.select(login_failures).where(login_failures.c.kind == "known")).all()
+    return {row.key: row.last_failure_at for row in found}
 
 
 def throttled_events(db):

@@ -11,15 +11,18 @@ from stevedore.domain.login_backoff import (
     KEY_COLUMN_LENGTH,
     BackoffKey,
     BackoffRule,
+    Failures,
     KeyKind,
     LoginBackoff,
     LoginThrottled,
+    address_group,
 )
 from tests.fakes import FixedClock
 from tests.fakes_login_backoff import InMemoryLoginFailureStore
 
 HERE = "198.51.100.4"
 THERE = "203.0.113.9"
+HOME = "2001:db8:1:2::10"
 
 
 @pytest.fixture
@@ -39,23 +42,36 @@ def backoff(store, clock):
     )
 
 
+def attempt(backoff, username="alice", address=HERE, *, right=False):
+    """One password check as the web layer makes it: reserved first (raises LoginThrottled when blocked), then
+    reported. Returns the keys a failure made blocked."""
+    reservation = backoff.reserve(username, address)
+    if right:
+        backoff.succeeded(reservation)
+        return []
+    return backoff.failed(reservation)
+
+
 def fail(backoff, clock, times, username="alice", address=HERE):
-    """`times` refused passwords, each checked first and made once the key is free again (as a patient guesser)."""
+    """`times` refused passwords, each made once the keys are free again (as a patient guesser)."""
     for _ in range(times):
         while True:
             try:
-                backoff.check(username, address)
+                attempt(backoff, username, address)
                 break
             except LoginThrottled as exc:
                 clock.advance(seconds=exc.retry_after_seconds)
-        backoff.failed(username, address)
 
 
 def wait_of(backoff, username="alice", address=HERE) -> int:
+    """The seconds a password check would wait now (0: it would go ahead), changing nothing."""
+    saved = dict(backoff.store.failures)
     try:
-        backoff.check(username, address)
+        backoff.reserve(username, address)
     except LoginThrottled as exc:
         return exc.retry_after_seconds
+    finally:
+        backoff.store.failures = saved
     return 0
 
 
@@ -68,7 +84,7 @@ def test_each_failure_after_the_free_ones_doubles_the_wait(backoff, clock):
     fail(backoff, clock, 5)
     waits = []
     for _ in range(5):
-        backoff.failed("alice", HERE)
+        attempt(backoff)
         waits.append(wait_of(backoff))
         clock.advance(seconds=waits[-1])
         assert wait_of(backoff) == 0  # the wait is over exactly when it said
@@ -79,14 +95,13 @@ def test_the_throttled_error_is_a_429_with_the_seconds_left(backoff, clock):
     fail(backoff, clock, 6)
     clock.advance(seconds=0.5)
     with pytest.raises(LoginThrottled) as raised:
-        backoff.check("alice", HERE)
+        backoff.reserve("alice", HERE)
     assert raised.value.retry_after_seconds == 2  # 1.5 s left, rounded up: never "retry in 0 seconds"
     assert "try again in 2 seconds" in raised.value.message
 
 
 def test_the_account_wait_is_capped_at_a_minute_so_the_owner_is_only_delayed(backoff, clock):
-    fail(backoff, clock, 30, address=None)
-    backoff.failed("alice", None)
+    fail(backoff, clock, 31, address=None)
     assert wait_of(backoff, address=None) == 60
 
 
@@ -100,12 +115,66 @@ def test_the_address_wait_has_its_own_larger_cap(backoff, clock):
 
 def test_a_blocked_address_blocks_every_name_and_a_blocked_name_every_address(backoff, clock):
     for n in range(6):
-        backoff.failed(f"user{n}", HERE)
+        attempt(backoff, f"user{n}", HERE)
     assert wait_of(backoff, username="bob", address=HERE) == 2
     assert wait_of(backoff, username="bob", address=THERE) == 0
     for n in range(6):
-        backoff.failed("carol", f"192.0.2.{n}")
+        attempt(backoff, "carol", f"192.0.2.{n}")
     assert wait_of(backoff, username="carol", address=THERE) == 2
+
+
+def test_the_attempt_is_counted_before_its_check_so_attempts_at_once_see_each_other(backoff, clock, store):
+    fail(backoff, clock, 11, address=None)  # at the cap: the next failure blocks for a minute
+    clock.advance(seconds=60)
+    first = backoff.reserve("alice", "192.0.2.1")  # its password is being checked...
+    with pytest.raises(LoginThrottled) as raised:  # ...when the next one arrives, from elsewhere
+        backoff.reserve("alice", "192.0.2.2")
+    assert raised.value.retry_after_seconds == 60
+    assert backoff.failed(first) == []  # counted already: nothing more to write
+    assert store.failures[BackoffKey.account("alice")].count == 12
+
+
+def test_a_refused_attempt_counts_nothing_and_each_reservation_holds_its_keys(backoff, clock, store):
+    fail(backoff, clock, 6)
+    before = dict(store.failures)
+    store.held.clear()
+    with pytest.raises(LoginThrottled):
+        backoff.reserve("alice", HERE)
+    assert store.failures == before
+    assert store.held == [[BackoffKey.account("alice"), BackoffKey.address(HERE)]]
+
+
+def test_a_success_clears_the_account_but_never_the_address(backoff, clock, store):
+    fail(backoff, clock, 9, username="victim")  # the attacker guesses from here, and...
+    clock.advance(seconds=16)
+    attempt(backoff, "mallory", HERE, right=True)  # ...logs in to their own account between guesses
+    assert store.failures[BackoffKey.address(HERE)].count == 9
+    attempt(backoff, "victim2", HERE)
+    assert wait_of(backoff, username="victim3", address=HERE) == 32  # the tenth failure: the count went on
+    fail(backoff, clock, 8, username="alice", address=THERE)
+    clock.advance(seconds=8)
+    attempt(backoff, "alice", THERE, right=True)
+    assert BackoffKey.account("alice") not in store.failures
+    assert wait_of(backoff, username="alice", address="192.0.2.1") == 0
+
+
+def test_a_success_gives_the_address_its_attempt_back_without_starting_a_new_block(backoff, clock, store):
+    fail(backoff, clock, 6, username="bob")  # the address is blocked for 2 s
+    clock.advance(seconds=2)
+    before = store.failures[BackoffKey.address(HERE)]
+    attempt(backoff, "alice", HERE, right=True)
+    assert store.failures[BackoffKey.address(HERE)] == before  # as it was: its last failure is not moved on
+    assert wait_of(backoff, username="carol") == 0
+    attempt(backoff, "alice", THERE, right=True)
+    assert BackoffKey.address(THERE) not in store.failures  # it had none: none left
+
+
+def test_a_success_takes_back_only_its_own_attempt_when_others_were_counted_meanwhile(backoff, clock, store):
+    right = backoff.reserve("alice", HERE)
+    clock.advance(seconds=1)
+    attempt(backoff, "bob", HERE)  # a failure from the same address while alice's password was being checked
+    backoff.succeeded(right)
+    assert store.failures[BackoffKey.address(HERE)] == Failures(1, clock.now())
 
 
 def test_failures_older_than_the_window_are_forgotten(backoff, clock, store):
@@ -118,9 +187,9 @@ def test_failures_older_than_the_window_are_forgotten(backoff, clock, store):
 
 
 def test_forgotten_keys_are_dropped_from_the_store(backoff, clock, store):
-    backoff.failed("alice", HERE)
+    attempt(backoff, "alice", HERE)
     clock.advance(hours=2)
-    backoff.failed("bob", THERE)
+    attempt(backoff, "bob", THERE)
     assert {key.value for key in store.failures} == {"bob", THERE}
 
 
@@ -130,21 +199,14 @@ def test_the_window_outlasts_the_longest_block():
     assert BackoffRule(5, 60).window == timedelta(hours=1)
 
 
-def test_a_success_clears_the_account_but_never_the_address(backoff, clock):
-    for n in range(9):  # the attacker guesses other names from here, and...
-        backoff.failed(f"victim{n}", HERE)
-    backoff.failed("mallory", HERE)
-    backoff.succeeded("mallory")  # ...logs in to their own account between guesses
-    assert wait_of(backoff, username="victim9", address=HERE) > 0
-    fail(backoff, clock, 8, username="alice", address=THERE)
-    backoff.succeeded("alice")
-    assert wait_of(backoff, username="alice", address="192.0.2.1") == 0
-
-
 def test_a_failure_reports_a_key_as_blocked_only_when_it_becomes_blocked(backoff, clock):
     reported = []
     for _ in range(9):
-        reported += backoff.failed("alice", HERE)
+        try:
+            reported += attempt(backoff)
+        except LoginThrottled as exc:
+            clock.advance(seconds=exc.retry_after_seconds)
+            reported += attempt(backoff)
         clock.advance(seconds=1)
     assert [(b.key.kind, b.key.value, b.failures) for b in reported] == [
         (KeyKind.ACCOUNT, "alice", 6),
@@ -157,24 +219,120 @@ def test_names_count_without_case_and_hostile_names_are_stored_bounded(backoff, 
     fail(backoff, clock, 6, username="Alice")
     assert wait_of(backoff, username="alice", address=THERE) == 2
     huge = "x" * 5_000_000
-    backoff.failed(huge, None)
-    backoff.failed("nul\x00name", None)
+    attempt(backoff, huge, None)
+    attempt(backoff, "nul\x00name", None)
     stored = {key.value for key in store.failures if key.kind == KeyKind.ACCOUNT}
     assert all(len(value) <= KEY_COLUMN_LENGTH for value in stored)
     assert BackoffKey.account(huge).value.startswith(HASHED_PREFIX)
     assert BackoffKey.account(huge) == BackoffKey.account("X" * 5_000_000)
     assert BackoffKey.account("nul\x00name").value.startswith(HASHED_PREFIX)
-    assert BackoffKey.address("2001:db8::1%eth0").value == "2001:db8::1%eth0"
+    assert len(BackoffKey.known(huge, "x" * 100_000).value) == KEY_COLUMN_LENGTH
 
 
 def test_without_an_address_only_the_account_counts(backoff, clock, store):
     fail(backoff, clock, 3, address=None)
     assert {key.kind for key in store.failures} == {KeyKind.ACCOUNT}
+    attempt(backoff, "alice", None, right=True)
+    assert store.failures == {}  # and no known address
 
 
 def test_the_message_says_one_second_in_the_singular(backoff, clock):
     fail(backoff, clock, 6)
     clock.advance(seconds=1.5)
     with pytest.raises(LoginThrottled) as raised:
-        backoff.check("alice", HERE)
+        backoff.reserve("alice", HERE)
     assert raised.value.message.endswith("try again in 1 second")
+
+
+# --- addresses: IPv6 by its /64 ---------------------------------------------------------------------------------------
+def test_ipv6_addresses_count_by_their_64_prefix_and_ipv4_by_the_whole_address():
+    assert address_group("2001:db8:1:2::10") == "2001:db8:1:2::/64"
+    assert address_group("2001:db8:1:2:ffff:ffff:ffff:ffff") == "2001:db8:1:2::/64"
+    assert address_group("2001:db8:1:3::10") == "2001:db8:1:3::/64"
+    assert address_group("2001:db8::1%eth0") == "2001:db8::/64"
+    assert address_group("::ffff:198.51.100.4") == HERE
+    assert address_group(HERE) == HERE
+    assert address_group("198.51.100.5") == "198.51.100.5"
+    assert address_group("not an address") == "not an address"
+    assert BackoffKey.address("2001:db8:1:2::10") == BackoffKey.address("2001:db8:1:2:abcd::1")
+    assert BackoffKey.known("Alice", "2001:db8:1:2::10") == BackoffKey.known("alice", "2001:db8:1:2::99")
+    assert BackoffKey.known("alice", "2001:db8:1:2::10") != BackoffKey.known("alice", "2001:db8:1:3::10")
+    assert BackoffKey.known("alice", HERE) != BackoffKey.known("bob", HERE)
+
+
+def test_guesses_from_every_address_of_one_64_count_as_one_address(backoff, clock):
+    for n in range(6):
+        attempt(backoff, f"user{n}", f"2001:db8:1:2::{n + 1:x}")
+    assert wait_of(backoff, username="someone", address="2001:db8:1:2:dead:beef::1") == 2
+    assert wait_of(backoff, username="someone", address="2001:db8:1:3::1") == 0
+
+
+# --- known addresses: exempt from the account's block -----------------------------------------------------------------
+def renew_the_block(backoff, clock, times, address_of=lambda n: f"2001:db8:bad:{n:x}::1"):
+    """An attacker keeps the account blocked: one guess each time its block ends, each from a fresh /64."""
+    for n in range(times):
+        while True:
+            try:
+                attempt(backoff, "alice", address_of(n))
+                break
+            except LoginThrottled as exc:
+                clock.advance(seconds=exc.retry_after_seconds)
+
+
+def test_an_address_that_logged_in_is_exempt_from_the_account_block(backoff, clock):
+    attempt(backoff, "alice", HOME, right=True)
+    clock.advance(days=3)
+    renew_the_block(backoff, clock, 12)
+    assert wait_of(backoff, address="192.0.2.77") == 60  # the account is at its cap...
+    assert wait_of(backoff, address="2001:db8:1:2::abc") == 0  # ...but not for the owner's known /64
+    attempt(backoff, "alice", HOME, right=True)
+    assert wait_of(backoff, address="192.0.2.77") == 0  # the owner's login cleared the account
+
+
+def test_a_known_address_is_still_subject_to_its_own_address_block(backoff, clock):
+    attempt(backoff, "alice", HOME, right=True)
+    for n in range(6):
+        attempt(backoff, f"user{n}", HOME)  # the owner's network guesses other accounts
+    assert wait_of(backoff, address=HOME) == 2
+
+
+def test_failures_from_a_known_address_still_count_against_the_account(backoff, clock, store):
+    attempt(backoff, "alice", HOME, right=True)
+    fail(backoff, clock, 6, address=HOME)
+    assert store.failures[BackoffKey.account("alice")].count == 6
+    assert wait_of(backoff, address=THERE) > 0
+
+
+def test_an_address_is_known_to_that_account_only(backoff, clock):
+    attempt(backoff, "mallory", HERE, right=True)  # the attacker's own account, from the attacker's address
+    renew_the_block(backoff, clock, 6, address_of=lambda n: HERE if n == 5 else f"192.0.2.{n}")
+    assert wait_of(backoff, username="alice", address=HERE) == 2
+
+
+def test_a_known_address_is_forgotten_30_days_after_its_last_login(backoff, clock, store):
+    attempt(backoff, "alice", HOME, right=True)
+    clock.advance(days=30, seconds=1)
+    renew_the_block(backoff, clock, 6)
+    assert wait_of(backoff, address=HOME) == 2
+    attempt(backoff, "bob", THERE, right=True)  # a login renewing a known pair drops the expired ones
+    assert BackoffKey.known("alice", HOME) not in store.failures
+
+
+def test_a_known_address_is_renewed_at_most_once_a_day(backoff, clock, store):
+    key = BackoffKey.known("alice", HOME)
+    attempt(backoff, "alice", HOME, right=True)
+    first = store.failures[key].last_at
+    clock.advance(hours=23)
+    attempt(backoff, "alice", HOME, right=True)
+    assert store.failures[key].last_at == first  # no write for this login
+    clock.advance(hours=2)
+    attempt(backoff, "alice", HOME, right=True)
+    assert store.failures[key].last_at == clock.now()
+    clock.advance(days=29)  # 29 days after the renewal: still known
+    renew_the_block(backoff, clock, 6)
+    assert wait_of(backoff, address=HOME) == 0
+
+
+def test_a_failed_password_does_not_make_an_address_known(backoff, clock, store):
+    fail(backoff, clock, 3, address=HOME)
+    assert not any(key.kind == KeyKind.KNOWN for key in store.failures)

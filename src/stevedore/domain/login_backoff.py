@@ -1,7 +1,8 @@
 """Domain: the backoff of failed password logins, per account and per client address, kept by a `LoginFailureStore`
 (the database, so it holds across processes and nodes). It slows guessing; it never locks the owner out.
 
-The rule, for each key (an account name as typed, lowercased; a client address):
+The rule, for each key (an account name as typed, lowercased; a client address: an IPv4 address whole, an IPv6
+address by its /64 prefix, which one subscriber gets whole):
 - the first `free_failures` failures cost nothing;
 - the n-th failure after them blocks further password checks for that key for min(cap, 2**n) seconds from that
   failure (2, 4, 8, ... seconds). Refusals while blocked check no password and are not counted: the owner's docker
@@ -11,14 +12,23 @@ The rule, for each key (an account name as typed, lowercased; a client address):
 - a successful login clears the account's count, never the address's: an attacker with an account of their own must
   not clear their address's count by logging in between guesses.
 
-The account cap is small (a minute by default) so the owner is only ever delayed; the address cap is larger. Only
-password checks are slowed: the caller checks the backoff right before bcrypt, after the credential cache, and
+Every attempt is reserved before its password check (`LoginBackoff.reserve`, in a transaction of its own that holds
+the attempt's keys): the standing of its keys is read and, unless blocked, the attempt is counted as a failure at
+once. Attempts sent all at once therefore see each other: past the free failures only one password check at a time
+gets through per key, however many arrive together. A success then takes its count back (`succeeded`).
+
+The account's block never applies to an address from which the account logged in with its password within the last
+`KNOWN_FOR` (30 days): such an address is only subject to its own address key. So a correct password from an address
+that logged in to the account within 30 days, or already cached, is never slowed by failures from elsewhere; a new
+address of the owner waits at most the account cap (a minute by default) while someone else guesses. The address cap
+is larger. Only password checks are slowed: the caller reserves right before bcrypt, after the credential cache, and
 personal access tokens never reach it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -35,11 +45,17 @@ MAX_KEY = 64
 HASHED_PREFIX = "sha256:"
 KEY_COLUMN_LENGTH = len(HASHED_PREFIX) + 64
 FORGET_AFTER = timedelta(hours=1)
+# An address from which an account logged in with its password is exempt from the account's block this long after,
+# and its record is renewed at most this often (not a write per login).
+KNOWN_FOR = timedelta(days=30)
+KNOWN_RENEWED_AFTER = timedelta(days=1)
 
 
 class KeyKind(StrEnum):
     ACCOUNT = "account"
     ADDRESS = "address"
+    # An (account, address) pair that logged in with the password: `Failures.last_at` is the last such login.
+    KNOWN = "known"
 
 
 @dataclass(frozen=True)
@@ -56,7 +72,29 @@ class BackoffKey:
 
     @classmethod
     def address(cls, address: str) -> BackoffKey:
-        return cls(KeyKind.ADDRESS, bounded_key(address))
+        return cls(KeyKind.ADDRESS, bounded_key(address_group(address)))
+
+    @classmethod
+    def known(cls, username: str, address: str) -> BackoffKey:
+        """The account and the address together, always hashed: the table keeps no list of where each account
+        logs in from."""
+        pair = f"{username.lower()}\0{address_group(address)}"
+        return cls(KeyKind.KNOWN, HASHED_PREFIX + hashlib.sha256(pair.encode("utf-8", "surrogatepass")).hexdigest())
+
+
+def address_group(address: str) -> str:
+    """What one client is counted as: an IPv4 address whole (also written IPv4-mapped), an IPv6 address by its /64
+    prefix (a subscriber gets a whole /64 and may send each guess from another address in it). Anything else (not
+    an IP address) as it is."""
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.IPv6Network((int(parsed) >> 64 << 64, 64)))
+    return str(parsed)
 
 
 def bounded_key(text: str) -> str:
@@ -108,11 +146,17 @@ class BackoffRule:
 
 
 class LoginFailureStore(Protocol):
-    """Failed password logins per key. Every method is atomic across processes and nodes, and writes in the
-    caller's transaction (which must not be the request's: a refused login's request transaction is rolled back)."""
+    """Failed password logins per key, and the known (account, address) pairs. Writes happen in the caller's
+    transaction, which must be one of its own (not the request's: a refused login's request transaction is rolled
+    back) and short."""
+
+    def hold(self, keys: Sequence[BackoffKey]) -> None:
+        """Until the caller's transaction ends, no other transaction holds any of these keys: reservations of the
+        same keys run one after another, on every process and node (idempotent within a transaction)."""
+        ...
 
     def read(self, keys: Sequence[BackoffKey]) -> dict[BackoffKey, Failures]:
-        """The failures on record for those of `keys` that have any (forgotten ones included: the rule decides)."""
+        """The records of those of `keys` that have any (forgotten ones included: the rule decides)."""
         ...
 
     def record_failure(self, key: BackoffKey, at: datetime, *, forget_before: datetime) -> Failures:
@@ -120,13 +164,23 @@ class LoginFailureStore(Protocol):
         when the last failure was before `forget_before`. Returns the key's failures after it."""
         ...
 
+    def take_back(self, key: BackoffKey, counted: Failures, *, previous: Failures | None) -> None:
+        """Undo one failure that left the key at `counted`: when no other failure was counted since (the record is
+        still `counted`), the record is `previous` again (dropped when None); otherwise the count goes down by one,
+        never below 0."""
+        ...
+
     def reset(self, key: BackoffKey) -> None:
         """Forget the key's failures (idempotent)."""
         ...
 
+    def record_known(self, key: BackoffKey, at: datetime) -> None:
+        """The (account, address) pair logged in with the password at `at` (a KNOWN key's record, renewed)."""
+        ...
+
     def forget(self, kind: KeyKind, *, before: datetime) -> None:
-        """Drop the keys of this kind whose last failure was before `before`: the table stays as small as the
-        failures of the last window."""
+        """Drop the keys of this kind whose last failure (or known login) was before `before`: the table stays as
+        small as the records still in their window."""
         ...
 
 
@@ -149,16 +203,6 @@ def seconds_text(seconds: int) -> str:
 
 
 @dataclass(frozen=True)
-class Standing:
-    """What a check found: the failures on record for the attempt's keys."""
-
-    failures: dict[BackoffKey, Failures]
-
-    def has_failures(self, key: BackoffKey) -> bool:
-        return key in self.failures
-
-
-@dataclass(frozen=True)
 class Blocked:
     """A key that this failure just made blocked for the first time since its count (re)started."""
 
@@ -167,13 +211,37 @@ class Blocked:
     max_seconds: int
 
 
-class LoginBackoff:
-    """The use cases: check before a password check, count a failure, clear an account after a success."""
+@dataclass(frozen=True)
+class Reservation:
+    """An attempt let through to its password check, already counted as a failure against its keys at `at`."""
 
-    def __init__(self, store: LoginFailureStore, clock: Clock, *, account: BackoffRule, address: BackoffRule) -> None:
+    username: str
+    at: datetime
+    # The counted keys' records before the attempt (None: there was none) and after it.
+    before: dict[BackoffKey, Failures | None]
+    counted: dict[BackoffKey, Failures]
+    # The (account, address) pair's key and its last login with the password (None: none on record), or no key.
+    known: BackoffKey | None = None
+    known_at: datetime | None = None
+
+
+class LoginBackoff:
+    """The use cases: reserve an attempt before its password check (refused while blocked, counted otherwise); after
+    it, report the keys a failure made blocked, or take the count back after a success."""
+
+    def __init__(
+        self,
+        store: LoginFailureStore,
+        clock: Clock,
+        *,
+        account: BackoffRule,
+        address: BackoffRule,
+        known_for: timedelta = KNOWN_FOR,
+    ) -> None:
         self.store = store
         self.clock = clock
         self.rules = {KeyKind.ACCOUNT: account, KeyKind.ADDRESS: address}
+        self.known_for = known_for
 
     @staticmethod
     def keys(username: str, address: str | None) -> list[BackoffKey]:
@@ -182,33 +250,58 @@ class LoginBackoff:
             keys.append(BackoffKey.address(address))
         return keys
 
-    def check(self, username: str, address: str | None) -> Standing:
-        """Raises `LoginThrottled` (with the seconds left, the longest of the keys') when a key is blocked."""
+    def reserve(self, username: str, address: str | None) -> Reservation:
+        """Right before a password check, in a transaction of its own (committed before the check runs): raises
+        `LoginThrottled` (with the seconds left, the longest of the blocking keys') when the account or the address
+        is blocked, counting nothing; otherwise counts the attempt as a failure now and returns the reservation.
+
+        The account's block does not apply when `address` logged in to the account with its password within
+        `known_for`."""
         now = self.clock.now()
-        found = self.store.read(self.keys(username, address))
+        keys = self.keys(username, address)
+        known = BackoffKey.known(username, address) if address else None
+        self.store.hold(keys)
+        found = self.store.read([*keys, known] if known else keys)
+        known_at = found[known].last_at if known in found else None
+        exempt = known_at is not None and known_at > now - self.known_for
         until = [
             blocked
-            for key, failures in found.items()
-            if (blocked := self.rules[key.kind].blocked_until(failures, now)) is not None
+            for key in keys
+            if key in found
+            and not (exempt and key.kind == KeyKind.ACCOUNT)
+            and (blocked := self.rules[key.kind].blocked_until(found[key], now)) is not None
         ]
         if until:
             raise LoginThrottled(max(1, math.ceil((max(until) - now).total_seconds())))
-        return Standing(found)
-
-    def failed(self, username: str, address: str | None) -> list[Blocked]:
-        """Count a refused password against the account name and the address. Returns the keys this failure made
-        blocked for the first time (the caller records that once in the audit log, not each refusal)."""
-        now = self.clock.now()
-        blocked = []
-        for key in self.keys(username, address):
-            rule = self.rules[key.kind]
-            failures = self.store.record_failure(key, now, forget_before=now - rule.window)
-            if failures.count == rule.free_failures + 1:
-                blocked.append(Blocked(key, failures.count, rule.max_seconds))
+        counted = {
+            key: self.store.record_failure(key, now, forget_before=now - self.rules[key.kind].window) for key in keys
+        }
         for kind, rule in self.rules.items():
             self.store.forget(kind, before=now - rule.window)
-        return blocked
+        return Reservation(username, now, {key: found.get(key) for key in keys}, counted, known, known_at)
 
-    def succeeded(self, username: str) -> None:
-        """The right password: the account's count starts over. The address's does not."""
-        self.store.reset(BackoffKey.account(username))
+    def failed(self, reservation: Reservation) -> list[Blocked]:
+        """The password was wrong: it is counted already. Returns the keys this failure made blocked for the first
+        time (the caller records that once in the audit log, not each refusal)."""
+        return [
+            Blocked(key, failures.count, self.rules[key.kind].max_seconds)
+            for key, failures in reservation.counted.items()
+            if failures.count == self.rules[key.kind].free_failures + 1
+        ]
+
+    def succeeded(self, reservation: Reservation) -> None:
+        """The right password: the account's count starts over; the address's gets back the failure counted for the
+        attempt, no more (an attacker's own account must not clear their address's count). The address is known to
+        the account from now on (the record renewed at most once a day)."""
+        self.store.hold(list(reservation.counted))
+        for key, counted in reservation.counted.items():
+            if key.kind == KeyKind.ACCOUNT:
+                self.store.reset(key)
+            else:
+                self.store.take_back(key, counted, previous=reservation.before[key])
+        if reservation.known is None:
+            return
+        now = self.clock.now()
+        if reservation.known_at is None or reservation.known_at <= now - KNOWN_RENEWED_AFTER:
+            self.store.record_known(reservation.known, now)
+            self.store.forget(KeyKind.KNOWN, before=now - self.known_for)

@@ -1,7 +1,14 @@
-"""Web layer: the backoff of failed password logins (domain/login_backoff.py) for a request — read through the
-request's look-up session right before a password check, written in a transaction of its own once the request's is
-over (a refused login's request transaction is rolled back, and on SQLite that transaction may hold the write lock).
-Used by `security.account_for_password` (/v2/ and the token endpoint) and the login page alike."""
+"""Web layer: the backoff of failed password logins (domain/login_backoff.py) for a request. Right before a password
+check, `reserve_login` reserves the attempt in a short transaction of its own, committed before bcrypt runs: refused
+with `LoginThrottled` (429) while the name or the client address is blocked, otherwise counted as a failure at once,
+so attempts arriving together see each other. After the check, `login_failed` (nothing more to count: the audit of a
+block's onset) or `login_succeeded` (the count taken back, the address known to the account).
+
+These transactions are never the request's (a refused login's request transaction is rolled back). On SQLite a
+request whose own write transaction has begun holds the database's one write lock, and a second writer from the same
+thread would wait for it until it timed out: no route checks a password after opening its transaction, and one that
+did would be refused (429, logged as a bug) rather than hang. Used by `security.account_for_password` (/v2/ and the
+token endpoint), the login page and the account page alike."""
 
 from __future__ import annotations
 
@@ -14,7 +21,8 @@ from sqlalchemy.orm import Session
 
 from stevedore.adapters.sql.login_backoff import SqlLoginFailureStore
 from stevedore.domain.audit import AuditAction
-from stevedore.domain.login_backoff import BackoffKey, BackoffRule, Blocked, KeyKind, LoginBackoff, Standing
+from stevedore.domain.errors import TooManyRequests
+from stevedore.domain.login_backoff import BackoffRule, Blocked, KeyKind, LoginBackoff, Reservation
 
 if TYPE_CHECKING:
     from stevedore.web.app import Components
@@ -33,28 +41,54 @@ def _backoff(request: Request, session: Session) -> LoginBackoff:
     )
 
 
-def check_login_backoff(request: Request, username: str) -> Standing:
+def reserve_login(request: Request, username: str) -> Reservation:
     """Before a password check: raises `LoginThrottled` (429, with the seconds left) when the name or the client
-    address (`client_addr`, as the audit log takes it) is blocked."""
-    return _backoff(request, request.read_session).check(username, request.client_addr)
+    address (`client_addr`, as the audit log takes it) is blocked; otherwise the attempt is counted as a failure,
+    committed, and its reservation returned for `login_failed` or `login_succeeded`."""
+    if _holds_write_lock(request):
+        log.error("a password check after the request's SQLite write transaction began: refused (a bug)")
+        raise TooManyRequests("the login could not be checked right now: retry in a moment")
+    components: Components = request.registry.stevedore
+    with components.write_sessions() as session, session.begin():
+        return _backoff(request, session).reserve(username, request.client_addr)
 
 
-def login_failed(request: Request, username: str) -> None:
-    """Count a refused password against the name and the address; record in the audit log a key that this made
-    blocked (once per block onset, not per refusal)."""
-    address = request.client_addr
-    _apart(request, lambda backoff: _failed(request, backoff, username, address), "a failed login")
+def login_failed(request: Request, reservation: Reservation) -> None:
+    """The password was wrong (counted already): record in the audit log a key that this made blocked (once per
+    block onset, not per refusal)."""
+    for blocked in _backoff(request, request.read_session).failed(reservation):
+        _audit(request, blocked, reservation.username)
 
 
-def login_succeeded(request: Request, username: str, standing: Standing) -> None:
-    """The right password: the account's count starts over (a write only when it has failures on record)."""
-    if standing.has_failures(BackoffKey.account(username)):
-        _apart(request, lambda backoff: backoff.succeeded(username), "a successful login")
+def login_succeeded(request: Request, reservation: Reservation) -> None:
+    """The right password: the account's count starts over, the address's gets its attempt back, and the address is
+    known to the account. Written before the response, so the client's next request finds it done."""
+    components: Components = request.registry.stevedore
+
+    def write() -> None:
+        with components.write_sessions() as session, session.begin():
+            _backoff(request, session).succeeded(reservation)
+
+    if _holds_write_lock(request):
+        _after_request(request, write)
+        return
+    try:
+        write()
+    except Exception:  # the login is right; an operator must hear that its count stayed
+        log.exception("the login backoff could not record a successful login")
 
 
-def _failed(request: Request, backoff: LoginBackoff, username: str, address: str | None) -> None:
-    for blocked in backoff.failed(username, address):
-        _audit(request, blocked, username)
+def _holds_write_lock(request: Request) -> bool:
+    """Has this request begun its own write transaction on SQLite (which then holds the database's write lock)?"""
+    from stevedore.web.app import SAFE_METHODS  # app.py imports this module (through security.py)
+
+    session: Session | None = request.__dict__.get("dbsession")  # only if the request made one
+    return (
+        session is not None
+        and request.method not in SAFE_METHODS
+        and session.get_bind().dialect.name == "sqlite"
+        and session.in_transaction()
+    )
 
 
 def _audit(request: Request, blocked: Blocked, username: str) -> None:
@@ -67,14 +101,11 @@ def _audit(request: Request, blocked: Blocked, username: str) -> None:
     )
 
 
-def _apart(request: Request, write: Callable[[LoginBackoff], None], what: str) -> None:
-    components: Components = request.registry.stevedore
-
+def _after_request(request: Request, write: Callable[[], None]) -> None:
     def run(_request: Request) -> None:
         try:
-            with components.write_sessions() as session, session.begin():
-                write(_backoff(request, session))
+            write()
         except Exception:  # the response is decided already; an operator must hear of it
-            log.exception("the login backoff could not record %s", what)
+            log.exception("the login backoff could not record a successful login")
 
     request.add_finished_callback(run)

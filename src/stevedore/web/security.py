@@ -23,7 +23,7 @@ from stevedore.domain.errors import TokenInvalid, TooManyRequests
 from stevedore.domain.model import Account, RepositoryName, Scope, robot_namespace
 from stevedore.domain.ports import AccountStore
 from stevedore.domain.robots import robot_may_act
-from stevedore.web.login_backoff import check_login_backoff, login_failed, login_succeeded
+from stevedore.web.login_backoff import login_failed, login_succeeded, reserve_login
 
 
 class Permission:
@@ -240,8 +240,9 @@ def robot_stands(request: Request, account: Account) -> bool:
 
 def account_for_password(request: Request, username: str, password: str) -> Account | None:
     """The active account for this password (never an access token: see `principal_for_password`). bcrypt runs
-    once; then a short-lived cache answers. Only the bcrypt check is slowed by the failed-login backoff (429 while the
-    name or the address is blocked): a client whose right password is cached keeps working during an attack."""
+    once; then a short-lived cache answers. Only the bcrypt check is slowed by the failed-login backoff: the attempt
+    is reserved (counted) before it, 429 while the name or the address is blocked (web/login_backoff.py). A client
+    whose right password is cached keeps working during an attack."""
     cache: CredentialCache = request.registry.stevedore.credential_cache
     store: AccountStore = request.lookup_account_store
     cached = cache.get(username, password)
@@ -256,7 +257,7 @@ def account_for_password(request: Request, username: str, password: str) -> Acco
         ):
             return account
     service: AccountService = request.lookup_account_service
-    standing = check_login_backoff(request, username)
+    reservation = reserve_login(request, username)
 
     def check() -> tuple[int, str] | None:
         checked = service.authenticate(username, password)
@@ -268,14 +269,14 @@ def account_for_password(request: Request, username: str, password: str) -> Acco
     flights: SingleFlight = request.registry.stevedore.credential_flights
     found = flights.run(username, password, check)
     if found is None:
-        login_failed(request, username)
+        login_failed(request, reservation)
         return None
     account = store.get(found[0])
     if account is None or not account.is_active or account.username != username:
-        return None
+        return None  # changed in the meantime: the attempt stays counted
     if not hmac.compare_digest(account.password_hash.encode(), found[1].encode()):
         return None
-    login_succeeded(request, username, standing)
+    login_succeeded(request, reservation)
     return account
 
 

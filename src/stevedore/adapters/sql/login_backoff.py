@@ -1,7 +1,13 @@
-"""SQL adapter: the LoginFailureStore port over the login_failures table, atomic on SQLite and PostgreSQL alike."""
+"""SQL adapter: the LoginFailureStore port over the login_failures table, atomic on SQLite and PostgreSQL alike.
+
+Holding keys (a reservation reads and counts in one transaction, with no other reservation of the same keys in
+between): on PostgreSQL a transaction-scoped advisory lock per key, taken in a fixed order (no deadlock), which works
+for keys with no row yet, unlike SELECT ... FOR UPDATE; on SQLite the caller's transaction is a writer's
+(`write_sessions`, BEGIN IMMEDIATE), which holds the whole database until it ends."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -18,6 +24,12 @@ t = login_failures
 class SqlLoginFailureStore:
     def __init__(self, session: Session) -> None:
         self.session = session
+
+    def hold(self, keys: Sequence[BackoffKey]) -> None:
+        if self.session.get_bind().dialect.name != "postgresql":
+            return  # SQLite: the writer's transaction holds the database lock already
+        for lock_id in sorted({_lock_id(key) for key in keys}):
+            self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))
 
     def read(self, keys: Sequence[BackoffKey]) -> dict[BackoffKey, Failures]:
         if not keys:
@@ -50,11 +62,37 @@ class SqlLoginFailureStore:
         row = self.session.execute(statement).one()
         return Failures(row.failures, _aware(row.last_failure_at))
 
+    def take_back(self, key: BackoffKey, counted: Failures, *, previous: Failures | None) -> None:
+        this = sa.and_(t.c.kind == key.kind.value, t.c.key == key.value)
+        unchanged = sa.and_(this, t.c.failures == counted.count, t.c.last_failure_at == counted.last_at)
+        restore = (
+            sa.delete(t).where(unchanged)
+            if previous is None
+            else sa.update(t).where(unchanged).values(failures=previous.count, last_failure_at=previous.last_at)
+        )
+        if self.session.execute(restore).rowcount == 0:  # type: ignore[attr-defined]
+            # Another failure was counted since: only this one goes.
+            self.session.execute(sa.update(t).where(this, t.c.failures > 0).values(failures=t.c.failures - 1))
+
+    def record_known(self, key: BackoffKey, at: datetime) -> None:
+        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        self.session.execute(
+            insert(t)
+            .values(kind=key.kind.value, key=key.value, failures=0, last_failure_at=at)
+            .on_conflict_do_update(index_elements=[t.c.kind, t.c.key], set_={"last_failure_at": at})
+        )
+
     def reset(self, key: BackoffKey) -> None:
         self.session.execute(sa.delete(t).where(t.c.kind == key.kind.value, t.c.key == key.value))
 
     def forget(self, kind: KeyKind, *, before: datetime) -> None:
         self.session.execute(sa.delete(t).where(t.c.kind == kind.value, t.c.last_failure_at < before))
+
+
+def _lock_id(key: BackoffKey) -> int:
+    """A signed 64-bit advisory lock id for the key (two keys sharing one only wait for each other)."""
+    digest = hashlib.sha256(f"login_failures\0{key.kind.value}\0{key.value}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
 
 
 def _aware(value: datetime) -> datetime:

@@ -8,9 +8,10 @@ from stevedore.adapters.sql.tables import Timestamp, metadata
 from stevedore.domain.login_backoff import KEY_COLUMN_LENGTH
 
 # Failed password logins per key (domain/login_backoff.py): `kind` is "account" (the name as typed, lowercased) or
-# "address"; `key` is bounded (long or unprintable keys are stored as a hash). No foreign key: unknown names count too.
-# When a key is blocked is not stored: it follows from the count and the last failure by the rule, so one atomic
-# upsert is the whole write.
+# "address" (IPv4 whole, IPv6 by its /64); `key` is bounded (long or unprintable keys are stored as a hash). No foreign
+# key: unknown names count too. When a key is blocked is not stored: it follows from the count and the last failure by
+# the rule. Kind "known" is an (account, address) pair that logged in with the password (the key a hash of both,
+# `failures` 0, `last_failure_at` the last such login, renewed at most daily): exempt from the account's block.
 login_failures = sa.Table(
     "login_failures",
     metadata,

@@ -16,7 +16,7 @@ from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import InvalidInput, TooManyRequests
 from stevedore.domain.login_backoff import LoginThrottled, seconds_text
 from stevedore.domain.model import Account
-from stevedore.web.login_backoff import check_login_backoff, login_failed
+from stevedore.web.login_backoff import login_failed, login_succeeded, reserve_login
 from stevedore.web.ui.forms import refused
 from stevedore.web.ui.invites import when
 from stevedore.web.ui.session import log_in
@@ -53,7 +53,7 @@ def change_password(request: Request) -> dict[str, Any] | Response:
     repeated = str(request.POST.get("new_password_again", ""))[:MAX_PASSWORD_LENGTH]
     try:
         # Counted like every password check (domain/login_backoff.py): a stolen session cannot guess the password.
-        check_login_backoff(request, account.username)
+        reservation = reserve_login(request, account.username)
         checked = request.lookup_account_service.authenticate(account.username, current)
     except TooManyRequests as exc:
         refused(request, 429)
@@ -64,9 +64,10 @@ def change_password(request: Request) -> dict[str, Any] | Response:
         return _page(request, account, error="Too many passwords are being checked right now. Try again shortly.")
     if checked is None or checked.id != account.id:
         refused(request, 400)
-        login_failed(request, account.username)
+        login_failed(request, reservation)
         request.audit.record_apart(AuditAction.LOGIN_FAILED, actor=account, detail="password change: wrong password")
         return _page(request, account, error=WRONG_PASSWORD)
+    login_succeeded(request, reservation)  # the attempt was counted before the check: taken back
     if new != repeated:
         refused(request, 400)
         return _page(request, account, error="The two new passwords differ, so nothing was changed.")

@@ -14,7 +14,7 @@ from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TooManyRequests
 from stevedore.domain.login_backoff import LoginThrottled, seconds_text
 from stevedore.domain.model import MAX_USERNAME_LENGTH
-from stevedore.web.login_backoff import check_login_backoff, login_failed, login_succeeded
+from stevedore.web.login_backoff import login_failed, login_succeeded, reserve_login
 from stevedore.web.ui.forms import local_path_or, refused
 from stevedore.web.ui.session import log_in, log_out
 
@@ -40,7 +40,7 @@ def login(request: Request) -> dict[str, Any] | Response:
     form = {"next": next_path, "username": username[:64]}
     try:
         # The failed-login backoff (domain/login_backoff.py), counted like the failures on /v2/.
-        standing = check_login_backoff(request, username)
+        reservation = reserve_login(request, username)
         account = request.lookup_account_service.authenticate(username, password)
     except TooManyRequests as exc:
         refused(request, 429)
@@ -51,9 +51,9 @@ def login(request: Request) -> dict[str, Any] | Response:
     if account is None:
         refused(request, 400)
         _record_failure(request, username)
-        login_failed(request, username)
+        login_failed(request, reservation)
         return {**form, "error": WRONG_CREDENTIALS}
-    login_succeeded(request, username, standing)
+    login_succeeded(request, reservation)
     log_in(request, account)
     request.audit.record(AuditAction.LOGIN, actor=account, detail="pages")
     return HTTPSeeOther(location=next_path)
