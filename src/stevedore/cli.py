@@ -225,11 +225,16 @@ def _change_account(settings: Settings, name: str, action: str, password: str = 
     with transaction.manager:
         join_transaction(session)
         if action == "password":
-            service.change_password(name, password)
+            changed = service.change_password(name, password)
         elif action in ("admin", "unadmin"):
-            service.set_admin(name, action == "admin")
+            changed = service.set_admin(name, action == "admin")
         else:
-            service.set_active(name, action == "enable")
+            changed = service.set_active(name, action == "enable")
+        if action in ("password", "disable") and changed.id is not None:
+            # As on the pages: open reset links end too, so none works again once the account is enabled again.
+            from stevedore.adapters.sql.password_resets import SqlPasswordResetStore
+
+            SqlPasswordResetStore(session).revoke_open(changed.id, datetime.now(UTC))
     done = {"password": "changed the password of", "disable": "disabled", "enable": "enabled"}
     if action in ("admin", "unadmin"):
         print(f"{name} is {'now' if action == 'admin' else 'no longer'} an administrator")

@@ -8,7 +8,7 @@ from stevedore.adapters.sql.access_tokens import SqlAccessTokenStore
 from stevedore.adapters.sql.engine import make_engine, make_session_factory
 from stevedore.domain.access_tokens import AccessTokenService
 from stevedore.web.settings import Settings
-from tests.integration.test_cli_audit import error, ini, ok, run, user  # noqa: F401  (ini: a fixture)
+from tests.integration.test_cli_audit import error, ini, ok, run, run_with_stdin, user  # noqa: F401  (ini: a fixture)
 
 
 def secret_works(ini_path: str, secret: str) -> bool:
@@ -47,3 +47,40 @@ def test_bad_robot_commands_are_one_line_errors(capsys, ini):  # noqa: F811
     assert "no robot ada+ghost" in error(capsys, ini, "robot", "disable", "ada", "ghost")
     ok(capsys, ini, "robot", "create", "ada", "ci")
     assert "exists already" in error(capsys, ini, "robot", "create", "ada", "ci")
+
+
+def test_disabling_a_user_or_setting_its_password_ends_its_open_reset_links(capsys, ini):  # noqa: F811
+    from datetime import UTC, datetime, timedelta
+
+    from pyramid.paster import get_appsettings
+
+    from stevedore.adapters.sql.accounts import SqlAccountStore
+    from stevedore.adapters.sql.password_resets import SqlPasswordResetStore
+    from stevedore.domain.password_resets import PasswordReset
+
+    user(capsys, ini, "ada")
+    engine = make_engine(Settings.from_mapping(get_appsettings(ini, "main")).database_url)
+
+    def open_link(code: str) -> int:
+        with make_session_factory(engine)() as session, session.begin():
+            account = SqlAccountStore(session).by_username("ada")
+            assert account is not None and account.id is not None
+            now = datetime.now(UTC)
+            reset = PasswordReset(None, account.id, code, now, now + timedelta(hours=1))
+            return SqlPasswordResetStore(session).add(reset).id or 0
+
+    def state(reset_id: int) -> str:
+        with make_session_factory(engine)() as session:
+            found = [r for r in [SqlPasswordResetStore(session).latest_for(1)] if r and r.id == reset_id]
+            return found[0].state(datetime.now(UTC)) if found else "gone"
+
+    first = open_link("a" * 64)
+    ok(capsys, ini, "user", "disable", "ada")
+    assert state(first) == "revoked"
+    ok(capsys, ini, "user", "enable", "ada")
+    second = open_link("b" * 64)
+    code, _out, err = run_with_stdin(
+        capsys, ini, "another long password\n", "user", "password", "ada", "--password-stdin"
+    )
+    assert code == 0, err
+    assert state(second) == "revoked"

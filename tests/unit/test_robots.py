@@ -234,3 +234,13 @@ def test_deleting_a_user_deletes_the_robots_of_its_own_namespace_only(world):
     AccountService(world.accounts, PlainPasswordHasher(), world.clock).delete_account("ada")
     assert {a.username for a in world.accounts.accounts.values()} == {"boss", "team+ci", "adam+ci"}
     assert boss.is_admin
+
+
+def test_a_robot_is_made_admin_of_no_new_namespace(world):
+    from stevedore.domain.namespaces import NamespaceService
+
+    ada = world.user("ada")
+    world.service().create(ada, "ada", name="ci", scope="push", expires_in_days=None)
+    with pytest.raises(InvalidInput, match="robot"):
+        NamespaceService(world.namespaces, world.accounts, world.clock).create("newteam", owner="ada+ci")
+    assert world.namespaces.get("newteam") is None

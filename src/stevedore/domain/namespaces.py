@@ -159,9 +159,6 @@ class NamespaceService:
         name = self._existing(namespace)
         account = self.account(username)
         assert account.id is not None
-        if robot_namespace(account.username) is not None:
-            # Its rights come from its name alone (domain/access.py): a row would change nothing but mislead.
-            raise InvalidInput(f"{account.username} is a robot: it acts in its own namespace only, as no member")
         self.namespaces.set_member(name, account.id, right)
 
     def remove_member(self, namespace: str, username: str) -> None:
@@ -189,6 +186,10 @@ class NamespaceService:
         account = self.accounts.by_username(username) if storable else None
         if account is None:
             raise AccountUnknown(f"no user {username}")
+        if robot_namespace(account.username) is not None:
+            # Its rights come from its name alone (domain/access.py): a row would change nothing but mislead, and an
+            # admin row would count as a namespace's last admin.
+            raise InvalidInput(f"{account.username} is a robot: it acts in its own namespace only, as no member")
         return AccountSummary(account.id, account.username)
 
 
