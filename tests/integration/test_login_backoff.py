@@ -264,3 +264,104 @@ def test_concurrent_failures_from_several_connections_all_count(components):
     assert errors == []
     with components.read_sessions() as session:
         assert SqlLoginFailureStore(session).read([key])[key].count == 40
+
+
+# --- known addresses and IPv6 prefixes -------------------------------------------------------------------------------
+OWNER_HOME = "2001:db8:a:1::10"
+
+
+def login_page(app, password=PASSWORD, status=303):
+    page = app.get("/login")
+    return app.post(
+        "/login", {"username": "alice", "password": password, "csrf_token": csrf_token(page)}, status=status
+    )
+
+
+def test_an_attacker_renewing_the_block_never_slows_the_owner_from_an_address_that_logged_in_before(
+    app, alice, components, clock, db
+):
+    components.credential_cache.ttl = 0  # every login below checks the password: the cache does not help
+    owner = client(app, OWNER_HOME)
+    owner.get("/v2/", headers=basic("alice", PASSWORD), status=200)  # a docker login last week
+    assert len(known_rows(db)) == 1
+    clock.advance(days=7)
+    fresh = iter(f"2001:db8:bad:{n:x}::1" for n in range(10_000))
+    for minute in range(30):
+        # The attacker guesses from a fresh /64 each time until the account is blocked for everyone else...
+        while True:
+            guess = client(app, next(fresh)).get("/v2/", headers=basic("alice", "guess"), expect_errors=True)
+            if guess.status_int == 429:
+                break
+            assert guess.status_int == 401
+        # ...so a brand-new address of the owner's waits (at most the account cap)...
+        waited = client(app, f"192.0.2.{minute + 1}").get("/v2/", headers=basic("alice", PASSWORD), status=429)
+        assert 1 <= int(waited.headers["Retry-After"]) <= 60
+        # ...but the owner's own network gets in at once, with docker and on the pages (any address of its /64).
+        owner.get("/v2/", headers=basic("alice", PASSWORD), status=200)
+        login_page(client(app, f"2001:db8:a:1::{minute + 100:x}"))
+        clock.advance(seconds=60)
+
+
+def test_a_new_address_of_the_owner_waits_at_most_the_account_cap(app, alice, components, clock):
+    components.credential_cache.ttl = 0
+    with components.write_sessions() as session, session.begin():  # at the cap, renewed just now
+        session.execute(
+            sa.insert(login_failures).values(kind="account", key="alice", failures=30, last_failure_at=clock.now())
+        )
+    refused = client(app, OWNER_HOME).get("/v2/", headers=basic("alice", PASSWORD), status=429)
+    assert refused.headers["Retry-After"] == "60"
+    clock.advance(seconds=60)
+    client(app, OWNER_HOME).get("/v2/", headers=basic("alice", PASSWORD), status=200)
+
+
+def test_a_known_address_expires_30_days_after_its_last_login(app, alice, components, clock):
+    components.credential_cache.ttl = 0
+    owner = client(app, OWNER_HOME)
+    login_page(owner)
+    clock.advance(days=30, seconds=1)
+    fail(client(app, THERE), 6)
+    refused = owner.get("/v2/", headers=basic("alice", PASSWORD), status=429)
+    assert refused.headers["Retry-After"] == "2"
+
+
+def test_a_wrong_password_does_not_make_an_address_known(app, alice, db):
+    fail(client(app, OWNER_HOME), 3)
+    assert known_rows(db) == {}
+
+
+def test_an_ipv6_client_is_counted_by_its_64_prefix(app, db):
+    for n in range(6):
+        client(app, f"2001:db8:bad:1::{n + 1:x}").get("/v2/", headers=basic(f"user{n}", "x"), status=401)
+    refused = client(app, "2001:db8:bad:1:ffff::9").get("/v2/", headers=basic("someone", "x"), status=429)
+    assert error_codes(refused) == ["TOOMANYREQUESTS"]
+    client(app, "2001:db8:bad:2::1").get("/v2/", headers=basic("someone", "x"), status=401)
+    assert rows(db)[("address", "2001:db8:bad:1::/64")] == 6
+
+
+def test_the_store_takes_back_a_failure_and_keeps_known_logins(components):
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    key = BackoffKey.address(HERE)
+    known = BackoffKey.known("alice", HERE)
+    forget = now - timedelta(hours=1)
+    with components.write_sessions() as session, session.begin():
+        store = SqlLoginFailureStore(session)
+        store.hold([key, BackoffKey.account("alice")])
+        store.hold([key])  # again in the same transaction: fine
+        before = store.record_failure(key, now, forget_before=forget)
+        counted = store.record_failure(key, now + timedelta(seconds=3), forget_before=forget)
+        store.take_back(key, counted, previous=before)  # nothing else counted since: as it was
+        assert store.read([key]) == {key: before}
+        counted = store.record_failure(key, now + timedelta(seconds=5), forget_before=forget)
+        store.record_failure(key, now + timedelta(seconds=6), forget_before=forget)  # another failure meanwhile
+        store.take_back(key, counted, previous=before)  # only this attempt's failure goes
+        assert store.read([key])[key].count == 2
+        assert store.read([key])[key].last_at == now + timedelta(seconds=6)
+        other = BackoffKey.address(THERE)
+        counted = store.record_failure(other, now, forget_before=forget)
+        store.take_back(other, counted, previous=None)  # it had none: dropped
+        assert store.read([other]) == {}
+        store.record_known(known, now)
+        store.record_known(known, now + timedelta(days=1))
+        assert store.read([known])[known].last_at == now + timedelta(days=1)
+        store.forget(KeyKind.KNOWN, before=now + timedelta(days=2))
+        assert store.read([known]) == {}

@@ -128,3 +128,29 @@ def test_a_push_with_wrong_credentials_is_refused_at_once_on_every_backend(testa
     assert time.monotonic() - started < 10  # never waiting for a write lock the request itself holds
     db.rollback()
     assert db.execute(sa.select(login_failures.c.failures).where(login_failures.c.kind == "account")).scalar_one() == 6
+
+
+def test_a_password_check_inside_the_requests_own_write_transaction_is_refused_on_sqlite_never_stuck(app, make_user):
+    """No route does this; one that did would hold SQLite's write lock while the reservation waited for it."""
+    from pyramid.request import Request
+    from pyramid.scripting import prepare
+
+    from stevedore.domain.errors import TooManyRequests
+    from stevedore.web.security import account_for_password
+
+    make_user("alice", PASSWORD)
+    request = Request.blank("/v2/alice/app/blobs/uploads/", method="POST", environ={"REMOTE_ADDR": "192.0.2.9"})
+    env = prepare(request, registry=app.registry)
+    try:
+        request.tm.begin()
+        request.dbsession.execute(sa.text("SELECT 1"))  # the request's transaction has begun (a writer's: POST)
+        started = time.monotonic()
+        if request.dbsession.get_bind().dialect.name == "sqlite":
+            with pytest.raises(TooManyRequests):
+                account_for_password(request, "alice", PASSWORD)
+        else:  # PostgreSQL has no database-wide lock: the reservation goes ahead
+            assert account_for_password(request, "alice", PASSWORD) is not None
+        assert time.monotonic() - started < 5
+        request.tm.abort()
+    finally:
+        env["closer"]()
