@@ -365,3 +365,22 @@ def test_the_store_takes_back_a_failure_and_keeps_known_logins(components):
         assert store.read([known])[known].last_at == now + timedelta(days=1)
         store.forget(KeyKind.KNOWN, before=now + timedelta(days=2))
         assert store.read([known]) == {}
+
+
+def test_a_login_refused_because_the_password_checks_are_busy_counts_nothing(
+    testapp, alice, components, db, monkeypatch
+):
+    from stevedore.domain.errors import TooManyRequests
+
+    fail(testapp, 2)
+
+    def busy(password, hashed):
+        raise TooManyRequests("too many logins are being checked")
+
+    monkeypatch.setattr(components.hasher, "verify", busy)
+    for _ in range(8):
+        refused = testapp.get("/v2/", headers=basic("alice", "a guess"), status=429)
+        assert "being checked" in refused.json["errors"][0]["message"]
+        page = testapp.get("/login")
+        testapp.post("/login", {"username": "alice", "password": "x", "csrf_token": csrf_token(page)}, status=429)
+    assert rows(db) == {("account", "alice"): 2, ("address", HERE): 2}  # as before: no password was checked

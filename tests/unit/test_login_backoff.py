@@ -336,3 +336,13 @@ def test_a_known_address_is_renewed_at_most_once_a_day(backoff, clock, store):
 def test_a_failed_password_does_not_make_an_address_known(backoff, clock, store):
     fail(backoff, clock, 3, address=HOME)
     assert not any(key.kind == KeyKind.KNOWN for key in store.failures)
+
+
+def test_an_attempt_whose_password_was_never_checked_is_taken_back_from_every_key(backoff, clock, store):
+    fail(backoff, clock, 3)
+    before = dict(store.failures)
+    clock.advance(seconds=5)
+    backoff.unchecked(backoff.reserve("alice", HERE))  # the password checks were too busy
+    assert store.failures == before
+    backoff.unchecked(backoff.reserve("bob", THERE))
+    assert store.failures == before

@@ -289,6 +289,13 @@ class LoginBackoff:
             if failures.count == self.rules[key.kind].free_failures + 1
         ]
 
+    def unchecked(self, reservation: Reservation) -> None:
+        """The password was never checked (the password checks were too busy, the database failed): the attempt is
+        taken back from every key, as if it had not been made."""
+        self.store.hold(list(reservation.counted))
+        for key, counted in reservation.counted.items():
+            self.store.take_back(key, counted, previous=reservation.before[key])
+
     def succeeded(self, reservation: Reservation) -> None:
         """The right password: the account's count starts over; the address's gets back the failure counted for the
         attempt, no more (an attacker's own account must not clear their address's count). The address is known to

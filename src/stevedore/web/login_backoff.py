@@ -1,8 +1,9 @@
 """Web layer: the backoff of failed password logins (domain/login_backoff.py) for a request. Right before a password
 check, `reserve_login` reserves the attempt in a short transaction of its own, committed before bcrypt runs: refused
 with `LoginThrottled` (429) while the name or the client address is blocked, otherwise counted as a failure at once,
-so attempts arriving together see each other. After the check, `login_failed` (nothing more to count: the audit of a
-block's onset) or `login_succeeded` (the count taken back, the address known to the account).
+so attempts arriving together see each other. The check runs through `checked` (one that gives no answer, too busy
+or failed, takes the attempt back). After it, `login_failed` (nothing more to count: the audit of a block's onset)
+or `login_succeeded` (the count taken back, the address known to the account).
 
 These transactions are never the request's (a refused login's request transaction is rolled back). On SQLite a
 request whose own write transaction has begun holds the database's one write lock, and a second writer from the same
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from pyramid.request import Request
 from sqlalchemy.orm import Session
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
     from stevedore.web.app import Components
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def _backoff(request: Request, session: Session) -> LoginBackoff:
@@ -53,6 +55,19 @@ def reserve_login(request: Request, username: str) -> Reservation:
         return _backoff(request, session).reserve(username, request.client_addr)
 
 
+def checked(request: Request, reservation: Reservation, check: Callable[[], T]) -> T:
+    """Run the password check of a reserved attempt. A check that gives no answer (too busy: 429; the database
+    failed) takes the attempt back before the error goes on: only passwords actually checked count."""
+    try:
+        return check()
+    except Exception:
+        try:
+            _write(request, lambda backoff: backoff.unchecked(reservation))
+        except Exception:
+            log.exception("the login backoff could not take back an attempt that was never checked")
+        raise
+
+
 def login_failed(request: Request, reservation: Reservation) -> None:
     """The password was wrong (counted already): record in the audit log a key that this made blocked (once per
     block onset, not per refusal)."""
@@ -63,19 +78,24 @@ def login_failed(request: Request, reservation: Reservation) -> None:
 def login_succeeded(request: Request, reservation: Reservation) -> None:
     """The right password: the account's count starts over, the address's gets its attempt back, and the address is
     known to the account. Written before the response, so the client's next request finds it done."""
-    components: Components = request.registry.stevedore
-
-    def write() -> None:
-        with components.write_sessions() as session, session.begin():
-            _backoff(request, session).succeeded(reservation)
-
-    if _holds_write_lock(request):
-        _after_request(request, write)
-        return
     try:
-        write()
+        _write(request, lambda backoff: backoff.succeeded(reservation))
     except Exception:  # the login is right; an operator must hear that its count stayed
         log.exception("the login backoff could not record a successful login")
+
+
+def _write(request: Request, write: Callable[[LoginBackoff], None]) -> None:
+    """A short transaction of its own, now; after the request when the request holds SQLite's write lock."""
+    components: Components = request.registry.stevedore
+
+    def run() -> None:
+        with components.write_sessions() as session, session.begin():
+            write(_backoff(request, session))
+
+    if _holds_write_lock(request):
+        _after_request(request, run)
+    else:
+        run()
 
 
 def _holds_write_lock(request: Request) -> bool:
@@ -106,6 +126,6 @@ def _after_request(request: Request, write: Callable[[], None]) -> None:
         try:
             write()
         except Exception:  # the response is decided already; an operator must hear of it
-            log.exception("the login backoff could not record a successful login")
+            log.exception("the login backoff could not record a login's outcome")
 
     request.add_finished_callback(run)

@@ -23,7 +23,7 @@ from stevedore.domain.errors import TokenInvalid, TooManyRequests
 from stevedore.domain.model import Account, RepositoryName, Scope, robot_namespace
 from stevedore.domain.ports import AccountStore
 from stevedore.domain.robots import robot_may_act
-from stevedore.web.login_backoff import login_failed, login_succeeded, reserve_login
+from stevedore.web.login_backoff import checked, login_failed, login_succeeded, reserve_login
 
 
 class Permission:
@@ -267,7 +267,7 @@ def account_for_password(request: Request, username: str, password: str) -> Acco
         return checked.id, checked.password_hash
 
     flights: SingleFlight = request.registry.stevedore.credential_flights
-    found = flights.run(username, password, check)
+    found = checked(request, reservation, lambda: flights.run(username, password, check))
     if found is None:
         login_failed(request, reservation)
         return None

@@ -16,6 +16,7 @@ from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import InvalidInput, TooManyRequests
 from stevedore.domain.login_backoff import LoginThrottled, seconds_text
 from stevedore.domain.model import Account
+from stevedore.web.login_backoff import checked as reserved_check
 from stevedore.web.login_backoff import login_failed, login_succeeded, reserve_login
 from stevedore.web.ui.forms import refused
 from stevedore.web.ui.invites import when
@@ -54,7 +55,9 @@ def change_password(request: Request) -> dict[str, Any] | Response:
     try:
         # Counted like every password check (domain/login_backoff.py): a stolen session cannot guess the password.
         reservation = reserve_login(request, account.username)
-        checked = request.lookup_account_service.authenticate(account.username, current)
+        checked = reserved_check(
+            request, reservation, lambda: request.lookup_account_service.authenticate(account.username, current)
+        )
     except TooManyRequests as exc:
         refused(request, 429)
         request.response.headers["Retry-After"] = str(exc.retry_after_seconds or 2)

@@ -14,7 +14,7 @@ from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TooManyRequests
 from stevedore.domain.login_backoff import LoginThrottled, seconds_text
 from stevedore.domain.model import MAX_USERNAME_LENGTH
-from stevedore.web.login_backoff import login_failed, login_succeeded, reserve_login
+from stevedore.web.login_backoff import checked, login_failed, login_succeeded, reserve_login
 from stevedore.web.ui.forms import local_path_or, refused
 from stevedore.web.ui.session import log_in, log_out
 
@@ -41,7 +41,9 @@ def login(request: Request) -> dict[str, Any] | Response:
     try:
         # The failed-login backoff (domain/login_backoff.py), counted like the failures on /v2/.
         reservation = reserve_login(request, username)
-        account = request.lookup_account_service.authenticate(username, password)
+        account = checked(
+            request, reservation, lambda: request.lookup_account_service.authenticate(username, password)
+        )
     except TooManyRequests as exc:
         refused(request, 429)
         request.response.headers["Retry-After"] = str(exc.retry_after_seconds or 2)
