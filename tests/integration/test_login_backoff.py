@@ -384,3 +384,17 @@ def test_a_login_refused_because_the_password_checks_are_busy_counts_nothing(
         page = testapp.get("/login")
         testapp.post("/login", {"username": "alice", "password": "x", "csrf_token": csrf_token(page)}, status=429)
     assert rows(db) == {("account", "alice"): 2, ("address", HERE): 2}  # as before: no password was checked
+
+
+def test_the_account_pages_right_current_password_leaves_no_failure_behind(testapp, alice, db):
+    from tests.integration.web.helpers import log_in
+
+    log_in(testapp, "alice", PASSWORD)
+    fail(testapp, 2)
+    page = testapp.get("/account")
+    form = {"current_password": PASSWORD, "new_password": "x", "new_password_again": "y"}
+    testapp.post("/account", {**form, "csrf_token": csrf_token(page)}, status=400)  # the new ones differ
+    assert rows(db) == {("address", HERE): 2}  # its attempt taken back, and the account's count cleared
+    form = {"current_password": "wrong", "new_password": "x", "new_password_again": "x"}
+    testapp.post("/account", {**form, "csrf_token": csrf_token(page)}, status=400)
+    assert rows(db) == {("account", "alice"): 1, ("address", HERE): 3}
