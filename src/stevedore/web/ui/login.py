@@ -41,9 +41,7 @@ def login(request: Request) -> dict[str, Any] | Response:
     try:
         # The failed-login backoff (domain/login_backoff.py), counted like the failures on /v2/.
         reservation = reserve_login(request, username)
-        account = checked(
-            request, reservation, lambda: request.lookup_account_service.authenticate(username, password)
-        )
+        account = checked(request, reservation, lambda: request.lookup_account_service.authenticate(username, password))
     except TooManyRequests as exc:
         refused(request, 429)
         request.response.headers["Retry-After"] = str(exc.retry_after_seconds or 2)
