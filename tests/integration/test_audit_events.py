@@ -182,6 +182,7 @@ def test_refused_registry_credentials_are_recorded_as_failed_logins(testapp, ali
 
 
 def test_a_failed_login_with_a_nul_in_the_name_is_recorded_not_a_500(testapp, alice, db):
-    log_in(testapp, "ali\x00ce", "whatever", status=400)
+    # The login page never sees it: no page form may hold a NUL (web/page_input.py), a 400 before any view.
+    assert "NUL" in log_in(testapp, "ali\x00ce", "whatever", status=400).text
     testapp.get("/v2/", headers=basic("ali\x00ce", "whatever"), status=401)
-    assert [e.action for e in events(db)] == ["login_failed", "login_failed"]
+    assert [e.action for e in events(db)] == ["login_failed"]
