@@ -3,13 +3,15 @@
 # (docker.io, podman, skopeo, buildah), the peer registry tools
 # (docker-registry = CNCF Distribution, apache2-utils for htpasswd), and the
 # browser of tests/integration/browser (Debian's chromium, driven headless by
-# Playwright through executable_path: Playwright never downloads a browser).
+# Playwright through executable_path: Playwright never downloads a browser),
+# and Debian's nginx, the TLS-terminating proxy of tests/integration/tls (the
+# tests run it unprivileged with their own config, prefix and port).
 #
 # Idempotent: installs with apt-get only what is missing, and runs
 # `apt-get update` only when something needs installing. Quiet unless it fails.
 set -euo pipefail
 
-PACKAGES=(docker.io podman skopeo buildah docker-registry apache2-utils chromium fonts-liberation)
+PACKAGES=(docker.io podman skopeo buildah docker-registry apache2-utils chromium fonts-liberation nginx)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -54,7 +56,8 @@ fi
 # Packaged services may try to start via init scripts; the tests run their own
 # private daemons, so nothing else is needed here. Verify the binaries exist.
 for bin in /usr/bin/docker /usr/sbin/dockerd /usr/bin/podman /usr/bin/skopeo \
-           /usr/bin/buildah /usr/bin/docker-registry /usr/bin/htpasswd /usr/bin/chromium; do
+           /usr/bin/buildah /usr/bin/docker-registry /usr/bin/htpasswd /usr/bin/chromium \
+           /usr/sbin/nginx; do
     if [ ! -x "$bin" ]; then
         echo "install-client-tools.sh: expected $bin after install, not found" >&2
         exit 1
