@@ -255,6 +255,7 @@ class TlsRegistry:
     node_url: str  # http://127.0.0.1:PORT of the waitress node, behind nginx
     nginx: Nginx
     node_log: Path
+    ini_path: str
 
     def ssl_context(self) -> ssl.SSLContext:
         context = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -311,6 +312,7 @@ def tls_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsRegist
             node_url=f"http://127.0.0.1:{node_port}",
             nginx=nginx,
             node_log=node_log,
+            ini_path=ini,
         )
     finally:
         nginx.stop()

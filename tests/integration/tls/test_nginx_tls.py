@@ -23,6 +23,7 @@ import pytest
 
 from tests.integration.clients import images
 from tests.integration.clients.conftest import DockerCLI, Dockerd, require_tool, run
+from tests.integration.services import stevedore_cli
 from tests.integration.tls.conftest import SITE_TEMPLATE, TlsRegistry
 
 pytestmark = [pytest.mark.clients, pytest.mark.server, pytest.mark.tls]
@@ -182,6 +183,20 @@ def test_nginx_hands_a_request_to_the_node_before_its_body_is_in(tls_registry: T
     status_line = answer.split(b"\r\n", 1)[0].decode()
     assert status_line.startswith("HTTP/1.1 401"), (status_line, waited)
     assert f'realm="{tls_registry.url}/v2/token"'.encode() in answer
+
+
+def test_the_node_sees_the_client_address_nginx_saw_and_not_one_the_client_claims(tls_registry: TlsRegistry) -> None:
+    """nginx sets X-Forwarded-For to the address it saw (a client's own header is replaced), and waitress, trusting
+    127.0.0.1 (trusted_proxy), gives it to the app: the audit log records the client, not the proxy."""
+    https = Https(tls_registry)
+    wrong = base64.b64encode(f"{tls_registry.username}:not the password".encode()).decode()
+    status, _, _ = https("GET", "/v2/", headers={"Authorization": f"Basic {wrong}", "X-Forwarded-For": "203.0.113.9"})
+    assert status == 401
+    listed = stevedore_cli(str(tls_registry.ini_path), "audit", "list", "--action", "login_failed", "--limit", "5")
+    assert listed.returncode == 0, listed.stderr
+    rows = [line.split() for line in listed.stdout.splitlines()[1:]]
+    assert rows and rows[0][4] == tls_registry.address, listed.stdout
+    assert "203.0.113.9" not in listed.stdout and "127.0.0.1" not in listed.stdout, listed.stdout
 
 
 def test_no_tls_below_1_2(tls_registry: TlsRegistry) -> None:
