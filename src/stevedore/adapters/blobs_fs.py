@@ -2,11 +2,17 @@
 
 Layout under the root: `blobs/<algorithm>/<2 hex>/<hex>` for committed blobs, `uploads/<id>/data` for uploads in
 progress. A blob becomes visible only by an atomic rename after its digest is verified and its bytes fsynced.
+
+A full disk (ENOSPC, or EDQUOT over a quota) is the domain's StorageFull, and a write that meets it leaves nothing
+of itself: an append or finish truncates the upload back to where the request found it (so the client may retry once
+space is freed), a start removes the upload's folder. Upload files are written unbuffered, so no bytes wait in a
+buffer to be written (or fail) after the truncation.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import os
@@ -17,7 +23,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
-from stevedore.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, UploadUnknown
+from stevedore.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, StorageFull, UploadUnknown
 from stevedore.domain.model import BlobInfo, ByteRange, Digest
 
 CHUNK_SIZE = 1024 * 1024
@@ -45,6 +51,22 @@ def _file_state(stat: os.stat_result) -> tuple[int, int, int, int]:
 
 
 MAX_CACHED_HASHES = 1024
+_DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _is_disk_full(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) and exc.errno in _DISK_FULL
+
+
+@contextmanager
+def _disk_full_is_storage_full() -> Iterator[None]:
+    """ENOSPC and EDQUOT from the filesystem become StorageFull; other errors pass unchanged."""
+    try:
+        yield
+    except OSError as exc:
+        if _is_disk_full(exc):
+            raise StorageFull(detail={"reason": exc.strerror}) from exc
+        raise
 
 
 class FolderBlobStore:
@@ -70,7 +92,7 @@ class FolderBlobStore:
         return os.path.join(self._upload_dir(upload_id), "data")
 
     # --- blobs ---------------------------------------------------------------------------------------
-    def stat(self, digest: Digest) -> BlobInfo | None:
+    def stat(self, digest: Digest, location: str | None = None) -> BlobInfo | None:
         try:
             return BlobInfo(digest, os.stat(self._blob_path(digest)).st_size)
         except FileNotFoundError:
@@ -80,7 +102,7 @@ class FolderBlobStore:
         path = self._blob_path(digest)
         return path if os.path.exists(path) else None
 
-    def open(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
+    def open(self, digest: Digest, byte_range: ByteRange | None = None, location: str | None = None) -> Iterator[bytes]:
         try:
             handle = open(self._blob_path(digest), "rb")  # noqa: SIM115 - closed by the generator
         except FileNotFoundError as exc:
@@ -103,16 +125,22 @@ class FolderBlobStore:
                     remaining -= len(chunk)
                 yield chunk
 
-    def delete(self, digest: Digest) -> None:
+    def delete(self, digest: Digest, location: str | None = None) -> None:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._blob_path(digest))
 
     # --- uploads -------------------------------------------------------------------------------------
     def start_upload(self, upload_id: str, digest_algorithm: str = "sha256") -> None:
-        os.makedirs(self._upload_dir(upload_id), exist_ok=False)
-        with open(self._upload_data(upload_id), "xb") as handle:
-            running = _RunningHash(digest_algorithm)
-            running.file_state = _file_state(os.fstat(handle.fileno()))
+        folder = self._upload_dir(upload_id)
+        with _disk_full_is_storage_full():
+            os.makedirs(folder, exist_ok=False)
+            try:
+                with open(self._upload_data(upload_id), "xb") as handle:
+                    running = _RunningHash(digest_algorithm)
+                    running.file_state = _file_state(os.fstat(handle.fileno()))
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)  # the folder is ours: exist_ok=False
+                raise
         self._remember(upload_id, running)
 
     def _remember(self, upload_id: str, running: _RunningHash) -> None:
@@ -135,7 +163,8 @@ class FolderBlobStore:
         for the lock finds the upload gone instead of writing into a committed blob."""
         path = self._upload_data(upload_id)
         try:
-            handle = open(path, "r+b")  # noqa: SIM115 - closed below, which also releases the lock
+            # Unbuffered: every write reaches the file (or fails) before a failed request truncates it.
+            handle = open(path, "r+b", buffering=0)  # noqa: SIM115 - closed below, which also releases the lock
         except FileNotFoundError as exc:
             raise UploadUnknown(detail={"upload": upload_id}) from exc
         with handle:
@@ -159,20 +188,27 @@ class FolderBlobStore:
         for chunk in chunks:
             if not chunk:
                 continue
-            handle.write(chunk)
+            view = memoryview(chunk)
+            while view:  # an unbuffered write may take only part of the chunk
+                written = handle.write(view)
+                view = view[written:]
             if running is not None:
                 running.update(chunk)
-        handle.flush()
         if running is not None:
             running.file_state = _file_state(os.fstat(handle.fileno()))
         return running
 
     def append(self, upload_id: str, chunks: Iterable[bytes], offset: int | None = None) -> int:
-        with self._locked_upload(upload_id) as handle:
+        with _disk_full_is_storage_full(), self._locked_upload(upload_id) as handle:
             size = handle.seek(0, os.SEEK_END)
             if offset is not None and offset != size:
                 raise RangeInvalid(f"upload is at offset {size}, chunk starts at {offset}", detail={"size": size})
-            running = self._write(upload_id, handle, chunks)
+            try:
+                running = self._write(upload_id, handle, chunks)
+            except OSError as exc:
+                if _is_disk_full(exc):
+                    handle.truncate(size)  # nothing of this request stays; a body cut short keeps what came
+                raise
             new_size = handle.tell()
             if running is not None:
                 self._remember(upload_id, running)
@@ -193,23 +229,31 @@ class FolderBlobStore:
 
     def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
         data = self._upload_data(upload_id)
-        with self._locked_upload(upload_id) as handle:
+        with _disk_full_is_storage_full(), self._locked_upload(upload_id) as handle:
             size_before = handle.seek(0, os.SEEK_END)
-            running = self._write(upload_id, handle, final_chunks)
-            size = handle.tell()
-            if self._hex_digest(handle, running, digest.algorithm) != digest.hex:
-                handle.truncate(size_before)  # a failed finish leaves the upload as it was
-                raise DigestInvalid(detail={"digest": str(digest)})
-            target = self._blob_path(digest)
-            if os.path.exists(target):
-                os.unlink(data)  # content-addressed: the bytes are already there
-            else:
-                self._make_dirs(os.path.dirname(target))
-                if self.fsync:
-                    os.fsync(handle.fileno())
-                os.replace(data, target)  # still locked: a waiting append will find the upload gone
-                if self.fsync:
-                    self._fsync_dir(os.path.dirname(target))
+            committed = False
+            try:
+                running = self._write(upload_id, handle, final_chunks)
+                size = handle.tell()
+                if self._hex_digest(handle, running, digest.algorithm) != digest.hex:
+                    raise DigestInvalid(detail={"digest": str(digest)})
+                target = self._blob_path(digest)
+                if os.path.exists(target):
+                    os.unlink(data)  # content-addressed: the bytes are already there
+                    committed = True
+                else:
+                    self._make_dirs(os.path.dirname(target))
+                    if self.fsync:
+                        os.fsync(handle.fileno())
+                    os.replace(data, target)  # still locked: a waiting append will find the upload gone
+                    committed = True
+                    if self.fsync:
+                        self._fsync_dir(os.path.dirname(target))
+            except (DigestInvalid, OSError) as exc:
+                # A failed finish leaves the upload as it was; but after the rename the handle is the blob's.
+                if not committed and (isinstance(exc, DigestInvalid) or _is_disk_full(exc)):
+                    handle.truncate(size_before)
+                raise
         self.abort(upload_id)
         return BlobInfo(digest, size)
 

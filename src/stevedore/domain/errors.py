@@ -145,3 +145,18 @@ class TooManyUploads(StevedoreError):
 
     message = "too many uploads in progress"
     retry_after_seconds: int | None = None  # set when a session will become reclaimable
+
+
+# --- storage -------------------------------------------------------------------------------------
+class StorageFull(StevedoreError):
+    """The disk under the blob folder, the upload spool or the database is full (ENOSPC, SQLite's SQLITE_FULL).
+    Whatever the request had written is removed: retry once space is freed."""
+
+    message = "the registry's storage is full: nothing was stored; retry once space has been freed"
+
+
+class StorageUnavailable(StevedoreError):
+    """The blob storage cannot be reached or keeps failing (S3 down, 5xx or throttling after retries). The request
+    changed nothing visible: retry later."""
+
+    message = "the registry's blob storage is unavailable: nothing was stored; retry in a moment"

@@ -43,6 +43,9 @@ ERROR_TABLE: list[tuple[type[e.StevedoreError], int, str]] = [
     (e.Denied, 403, "DENIED"),
     (e.TooManyUploads, 429, "TOOMANYREQUESTS"),
     (e.AccountExists, 409, "DENIED"),
+    # Distribution answers storage trouble with UNAVAILABLE; 507 (Insufficient Storage) says which trouble.
+    (e.StorageFull, 507, "UNAVAILABLE"),
+    (e.StorageUnavailable, 503, "UNAVAILABLE"),
     (e.InvalidInput, 400, "UNSUPPORTED"),
 ]
 

@@ -22,10 +22,14 @@ Plain waitress, with a few fixes for a registry that faces clients and the netwo
   `channel_timeout`, as Go's net/http leaves it to its IdleTimeout. Waitress's own `channel_timeout` only closes a
   connection that sends nothing at all, which a client trickling one byte every few seconds never is. Bodies of
   other requests may be slow: `channel_timeout` bounds their silences.
+- A full disk. When the spool of a body fills its disk (ENOSPC or EDQUOT in TMPDIR), the client gets the registry's
+  507 UNAVAILABLE (the app's answer to a full blob folder or database) instead of a closed connection; the spooled
+  part is removed with the request.
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -239,7 +243,12 @@ class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
         in_head = not self.headers_finished
         if in_head and data and channel.waiting_since is None:
             channel.waiting_since = time.monotonic()  # the first byte of a request: its headers are due from now
-        consumed = int(super().received(data))
+        try:
+            consumed = int(super().received(data))
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            return self._refuse_full_disk(data)
         if in_head and self.headers_finished and not self.completed:  # headers in, a body announced, no error yet
             guard = channel.guard
             refusal = guard.refusal(self)
@@ -262,6 +271,23 @@ class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
             channel.waiting_since = None
             channel.kept_alive = True
         return consumed
+
+    def _refuse_full_disk(self, data: bytes) -> int:
+        """The body's spool (a temporary file, already unlinked) hit a full disk: answer 507 and close, dropping
+        the rest of the body; waitress closes the spool with the request, which frees what it held."""
+        self.error = RegistryRefusal(
+            507,
+            "Insufficient Storage",
+            "UNAVAILABLE",
+            "the registry's storage is full: nothing was stored; retry once space has been freed",
+            None,
+            [],
+        )
+        self.completed = True
+        self.expect_continue = False
+        self.channel.refused = True
+        log.warning("a request body could not be spooled: the disk under TMPDIR is full")
+        return len(data)
 
 
 class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]

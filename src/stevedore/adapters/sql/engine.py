@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sqlite3
 import stat
 from typing import Any
 
@@ -11,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.orm import Session, sessionmaker
+
+from stevedore.domain.errors import StorageFull
 
 _BEGIN_OPTION = "stevedore_sqlite_begin"
 
@@ -26,9 +29,29 @@ def normalize_database_url(url: str) -> URL:
 def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     parsed = normalize_database_url(url)
     if parsed.get_backend_name() == "sqlite":
-        return _make_sqlite_engine(parsed, **kwargs)
-    kwargs.setdefault("pool_pre_ping", True)
-    return sa.create_engine(parsed, **kwargs)
+        engine = _make_sqlite_engine(parsed, **kwargs)
+    else:
+        kwargs.setdefault("pool_pre_ping", True)
+        engine = sa.create_engine(parsed, **kwargs)
+    event.listen(engine, "handle_error", _disk_full_is_storage_full)
+    return engine
+
+
+_POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+
+def _disk_full_is_storage_full(context: sa.engine.ExceptionContext) -> BaseException | None:
+    """The database's disk is full (SQLite's SQLITE_FULL, "database or disk is full"; PostgreSQL's disk_full): the
+    domain's StorageFull, answered like a full blob folder, instead of an unexpected error. The transaction is rolled
+    back as for any failed statement or commit."""
+    original = context.original_exception
+    if isinstance(original, sqlite3.OperationalError):
+        full = getattr(original, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(original)
+    else:
+        full = getattr(original, "sqlstate", None) == _POSTGRES_DISK_FULL
+    if not full:
+        return None
+    return StorageFull("the registry's database disk is full: nothing was stored; retry once space has been freed")
 
 
 def _make_sqlite_engine(url: URL, **kwargs: Any) -> sa.Engine:
