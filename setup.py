@@ -21,6 +21,8 @@ requires = [
 tests_require = [
     # An SMTP sink for the mail tests (the standard library's smtpd is gone).
     "aiosmtpd",
+    # moto's S3 server (moto_server, a real HTTP endpoint) for the S3 blob store's tests.
+    "moto[server]",
     "mypy",
     "oras",
     # Drives Debian's chromium (executable_path) in tests/integration/browser; it never downloads a browser.

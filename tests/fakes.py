@@ -182,11 +182,11 @@ class InMemoryBlobStore:
             raise UploadUnknown(detail={"upload": upload_id})
         return self.uploads[upload_id]
 
-    def stat(self, digest: Digest) -> BlobInfo | None:
+    def stat(self, digest: Digest, location: str | None = None) -> BlobInfo | None:
         data = self.blobs.get(digest)
         return None if data is None else BlobInfo(digest, len(data))
 
-    def open(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
+    def open(self, digest: Digest, byte_range: ByteRange | None = None, location: str | None = None) -> Iterator[bytes]:
         if digest not in self.blobs:
             raise BlobUnknown(detail={"digest": str(digest)})  # raised by the call, not by the first next()
         data = self.blobs[digest]
@@ -228,7 +228,7 @@ class InMemoryBlobStore:
         self._check_id(upload_id)
         self.uploads.pop(upload_id, None)
 
-    def delete(self, digest: Digest) -> None:
+    def delete(self, digest: Digest, location: str | None = None) -> None:
         self.blobs.pop(digest, None)
 
 

@@ -1,6 +1,9 @@
-"""The BlobStore contract: one suite every adapter of the port passes — the in-memory fake and the folder store.
+"""The BlobStore contract: one suite every adapter of the port passes — the in-memory fake, the folder store and the
+S3 store (against moto_server, a real HTTP endpoint; marked s3 and server).
 
-A new adapter (S3, ...) joins by adding a case to the `store` fixture.
+A new adapter joins by adding a case to the `store` fixture. A store may choose where a blob's bytes go: `finish`
+then returns the place (`BlobInfo.location`) and the caller passes it back to `open`, `stat` and `delete`, as the
+database does; `push` below keeps each blob's location for `read`.
 """
 
 from __future__ import annotations
@@ -14,15 +17,47 @@ from stevedore.adapters.blobs_fs import FolderBlobStore
 from stevedore.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, UploadUnknown
 from stevedore.domain.model import BlobInfo, ByteRange, Digest
 from tests.fakes import InMemoryBlobStore
+from tests.integration.s3.moto_server import moto_server  # noqa: F401 - a fixture
 
 MIB = 1024 * 1024
+S3 = pytest.param("s3", marks=[pytest.mark.s3, pytest.mark.server])
 
 
-@pytest.fixture(params=["memory", "folder"])
+class Located:
+    """A store that remembers where `finish` put each blob, as the database does, and passes it back."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.locations: dict[Digest, str | None] = {}
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def finish(self, upload_id, digest, final_chunks=()):
+        info = self.inner.finish(upload_id, digest, final_chunks)
+        self.locations[digest] = info.location
+        return BlobInfo(info.digest, info.size)  # compared without the location, which the store chooses
+
+    def stat(self, digest):
+        info = self.inner.stat(digest, self.locations.get(digest))
+        return None if info is None else BlobInfo(info.digest, info.size)
+
+    def open(self, digest, byte_range=None):
+        return self.inner.open(digest, byte_range, self.locations.get(digest))
+
+    def delete(self, digest):
+        self.inner.delete(digest, self.locations.get(digest))
+
+
+@pytest.fixture(params=["memory", "folder", S3])
 def store(request, tmp_path):
     if request.param == "memory":
-        return InMemoryBlobStore()
-    return FolderBlobStore(str(tmp_path / "blobs"), fsync=True)
+        return Located(InMemoryBlobStore())
+    if request.param == "s3":
+        server = request.getfixturevalue("moto_server")
+        # Parts of 1 KiB (moto's minimum is lowered): the multi-MiB test makes thousands of parts.
+        return Located(server.store(server.new_bucket(), part_size=64 * 1024))
+    return Located(FolderBlobStore(str(tmp_path / "blobs"), fsync=True))
 
 
 def new_id() -> str:

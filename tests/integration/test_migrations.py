@@ -130,3 +130,34 @@ def test_0010_adds_who_pushed_a_tag_and_existing_tags_have_no_pusher(database_ur
         upgrade(database_url)
     finally:
         engine.dispose()
+
+
+def test_0011_adds_where_a_blob_is_and_existing_blobs_have_none(database_url):
+    """Blobs recorded before 0011 have storage_key NULL (the store derives the place from the digest); downgrading
+    keeps the blobs."""
+    downgrade(database_url, revision="0010")
+    engine = make_engine(database_url)
+    try:
+        assert "storage_key" not in {c["name"] for c in sa.inspect(engine).get_columns("blobs")}
+        with engine.begin() as conn:
+            conn.execute(
+                sa.text("INSERT INTO blobs (digest, size, created_at) VALUES ('sha256:aa', 2, :when)"),
+                {"when": "2026-01-01 00:00:00+00:00"},
+            )
+        engine.dispose()
+        upgrade(database_url)
+        engine = make_engine(database_url)
+        columns = {c["name"]: c for c in sa.inspect(engine).get_columns("blobs")}
+        assert columns["storage_key"]["nullable"] and columns["storage_key"]["type"].length == 1024
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT digest, storage_key FROM blobs")).all() == [("sha256:aa", None)]
+            conn.execute(sa.text("UPDATE blobs SET storage_key = 'objects/some-upload'"))
+        engine.dispose()
+        downgrade(database_url, revision="0010")
+        engine = make_engine(database_url)
+        with engine.begin() as conn:
+            assert conn.execute(sa.text("SELECT digest, size FROM blobs")).all() == [("sha256:aa", 2)]
+        assert "storage_key" not in {c["name"] for c in sa.inspect(engine).get_columns("blobs")}
+        upgrade(database_url)
+    finally:
+        engine.dispose()

@@ -220,8 +220,12 @@ class InviteRecord:
 
 @dataclass(frozen=True)
 class BlobInfo:
+    """A blob's digest and size, and where its bytes are when the store chose the place (`location`, an S3 key
+    relative to the store's prefix, recorded with the blob); None: the store derives the place from the digest."""
+
     digest: Digest
     size: int
+    location: str | None = None
 
 
 @dataclass(frozen=True)

@@ -57,15 +57,22 @@ class MailNotSent(StevedoreError):
 class BlobStore(Protocol):
     """Content-addressed bytes plus in-progress uploads. Never holds a whole blob in memory.
 
-    Uploads are identified by an opaque id chosen by the caller. `append` and `finish` may run on another process
-    (or host) than `start_upload`: all state lives in the store. `finish` verifies the digest and makes the blob
-    visible atomically and durably; a failed finish leaves the upload as it was and no blob visible.
+    Failures of the storage itself (unreachable, 5xx after retries) raise StorageUnavailable and leave an upload as
+    it was before the call. Uploads are identified by an opaque id chosen by the caller. `append` and `finish` may
+    run on another process (or host) than `start_upload`: all state lives in the store. `finish` verifies the digest
+    and makes the blob visible atomically and durably; a failed finish leaves the upload as it was and no blob
+    visible.
     """
 
-    def stat(self, digest: Digest) -> BlobInfo | None: ...
+    def stat(self, digest: Digest, location: str | None = None) -> BlobInfo | None:
+        """Asks the storage itself (a request for S3): for tools. The protocol's HEADs and existence checks come
+        from the database."""
+        ...
 
-    def open(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
-        """The blob's bytes (or a range of them) in chunks. Raises BlobUnknown."""
+    def open(self, digest: Digest, byte_range: ByteRange | None = None, location: str | None = None) -> Iterator[bytes]:
+        """The blob's bytes (or a range of them) in chunks. Raises BlobUnknown (and StorageUnavailable) from the
+        call itself, before any chunk. `location` is the one `finish` returned, as recorded; stores that derive the
+        place from the digest ignore it."""
         ...
 
     def local_path(self, digest: Digest) -> str | None:
@@ -85,7 +92,9 @@ class BlobStore(Protocol):
         ...
 
     def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
-        """Append `final_chunks`, verify the whole content against `digest` and commit it as a blob. On a mismatch
+        """Append `final_chunks`, verify the whole content against `digest` and commit it as a blob. The BlobInfo's
+        `location` says where, when the store chose (the caller records it and passes it to `open` and `delete`);
+        two uploads of one digest may give two locations. On a mismatch
         raise DigestInvalid and leave the upload exactly as it was before the call. Operations on one upload are
         serialized, so nothing can be appended to a blob once it is verified."""
         ...
@@ -94,8 +103,8 @@ class BlobStore(Protocol):
         """Forget an upload and its bytes. Idempotent."""
         ...
 
-    def delete(self, digest: Digest) -> None:
-        """Remove a blob's bytes (garbage collection only). Idempotent."""
+    def delete(self, digest: Digest, location: str | None = None) -> None:
+        """Remove a blob's bytes (at `location` when given; garbage collection, a duplicate upload). Idempotent."""
         ...
 
 

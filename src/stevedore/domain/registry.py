@@ -6,6 +6,7 @@ point leaves nothing visible; orphaned bytes are for garbage collection to sweep
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import uuid
@@ -23,6 +24,7 @@ from stevedore.domain.errors import (
     NameUnknown,
     PayloadTooLarge,
     RangeInvalid,
+    StorageUnavailable,
     TooManyUploads,
     UploadUnknown,
 )
@@ -172,6 +174,7 @@ class RegistryService:
         max_open_uploads_per_account: int = DEFAULT_MAX_OPEN_UPLOADS_PER_ACCOUNT,
         abandoned_upload_seconds: int = DEFAULT_ABANDONED_UPLOAD_SECONDS,
         before_push: Callable[[RepositoryName], None] | None = None,
+        confirm_blob_bytes: bool = True,
     ) -> None:
         self.store = store
         self.lookups = lookups or store
@@ -183,6 +186,9 @@ class RegistryService:
         # Runs in the push's transaction before a push writes anything into a repository: it claims the namespace on
         # a first push (Access.claim_for_push) or raises Denied, so a refused push leaves nothing behind.
         self.before_push = before_push or (lambda name: None)
+        # Whether existence checks (HEAD, mounts) also ask the blob store that the bytes are there: a stat of a local
+        # file is free, but against S3 each is a billed request, so there the database alone answers.
+        self.confirm_blob_bytes = confirm_blob_bytes
 
     # --- pull ----------------------------------------------------------------------------------------
     def get_manifest(self, name: RepositoryName, reference: Reference) -> StoredManifest:
@@ -201,12 +207,18 @@ class RegistryService:
     def stat_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo:
         """The blob as recorded when it was verified; its bytes must still be in the store."""
         linked = self.store.linked_blob(name, digest)
-        if linked is None or self.blobs.stat(digest) is None:
+        if linked is None or not self._bytes_present(linked):
             raise BlobUnknown(detail={"digest": str(digest)})
         return linked
 
-    def open_blob(self, digest: Digest, byte_range: ByteRange | None = None) -> Iterator[bytes]:
-        return self.blobs.open(digest, byte_range)
+    def _bytes_present(self, info: BlobInfo) -> bool:
+        return not self.confirm_blob_bytes or self.blobs.stat(info.digest, info.location) is not None
+
+    def open_blob(
+        self, digest: Digest, byte_range: ByteRange | None = None, location: str | None = None
+    ) -> Iterator[bytes]:
+        """The blob's bytes from where they were recorded (`location` of `stat_blob`'s answer)."""
+        return self.blobs.open(digest, byte_range, location)
 
     # --- push: uploads -------------------------------------------------------------------------------
     def start_upload(self, name: RepositoryName, account_id: int | None, digest_algorithm: str = "sha256") -> str:
@@ -340,11 +352,25 @@ class RegistryService:
             raise RangeInvalid("the final chunk does not continue the upload")
         self.before_push(name)
         info = self.blobs.finish(upload_id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
-        now = self.clock.now()
-        self.store.add_blob(info, now)
-        self.store.link_blob(name, digest, now)
+        info = self._record_blob(name, info)
         self.store.delete_upload(upload_id)
         return info
+
+    def _record_blob(self, name: RepositoryName, info: BlobInfo) -> BlobInfo:
+        """Record a verified blob and link it into `name`; the blob as recorded. When the digest was recorded
+        before at another location (a re-push to a store that chose a new place), the first stays and the new
+        copy is deleted at once: nothing points at it, so nothing is orphaned."""
+        now = self.clock.now()
+        self.store.add_blob(info, now)
+        self.store.link_blob(name, info.digest, now)
+        if info.location is None:
+            return info
+        recorded = self.store.linked_blob(name, info.digest)
+        if recorded is None or recorded.location == info.location:
+            return info
+        with contextlib.suppress(StorageUnavailable):  # else an unreferenced object, for `stevedore fsck` to find
+            self.blobs.delete(info.digest, info.location)
+        return recorded
 
     def cancel_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> None:
         self._owned_upload(name, upload_id, account_id)
@@ -361,15 +387,12 @@ class RegistryService:
         except BaseException:
             self.blobs.abort(upload_id)
             raise
-        now = self.clock.now()
-        self.store.add_blob(info, now)
-        self.store.link_blob(name, digest, now)
-        return info
+        return self._record_blob(name, info)
 
     def mount_blob(self, name: RepositoryName, source: RepositoryName, digest: Digest) -> BlobInfo | None:
         """Link a blob from `source` into `name` without copying bytes; None when the source lacks it."""
         linked = self.store.linked_blob(source, digest)
-        if linked is None or self.blobs.stat(digest) is None:
+        if linked is None or not self._bytes_present(linked):
             return None
         self.before_push(name)
         self.store.link_blob(name, digest, self.clock.now())

@@ -27,7 +27,11 @@ def health(request: Request) -> Response:
         log.exception("health check: the database is unavailable")
         checks["database"] = "unavailable"
     try:
-        components.blob_store.stat(Digest.of(b""))  # a read that touches the backend; absent is fine
+        check = getattr(components.blob_store, "check_available", None)
+        if check is not None:
+            check()  # S3: HEAD the bucket
+        else:
+            components.blob_store.stat(Digest.of(b""))  # a read that touches the backend; absent is fine
     except Exception:
         log.exception("health check: the blob storage is unavailable")
         checks["storage"] = "unavailable"

@@ -31,6 +31,20 @@ SMTP_DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 MiB = 1024 * 1024
 
 
+def _s3_addressing(value: str | None) -> str:
+    addressing = (value or "auto").strip().lower()
+    if addressing not in ("path", "virtual", "auto"):
+        raise SettingsError(f"stevedore.s3_addressing is {value!r}: use path or virtual")
+    return addressing
+
+
+def _s3_part_size_mib(value: str | None) -> int:
+    size = int(value or 16)
+    if not 5 <= size <= 5120:  # S3's limits for a part
+        raise SettingsError(f"stevedore.s3_part_size_mib is {size}: S3 takes parts of 5 to 5120 MiB")
+    return size
+
+
 def _bool(value: object) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -79,6 +93,10 @@ class Settings:
     secret_key: bytes
     public_url: str | None = None
     s3_endpoint_url: str | None = None
+    # S3 (storage_url s3://bucket/prefix); credentials only from boto3's default chain, never from the ini.
+    s3_region: str | None = None
+    s3_addressing: str = "auto"  # path | virtual | auto
+    s3_part_size_mib: int = 16
     service_name: str | None = None
     token_ttl_seconds: int = 300
     refresh_token_ttl_seconds: int = 90 * 24 * 3600
@@ -153,6 +171,9 @@ class Settings:
             secret_key=_secret_key(merged, environ),
             public_url=public_url,
             s3_endpoint_url=merged.get("stevedore.s3_endpoint_url") or None,
+            s3_region=merged.get("stevedore.s3_region") or None,
+            s3_addressing=_s3_addressing(merged.get("stevedore.s3_addressing")),
+            s3_part_size_mib=_s3_part_size_mib(merged.get("stevedore.s3_part_size_mib")),
             service_name=merged.get("stevedore.service_name") or None,
             token_ttl_seconds=max(60, int(merged.get("stevedore.token_ttl_seconds", 300))),
             refresh_token_ttl_seconds=int(merged.get("stevedore.refresh_token_ttl_seconds", 90 * 24 * 3600)),
@@ -218,6 +239,14 @@ class Settings:
     def secure_cookies(self) -> bool:
         """Cookies only over HTTPS when the public URL is https (a TLS-terminating proxy in front)."""
         return bool(self.public_url and self.public_url.startswith("https://"))
+
+    @property
+    def s3_bucket_and_prefix(self) -> tuple[str, str]:
+        """The bucket and key prefix of an `s3://bucket/prefix` storage URL."""
+        parsed = urlparse(self.storage_url)
+        if not parsed.netloc:
+            raise SettingsError(f"the storage URL {self.storage_url!r} names no bucket: use s3://bucket/prefix")
+        return parsed.netloc, parsed.path.strip("/")
 
     @property
     def storage_path(self) -> str:

@@ -83,7 +83,10 @@ class SqlRegistryStore:
 
     # --- blobs ---------------------------------------------------------------------------------------
     def add_blob(self, info: BlobInfo, now: datetime) -> None:
-        self._insert_ignore(blobs, ["digest"], digest=str(info.digest), size=info.size, created_at=now)
+        # The first location recorded stays (a re-push at another location is deleted by the domain).
+        self._insert_ignore(
+            blobs, ["digest"], digest=str(info.digest), size=info.size, created_at=now, storage_key=info.location
+        )
 
     def link_blob(self, name: RepositoryName, digest: Digest, now: datetime) -> None:
         repository_id = self._require_repository(name, now)
@@ -96,8 +99,16 @@ class SqlRegistryStore:
         )
 
     def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None:
-        found = self.linked_blob_sizes(name, [digest])
-        return BlobInfo(digest, found[digest]) if digest in found else None
+        repository_id = self._repository_id(name)
+        if repository_id is None:
+            return None
+        row = self.session.execute(
+            sa.select(blobs.c.size, blobs.c.storage_key)
+            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+            .where(repository_blobs.c.repository_id == repository_id)
+            .where(blobs.c.digest == str(digest))
+        ).first()
+        return None if row is None else BlobInfo(digest, int(row.size), row.storage_key)
 
     def linked_blob_sizes(self, name: RepositoryName, digests: Iterable[Digest]) -> dict[Digest, int]:
         repository_id = self._repository_id(name)

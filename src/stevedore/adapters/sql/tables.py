@@ -70,6 +70,9 @@ blobs = sa.Table(
     sa.Column("digest", sa.String(160), primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_at", Timestamp, nullable=False),
+    # Where the blob store put the bytes when it chose the place (S3: the upload's object key, relative to the
+    # prefix); NULL: the store derives it from the digest (the folder store).
+    sa.Column("storage_key", sa.String(1024), nullable=True),
 )
 
 repository_blobs = sa.Table(

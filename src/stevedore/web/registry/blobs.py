@@ -47,7 +47,7 @@ def get_blob(request: Request) -> Response:
         if byte_range is None and path is not None and file_wrapper is not None:
             response.app_iter = file_wrapper(open(path, "rb"), CHUNK_SIZE)  # noqa: SIM115 - the server closes it
         else:
-            response.app_iter = service.open_blob(digest, byte_range)
+            response.app_iter = service.open_blob(digest, byte_range, info.location)
     response.content_length = length
     return response
 
