@@ -83,3 +83,17 @@ def test_a_claim_first_makes_the_racing_sign_up_refused(components, make_user):
     assert race(components, claim, lambda s: sign_up(s, "bob")) == ["AccountExists"]
     with make_session_factory(components.engine)() as check:
         assert SqlAccountStore(check).by_username("bob") is None
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_one_accounts_parallel_first_pushes_into_a_free_namespace_all_go_through(components, make_user):
+    """docker pushes layers at once: the second claim waits for the first, then finds the claimer is itself."""
+    sam = make_user("sam", PASSWORD)
+
+    def claim(session):
+        Access(SqlNamespaceStore(session), AccessRules()).claim_for_push(sam, RepositoryName.parse("fresh/app"), CLOCK)
+
+    assert race(components, claim, claim) == ["done"]
+    with make_session_factory(components.engine)() as check:
+        assert [m.username for m in SqlNamespaceStore(check).members("fresh")] == ["sam"]

@@ -380,3 +380,17 @@ def test_only_active_administrators_may_administer():
     assert not may_administer(Account(1, "ada", None, "x", is_admin=True, is_active=False))
     assert not may_administer(Account(2, "bob", None, "x"))
     assert not may_administer(None)
+
+
+def test_a_claim_lost_to_the_same_accounts_parallel_push_is_no_refusal():
+    world = World()
+    sam = world.user("sam")
+    first, second = world.access(), world.access()
+    assert second.may(sam, PUSH, RepositoryName.parse("fresh/app"))  # both looked while it was free
+    assert first.claim_for_push(sam, RepositoryName.parse("fresh/app"), world.clock) is True
+    assert second.claim_for_push(sam, RepositoryName.parse("fresh/app"), world.clock) is False
+    other = world.user("other")
+    with pytest.raises(Denied, match="claimed by someone else"):
+        third = world.access()
+        third._claimable["fresh"] = True  # it looked before the claim, like a racing transaction
+        third.claim_for_push(other, RepositoryName.parse("fresh/app"), world.clock)

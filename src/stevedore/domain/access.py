@@ -134,6 +134,12 @@ class Access:
             raise Denied(f"push to {repository} denied")
         if not self.namespaces.add(Namespace(namespace, clock.now(), account.id)):
             self._claimable[namespace] = False
+            # Another transaction claimed it first — maybe this account's own parallel push (docker pushes layers
+            # at once): its right, read afresh now that the winner committed, decides.
+            self._rights.pop((namespace, account.id), None)
+            won = self.right_of(account, namespace)
+            if won is not None and won.includes(Right.PUSH):
+                return False
             raise Denied(f"push to {repository} denied: the namespace {namespace} was claimed by someone else")
         self.namespaces.set_member(namespace, account.id, Right.ADMIN)
         self._claimable[namespace] = False
