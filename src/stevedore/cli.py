@@ -10,6 +10,8 @@ stevedore --config INI namespace member add NAMESPACE USER pull|push|admin | nam
 stevedore --config INI robot create NAMESPACE NAME [--scope pull|push|delete] [--expires-days N] | robot list NAMESPACE
 stevedore --config INI robot disable|enable|delete NAMESPACE NAME
 stevedore --config INI audit list [--user NAME] [--namespace NS] [--action ACTION] [--limit N] [--before ID]
+stevedore --config INI fsck [--verify-digests] [--show N]
+stevedore --config INI storage migrate --to URL [--from URL] [--update-database]
 """
 
 from __future__ import annotations
@@ -125,6 +127,25 @@ def _parser() -> argparse.ArgumentParser:
         "--limit", type=int, default=50, help=f"events to show (1 to {MAX_AUDIT_LIMIT}, default 50)"
     )
     audit_list.add_argument("--before", type=int, metavar="ID", help="only events older than event ID")
+
+    fsck = commands.add_parser(
+        "fsck", help="compare the database with the blob storage; exit 1 on any inconsistency (nothing is changed)"
+    )
+    fsck.add_argument("--verify-digests", action="store_true", help="re-hash every blob's bytes (slow: reads all)")
+    fsck.add_argument("--show", type=int, default=10, metavar="N", help="items listed of each kind (default 10)")
+
+    storage = commands.add_parser("storage", help="the blob storage").add_subparsers(dest="action", required=True)
+    migrate = storage.add_parser(
+        "migrate", help="copy every blob to another store (file:///path or s3://bucket/prefix), verified, resumable"
+    )
+    migrate.add_argument("--to", required=True, metavar="URL", help="the target store")
+    migrate.add_argument("--from", dest="source", metavar="URL", help="the source store (default: the configured one)")
+    migrate.add_argument(
+        "--update-database",
+        action="store_true",
+        help="once all is copied, forget the S3 object keys the database recorded (the target places blobs by "
+        "digest); run it with the registry stopped, right before switching stevedore.storage_url",
+    )
     return parser
 
 
@@ -189,6 +210,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _audit(settings, args)
         if args.command == "robot":
             return _robot(settings, args)
+        if args.command == "fsck":
+            return _fsck(settings, args)
+        if args.command == "storage":
+            return _storage_migrate(settings, args)
     except StevedoreError as exc:
         return _fail(exc.message)
     return _fail("unknown command")
@@ -568,6 +593,109 @@ def _audit(settings: Settings, args: argparse.Namespace) -> int:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     if page.next_before_id is not None:
         print(f"older events: stevedore audit list --before {page.next_before_id} (with the same filters)")
+    return 0
+
+
+def _fsck(settings: Settings, args: argparse.Namespace) -> int:
+    """`fsck`: the database is read first, then the storage, so a push committing meanwhile can show as bytes without a
+    row (run again) but never as a row without bytes."""
+    from stevedore.adapters.sql.engine import make_engine
+    from stevedore.adapters.sql.fsck import read_database_view
+    from stevedore.adapters.storage_inventory import hash_stored, storage_view
+    from stevedore.domain.fsck import BlobRow, check
+    from stevedore.web.app import build_blob_store
+
+    if args.show < 0:
+        return _fail("--show is a number of items, 0 or more")
+    store = build_blob_store(settings)
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            database = read_database_view(session)
+    finally:
+        engine.dispose()
+    stored = storage_view(store)
+
+    def rehash(row: BlobRow, location: str) -> str | None:
+        return hash_stored(store, row.digest, row.storage_key)
+
+    report = check(database, stored, rehash=rehash if args.verify_digests else None)
+    print(f"storage: {settings.storage_url}")
+    for line in report.summary(first=args.show):
+        print(line)
+    if not report.consistent:
+        print("fsck changes nothing: unreferenced objects and stale uploads are listed, never deleted")
+    return 0 if report.consistent else 1
+
+
+def _storage_url(settings: Settings, url: str) -> str:
+    from urllib.parse import urlparse
+
+    parsed = urlparse(url)
+    if parsed.scheme == "file" and (parsed.netloc or parsed.path):
+        return "file://" + os.path.abspath((parsed.netloc or "") + parsed.path)
+    if parsed.scheme == "s3" and parsed.netloc:
+        return f"s3://{parsed.netloc}/{parsed.path.strip('/')}".rstrip("/")
+    raise SettingsError(f"unsupported storage URL {url!r}: use file:///path or s3://bucket/prefix")
+
+
+def _storage_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    """`storage migrate`: copy every blob with a row, then (with --update-database) clear the recorded S3 keys in
+    one transaction; the setting is the operator's to switch."""
+    import dataclasses
+
+    from stevedore.adapters.sql.engine import make_engine, make_session_factory, writer_engine
+    from stevedore.adapters.sql.fsck import blob_rows, clear_storage_keys
+    from stevedore.adapters.storage_migration import Progress, migrate
+    from stevedore.web.app import build_blob_store
+
+    try:
+        source_url = _storage_url(settings, args.source or settings.storage_url)
+        target_url = _storage_url(settings, args.to)
+        if source_url == target_url:
+            return _fail(f"the source and the target are the same store: {source_url}")
+        source = build_blob_store(dataclasses.replace(settings, storage_url=source_url))
+        target = build_blob_store(dataclasses.replace(settings, storage_url=target_url))
+    except SettingsError as exc:
+        return _fail(str(exc))
+    engine = make_engine(settings.database_url)
+    try:
+        with Session(engine) as session, session.begin():
+            rows = blob_rows(session)
+    finally:
+        engine.dispose()
+    print(f"copying {len(rows)} blobs from {source_url} to {target_url}", file=sys.stderr)
+    result = migrate(source, target, rows, progress=Progress(len(rows), sum(row.size for row in rows)))
+    print(
+        f"copied {len(result.copied)} blobs ({result.bytes_copied} bytes), {len(result.skipped)} already there, "
+        f"{len(result.failed)} failed"
+    )
+    if result.failed:
+        for digest, why in result.failed[:20]:
+            print(f"  {digest}: {why}", file=sys.stderr)
+        print(
+            "nothing was switched: fix the failures (stevedore fsck helps) and run the same command again",
+            file=sys.stderr,
+        )
+        return 1
+    keyed = [row.digest for row in rows if row.storage_key]
+    if args.update_database:
+        session = make_session_factory(writer_engine(make_engine(settings.database_url)))()
+        with transaction.manager:
+            join_transaction(session)
+            cleared = clear_storage_keys(session, result.present)
+        print(f"the database now places {cleared} blobs by digest (their recorded S3 object keys are cleared)")
+    elif keyed:
+        print(
+            f"{len(keyed)} blobs have a recorded S3 object key: stop the registry, run this command again with "
+            "--update-database, then switch the setting"
+        )
+    if settings.storage_url.rstrip("/") != target_url:
+        scheme_note = " (the endpoint, region and addressing come from the same stevedore.s3_* settings)"
+        print(
+            f"to use the copy, set stevedore.storage_url = {target_url} (or STEVEDORE_STORAGE_URL) on every node "
+            f"and restart them{scheme_note if target_url.startswith('s3:') else ''}"
+        )
     return 0
 
 
