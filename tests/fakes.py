@@ -197,6 +197,12 @@ class InMemoryBlobStore:
     def local_path(self, digest: Digest) -> str | None:
         return None
 
+    def download_url(self, digest: Digest, location: str | None = None) -> str | None:
+        return None
+
+    def min_chunk_length(self) -> int | None:
+        return None
+
     def start_upload(self, upload_id: str, digest_algorithm: str = "sha256") -> None:
         self._check_id(upload_id)
         if upload_id in self.uploads:

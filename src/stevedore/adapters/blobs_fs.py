@@ -102,6 +102,12 @@ class FolderBlobStore:
         path = self._blob_path(digest)
         return path if os.path.exists(path) else None
 
+    def download_url(self, digest: Digest, location: str | None = None) -> str | None:
+        return None  # the app streams the file (sendfile through wsgi.file_wrapper)
+
+    def min_chunk_length(self) -> int | None:
+        return None  # a chunk of any size is appended to a file
+
     def open(self, digest: Digest, byte_range: ByteRange | None = None, location: str | None = None) -> Iterator[bytes]:
         try:
             handle = open(self._blob_path(digest), "rb")  # noqa: SIM115 - closed by the generator

@@ -26,6 +26,13 @@ same key whose parts are server-side copies (UploadPartCopy) of the completed ob
 it, the tail unchanged; then the completed object is deleted. Nothing reads it meanwhile: the database has no row
 pointing at it.
 
+Pulls: with a `presign_client`, `download_url` gives a presigned GET URL (SigV4, valid `presign_seconds`) that the
+app answers a blob GET with, as a 307: the bytes then go from the bucket to the client, Range requests included,
+never through the app. That client may be configured for another endpoint than the one the app talks to (clients
+often cannot reach an in-cluster endpoint); presigning is computed locally and sends no request. Without it the app
+streams through `open`. The part size is advertised as OCI-Chunk-Min-Length: smaller PATCHes work (the tail state
+object buffers them), but each rewrites the tail, so clients that honour it send whole parts.
+
 Errors: a connection failure, a timeout or a 5xx after boto3's retries (mode "standard") is StorageUnavailable, and
 the call leaves the upload as it was before it.
 """
@@ -64,6 +71,8 @@ MIN_S3_PART_SIZE = 5 * MiB  # S3's minimum for every part but the last
 MAX_PARTS = 10_000  # S3's maximum part number
 READ_CHUNK_SIZE = MiB
 MAX_CACHED_HASHES = 1024
+DEFAULT_PRESIGN_SECONDS = 300
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit for a presigned URL
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
@@ -76,6 +85,7 @@ def make_s3_client(
     connect_timeout: float = 5,
     read_timeout: float = 60,
     session: boto3.session.Session | None = None,
+    signature_version: str | None = None,
 ) -> Any:
     """A boto3 S3 client. Credentials come from boto3's default chain only (environment, shared profile, instance
     or container role), never from the ini; tests hand in a `session` holding theirs. Throttling and 5xx are retried
@@ -86,6 +96,7 @@ def make_s3_client(
         s3={"addressing_style": addressing},
         connect_timeout=connect_timeout,
         read_timeout=read_timeout,
+        signature_version=signature_version,
     )
     return (session or boto3.session.Session()).client("s3", endpoint_url=endpoint_url, config=config)
 
@@ -139,10 +150,25 @@ class _RunningHash:
 
 
 class S3BlobStore:
-    def __init__(self, client: Any, bucket: str, prefix: str = "", *, part_size: int = DEFAULT_PART_SIZE) -> None:
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "",
+        *,
+        part_size: int = DEFAULT_PART_SIZE,
+        presign_client: Any | None = None,
+        presign_seconds: int = DEFAULT_PRESIGN_SECONDS,
+    ) -> None:
+        """`presign_client`: a client configured for the endpoint clients reach (it may be `client` itself), whose
+        presigned URLs pulls are redirected to; None: pulls stream through the app."""
         if part_size <= 0:
             raise ValueError("part_size must be positive")
+        if not 1 <= presign_seconds <= MAX_PRESIGN_SECONDS:
+            raise ValueError(f"presign_seconds must be 1 to {MAX_PRESIGN_SECONDS}")
         self.client = client
+        self.presign_client = presign_client
+        self.presign_seconds = presign_seconds
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.part_size = part_size
@@ -194,6 +220,24 @@ class S3BlobStore:
 
     def local_path(self, digest: Digest) -> str | None:
         return None
+
+    def download_url(self, digest: Digest, location: str | None = None) -> str | None:
+        """A presigned GET of the blob's object, valid `presign_seconds`; computed here, no request is sent (so a
+        missing object is the bucket's 404 to the client, as the database said the blob exists). None without a
+        presign client."""
+        if self.presign_client is None:
+            return None
+        relative = location or self._digest_location(digest)
+        with _storage_errors("presigning a pull"):  # no credentials in boto3's chain
+            url = self.presign_client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.bucket, "Key": self._key(relative)},
+                ExpiresIn=self.presign_seconds,
+            )
+        return str(url)
+
+    def min_chunk_length(self) -> int | None:
+        return self.part_size
 
     def open(self, digest: Digest, byte_range: ByteRange | None = None, location: str | None = None) -> Iterator[bytes]:
         """The GET is sent by the call itself, so a missing blob or an unreachable S3 is raised before any byte of a

@@ -79,6 +79,17 @@ class BlobStore(Protocol):
         """A filesystem path to the blob when the store has one (for sendfile), else None."""
         ...
 
+    def download_url(self, digest: Digest, location: str | None = None) -> str | None:
+        """A URL a client may fetch the blob from directly (with Range), valid for a short while: a pull is then
+        redirected there. None: the store has none (or is configured not to), the app streams the bytes. Making
+        the URL sends no request to the storage."""
+        ...
+
+    def min_chunk_length(self) -> int | None:
+        """The smallest chunk (but the last) an upload should be sent in, advertised to clients as
+        OCI-Chunk-Min-Length: smaller chunks work but cost the store more. None: no minimum."""
+        ...
+
     def start_upload(self, upload_id: str, digest_algorithm: str = "sha256") -> None:
         """Begin an upload; `digest_algorithm` is the one it will most likely be finished with (a hint)."""
         ...

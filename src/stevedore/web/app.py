@@ -85,7 +85,22 @@ def build_blob_store(settings: Settings) -> BlobStore:
         client = make_s3_client(
             endpoint_url=settings.s3_endpoint_url, region=settings.s3_region, addressing=settings.s3_addressing
         )
-        return S3BlobStore(client, bucket, prefix, part_size=settings.s3_part_size_mib * 1024 * 1024)
+        presign_client = None
+        if settings.s3_redirect:  # pulls: 307 to a URL signed (SigV4) for the endpoint clients reach
+            presign_client = make_s3_client(
+                endpoint_url=settings.s3_public_endpoint_url or settings.s3_endpoint_url,
+                region=settings.s3_region,
+                addressing=settings.s3_addressing,
+                signature_version="s3v4",
+            )
+        return S3BlobStore(
+            client,
+            bucket,
+            prefix,
+            part_size=settings.s3_part_size_mib * 1024 * 1024,
+            presign_client=presign_client,
+            presign_seconds=settings.s3_presign_seconds,
+        )
     raise SettingsError(f"storage {settings.storage_url!r} is not supported yet")
 
 

@@ -45,6 +45,20 @@ def _s3_part_size_mib(value: str | None) -> int:
     return size
 
 
+def _s3_presign_seconds(value: str | None) -> int:
+    seconds = int(value or 300)
+    if not 1 <= seconds <= 7 * 24 * 3600:  # SigV4's limit for a presigned URL
+        raise SettingsError(f"stevedore.s3_presign_seconds is {seconds}: use 1 to 604800 (a few minutes is best)")
+    return seconds
+
+
+def _s3_public_endpoint(value: str | None) -> str | None:
+    endpoint = (value or "").strip() or None
+    if endpoint and urlparse(endpoint).scheme not in ("http", "https"):
+        raise SettingsError(f"stevedore.s3_public_endpoint_url {endpoint!r} must start with http:// or https://")
+    return endpoint
+
+
 def _bool(value: object) -> bool:
     return str(value).strip().lower() in ("1", "true", "yes", "on")
 
@@ -97,6 +111,11 @@ class Settings:
     s3_region: str | None = None
     s3_addressing: str = "auto"  # path | virtual | auto
     s3_part_size_mib: int = 16
+    # Blob GETs answer 307 to a presigned URL valid this long, signed for s3_public_endpoint_url (the endpoint
+    # clients reach; default: s3_endpoint_url); s3_redirect = false streams pulls through the app instead.
+    s3_redirect: bool = True
+    s3_presign_seconds: int = 300
+    s3_public_endpoint_url: str | None = None
     service_name: str | None = None
     token_ttl_seconds: int = 300
     refresh_token_ttl_seconds: int = 90 * 24 * 3600
@@ -174,6 +193,9 @@ class Settings:
             s3_region=merged.get("stevedore.s3_region") or None,
             s3_addressing=_s3_addressing(merged.get("stevedore.s3_addressing")),
             s3_part_size_mib=_s3_part_size_mib(merged.get("stevedore.s3_part_size_mib")),
+            s3_redirect=_bool(merged.get("stevedore.s3_redirect", "true")),
+            s3_presign_seconds=_s3_presign_seconds(merged.get("stevedore.s3_presign_seconds")),
+            s3_public_endpoint_url=_s3_public_endpoint(merged.get("stevedore.s3_public_endpoint_url")),
             service_name=merged.get("stevedore.service_name") or None,
             token_ttl_seconds=max(60, int(merged.get("stevedore.token_ttl_seconds", 300))),
             refresh_token_ttl_seconds=int(merged.get("stevedore.refresh_token_ttl_seconds", 90 * 24 * 3600)),

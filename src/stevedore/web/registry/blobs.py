@@ -1,4 +1,9 @@
-"""Web layer: /v2/<name>/blobs/<digest> — pull (GET, HEAD, with ranges) and delete."""
+"""Web layer: /v2/<name>/blobs/<digest> — pull (GET, HEAD, with ranges) and delete.
+
+A GET whose store offers a download URL (S3, presigned) is answered 307 there once the permission (checked before
+the view runs) and the database agree that the blob is in the repository; the client sends its Range to that URL.
+HEADs are answered from the database alone. The request log writes the request's path, never the Location, so the
+URL's signature stays out of the logs."""
 
 from __future__ import annotations
 
@@ -41,6 +46,8 @@ def get_blob(request: Request) -> Response:
     length = byte_range.length if byte_range else info.size
     if request.method == "HEAD":
         response.app_iter = []
+    elif (url := service.blobs.download_url(digest, info.location)) is not None:
+        return _redirect(digest, url)
     else:
         path = service.blobs.local_path(digest)
         file_wrapper = request.environ.get("wsgi.file_wrapper")
@@ -49,6 +56,17 @@ def get_blob(request: Request) -> Response:
         else:
             response.app_iter = service.open_blob(digest, byte_range, info.location)
     response.content_length = length
+    return response
+
+
+def _redirect(digest: Digest, url: str) -> Response:
+    """307 keeps the method and lets the client repeat its Range header at the new location."""
+    response = Response(status=307)
+    response.headers["Location"] = url
+    response.headers["Docker-Content-Digest"] = str(digest)
+    response.headers["Cache-Control"] = "no-store"  # the URL expires: never cache the redirect itself
+    response.content_length = 0
+    response.app_iter = []
     return response
 
 

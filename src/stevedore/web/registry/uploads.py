@@ -38,6 +38,14 @@ def _in_progress(request: Request, name: RepositoryName, upload_id: str, size: i
     return response
 
 
+def _advertise_min_chunk(request: Request, response: Response) -> Response:
+    """OCI-Chunk-Min-Length when the store has a minimum chunk (S3: its part size); absent when it has none."""
+    minimum = request.registry_service.blobs.min_chunk_length()
+    if minimum is not None:
+        response.headers["OCI-Chunk-Min-Length"] = str(minimum)
+    return response
+
+
 def _account_id(request: Request) -> int | None:
     return request.principal.account.id  # type: ignore[no-any-return]
 
@@ -108,9 +116,7 @@ def start_upload(request: Request) -> Response:
     if not Digest.is_supported_algorithm(algorithm):
         raise DigestInvalid(f"unsupported digest algorithm {algorithm!r}", detail={"digest-algorithm": algorithm})
     upload_id = service.start_upload(name, _account_id(request), algorithm)
-    response = _in_progress(request, name, upload_id, 0)
-    response.headers["OCI-Chunk-Min-Length"] = "0"
-    return response
+    return _advertise_min_chunk(request, _in_progress(request, name, upload_id, 0))
 
 
 @view_config(route_name="registry.upload", request_method="GET", permission=Permission.PUSH)
@@ -127,7 +133,7 @@ def append_chunk(request: Request) -> Response:
     upload_id = request.matchdict["upload_id"]
     start = content_range_start(request)
     size = request.registry_service.append_upload(name, upload_id, _account_id(request), iter_body(request), start)
-    return _in_progress(request, name, upload_id, size)
+    return _advertise_min_chunk(request, _in_progress(request, name, upload_id, size))
 
 
 @view_config(route_name="registry.upload", request_method="PUT", permission=Permission.PUSH)
