@@ -2,15 +2,22 @@
 app talks to `127.0.0.1`), which urllib follows to moto, Range included; with `s3_redirect = false` the app streams,
 ranges too. The permission and the database decide before any redirect; the signature never reaches the request
 log. Uploads advertise the part size as OCI-Chunk-Min-Length (the folder store's absence is in
-tests/integration/protocol/test_chunk_min_length.py)."""
+tests/integration/protocol/test_chunk_min_length.py). skopeo pushes to a node on S3 and pulls through the redirect."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
 import urllib.request
 from collections.abc import Iterator
 from email.message import Message
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import boto3
@@ -20,12 +27,15 @@ import webtest
 from stevedore.adapters.blobs_s3 import S3BlobStore, make_s3_client
 from stevedore.web.app import build_blob_store, build_components, make_app
 from stevedore.web.settings import Settings, SettingsError
+from tests.integration.clients import images
 from tests.integration.protocol.helpers import digest, error_codes, path_of, push_blob
-from tests.integration.s3.moto_server import MotoServer
+from tests.integration.s3.moto_server import DUMMY_CREDENTIALS, MotoServer
+from tests.integration.services import WaitressProcess, free_port, write_ini
 
 pytestmark = [pytest.mark.s3, pytest.mark.server]
 
 DATA = bytes(range(256)) * 13  # 3,328 bytes: three parts of 1 KiB and a tail
+PASSWORD = "pull it through the bucket"
 
 
 def public_endpoint(moto_server: MotoServer) -> str:
@@ -231,3 +241,85 @@ def test_uploads_advertise_the_part_size_as_the_minimum_chunk(testapp, auth, s3_
         status=202,
     )
     assert patched.headers["Range"] == "0-1099"
+
+
+# --- a real client: skopeo pushes to a node on S3 and pulls through the redirect -----------------------------------
+
+
+def _skopeo(conf: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    binary = shutil.which("skopeo")
+    assert binary, "skopeo is not installed: run scripts/install-client-tools.sh"
+    return subprocess.run(
+        [binary, "--policy", str(conf / "policy.json"), "--registries-conf", str(conf / "registries.conf"), *args],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env={**os.environ, "TMPDIR": str(conf), "REGISTRY_AUTH_FILE": str(conf / "no-auth.json")},
+    )
+
+
+@pytest.mark.clients
+def test_skopeo_pulls_an_image_through_the_redirect(moto_server, bucket, tmp_path):
+    port = free_port()
+    ini = str(tmp_path / "node.ini")
+    write_ini(
+        ini,
+        database_url=f"sqlite:///{tmp_path}/stevedore.sqlite",
+        storage_dir=str(tmp_path / "unused-blobs"),  # STEVEDORE_STORAGE_URL (s3://) wins
+        port=port,
+        extra=(
+            "stevedore.s3_region = us-east-1\nstevedore.s3_addressing = path\n"
+            f"stevedore.s3_public_endpoint_url = {public_endpoint(moto_server)}\n"
+        ),
+    )
+    text = Path(ini).read_text().replace("[loggers]\nkeys = root\n", "[loggers]\nkeys = root, requests\n")
+    Path(ini).write_text(text + "\n[logger_requests]\nlevel = INFO\nhandlers =\nqualname = stevedore.requests\n")
+    env = {
+        **DUMMY_CREDENTIALS,
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "STEVEDORE_STORAGE_URL": f"s3://{bucket}/registry",
+        "STEVEDORE_S3_ENDPOINT_URL": moto_server.endpoint_url,
+    }
+    for args, stdin in ((("db", "upgrade"), None), (("user", "create", "puller", "--password-stdin"), f"{PASSWORD}\n")):
+        done = subprocess.run(
+            [sys.executable, "-m", "stevedore.cli", "--config", ini, *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env={**os.environ, **env},
+        )
+        assert done.returncode == 0, done.stderr
+    conf = tmp_path / "containers"
+    conf.mkdir()
+    (conf / "registries.conf").write_text(f'[[registry]]\nlocation = "127.0.0.1:{port}"\ninsecure = true\n')
+    (conf / "policy.json").write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
+    layout = tmp_path / "layout"
+    image = images.oci_layout(layout, [1 << 20, 300], "s3-redirect", tag="v1")
+    remote = f"docker://127.0.0.1:{port}/s3/skopeo:v1"
+    server = WaitressProcess(ini, port, str(tmp_path / "server.log"), env=env)
+    server.start()
+    try:
+        pushed = _skopeo(
+            conf, "copy", "--dest-tls-verify=false", "--dest-creds", f"puller:{PASSWORD}", f"oci:{layout}:v1", remote
+        )
+        assert pushed.returncode == 0, pushed.stderr
+        pulled_layout = tmp_path / "pulled"
+        pulled = _skopeo(
+            conf,
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            f"puller:{PASSWORD}",
+            remote,
+            f"oci:{pulled_layout}:v1",
+        )
+        assert pulled.returncode == 0, pulled.stderr
+    finally:
+        server.stop()
+    for blob in [image.config, *image.layers]:
+        assert images.read_layout_blob(pulled_layout, blob.digest) == blob.data
+    log = (tmp_path / "server.log").read_text(errors="replace")
+    redirected = [line for line in log.splitlines() if re.search(r"GET /v2/s3/skopeo/blobs/sha256:\w+ 307 ", line)]
+    assert len(redirected) >= 3, log[-3000:]  # the config and both layers came from the bucket
+    assert "X-Amz-Signature" not in log
