@@ -13,10 +13,13 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
+from stevedore.adapters.blobs_fs import FolderBlobStore
 from stevedore.adapters.sql.engine import make_engine
-from stevedore.adapters.sql.tables import blobs, manifest_references, manifests, repositories, tags, uploads
+from stevedore.adapters.sql.fsck import read_database_view
+from stevedore.adapters.storage_inventory import hash_stored, storage_view
+from stevedore.domain.fsck import FindingKind, check, digest_of_location
 from tests.integration.services import WaitressProcess, free_port, stevedore_cli, write_ini
 
 MiB = 1024 * 1024
@@ -225,56 +228,22 @@ def blob_file(storage_dir: str, digest: str) -> str:
 
 
 def check_consistency(database_url: str, storage_dir: str) -> Consistency:
-    """Compare the database with the blob folder: every blob row has its file with its size and digest; every link,
-    tag and manifest reference points at something present; every manifest's bytes have its digest."""
-    problems: list[str] = []
+    """Compare the database with the blob folder through the product's checker (`stevedore fsck --verify-digests`):
+    every blob row has its file with its size and digest; every link, tag and manifest reference points at something
+    present; every manifest's bytes have its digest. Unreferenced files are listed apart, and upload leftovers are
+    left to `leftover_upload_files`."""
     engine = make_engine(database_url)
     try:
-        with engine.connect() as conn:
-            blob_rows = {row.digest: row.size for row in conn.execute(sa.select(blobs.c.digest, blobs.c.size))}
-            for digest, size in sorted(blob_rows.items()):
-                path = blob_file(storage_dir, digest)
-                if not os.path.isfile(path):
-                    problems.append(f"blob {digest}: row without file")
-                    continue
-                actual = os.path.getsize(path)
-                if actual != size:
-                    problems.append(f"blob {digest}: size {actual} on disk, {size} in the database")
-                    continue
-                hasher = hashlib.new(digest.split(":", 1)[0])
-                with open(path, "rb") as handle:
-                    while chunk := handle.read(MiB):
-                        hasher.update(chunk)
-                if f"{digest.split(':', 1)[0]}:{hasher.hexdigest()}" != digest:
-                    problems.append(f"blob {digest}: the file's bytes have another digest")
-            for row in conn.execute(
-                sa.select(repositories.c.name, tags.c.name.label("tag"), tags.c.manifest_id)
-                .select_from(tags.join(repositories))
-                .outerjoin(manifests, manifests.c.id == tags.c.manifest_id)
-                .where(manifests.c.id.is_(None))
-            ):
-                problems.append(f"tag {row.name}:{row.tag} points at missing manifest {row.manifest_id}")
-            for row in conn.execute(sa.select(manifests.c.id, manifests.c.digest, manifests.c.content)):
-                if sha256(bytes(row.content)) != row.digest:
-                    problems.append(f"manifest {row.digest}: content has another digest")
-            for row in conn.execute(
-                sa.select(manifest_references.c.manifest_id, manifest_references.c.digest).where(
-                    manifest_references.c.kind == "blob"
-                )
-            ):
-                if row.digest not in blob_rows:
-                    problems.append(f"manifest {row.manifest_id} references missing blob {row.digest}")
-            upload_rows = {row.id for row in conn.execute(sa.select(uploads.c.id))}
+        with Session(engine) as session, session.begin():
+            database = read_database_view(session)
     finally:
         engine.dispose()
-    orphans = []
-    blobs_root = os.path.join(storage_dir, "blobs")
-    for folder, _, files in os.walk(blobs_root):
-        for name in files:
-            algorithm = os.path.relpath(folder, blobs_root).split(os.sep)[0]
-            if f"{algorithm}:{name}" not in blob_rows:
-                orphans.append(f"{algorithm}:{name}")
-    return Consistency(problems, sorted(orphans), set(blob_rows), upload_rows)
+    store = FolderBlobStore(storage_dir, fsync=False)
+    report = check(database, storage_view(store), rehash=lambda row, _: hash_stored(store, row.digest, None))
+    apart = (FindingKind.UNREFERENCED_OBJECT, FindingKind.STALE_UPLOAD)
+    problems = [f"{f.kind}: {f.subject}: {f.detail}" for f in report.findings if f.kind not in apart]
+    orphans = [digest_of_location(f.subject) or f.subject for f in report.of_kind(FindingKind.UNREFERENCED_OBJECT)]
+    return Consistency(problems, sorted(orphans), {row.digest for row in database.blobs}, database.upload_ids)
 
 
 def leftover_upload_files(storage_dir: str) -> list[str]:
