@@ -394,3 +394,26 @@ def test_a_claim_lost_to_the_same_accounts_parallel_push_is_no_refusal():
         third = world.access()
         third._claimable["fresh"] = True  # it looked before the claim, like a racing transaction
         third.claim_for_push(other, RepositoryName.parse("fresh/app"), world.clock)
+
+
+def test_a_namespace_claimed_between_reading_the_right_and_the_claim_check_is_judged_on_the_right_read_again():
+    """Two nodes: this request read sam's right (none) just before sam's parallel push on the other node committed
+    its claim; the claim check then finds the namespace taken. sam may push; a stranger still may not."""
+    world = World()
+    sam, stranger = world.user("sam"), world.user("stranger")
+    late = world.access()
+    assert late.right_of(sam, "fresh") is None and late.right_of(stranger, "fresh") is None
+    world.access().claim_for_push(sam, RepositoryName.parse("fresh/app"), world.clock)  # the other node's push
+    assert late.may(sam, PUSH, RepositoryName.parse("fresh/app"))
+    assert not late.may(stranger, PUSH, RepositoryName.parse("fresh/app"))
+
+
+def test_a_claim_check_after_the_same_accounts_claim_committed_elsewhere_lets_the_push_through():
+    world = World()
+    sam, stranger = world.user("sam"), world.user("stranger")
+    late = world.access()
+    assert late.right_of(sam, "fresh") is None and late.right_of(stranger, "fresh") is None
+    world.access().claim_for_push(sam, RepositoryName.parse("fresh/app"), world.clock)  # the other node's push
+    assert late.claim_for_push(sam, RepositoryName.parse("fresh/app"), world.clock) is False
+    with pytest.raises(Denied):
+        late.claim_for_push(stranger, RepositoryName.parse("fresh/app"), world.clock)

@@ -79,7 +79,17 @@ class Access:
             return right is not None
         if right is not None and right.includes(Right.PUSH):
             return True
-        return by_claim and action is Action.PUSH and self.claimable(namespace)
+        if not (by_claim and action is Action.PUSH):
+            return False
+        if self.claimable(namespace):
+            return True
+        if right is None and account.id is not None:
+            # Claimed since its right was read — perhaps by this account's own parallel push on another node: the
+            # right, read again, decides (one more query, on this path only).
+            self._rights.pop((namespace, account.id), None)
+            fresh = self.right_of(account, namespace)
+            return fresh is not None and fresh.includes(Right.PUSH)
+        return False
 
     def may_list_catalog(self, account: Account | None) -> bool:
         """The catalog is for every active account; it lists only what the caller may pull."""
@@ -130,7 +140,14 @@ class Access:
         right = self.right_of(account, namespace)
         if right is not None and right.includes(Right.PUSH):
             return False
-        if account.id is None or not self.claimable(namespace):
+        if account.id is None:
+            raise Denied(f"push to {repository} denied")
+        if not self.claimable(namespace):
+            # Claimed since its right was read — perhaps by this account's own parallel push on another node.
+            self._rights.pop((namespace, account.id), None)
+            fresh = self.right_of(account, namespace)
+            if fresh is not None and fresh.includes(Right.PUSH):
+                return False
             raise Denied(f"push to {repository} denied")
         if not self.namespaces.add(Namespace(namespace, clock.now(), account.id)):
             self._claimable[namespace] = False

@@ -23,11 +23,6 @@ THREADS = 8
 REPORT = Path(REPO_ROOT) / "test-output" / "scaleout-load.txt"
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="product race, intermittent: one of 16 concurrent first pushes of one account to load/identical through "
-    "two nodes got 403 DENIED on its POST (namespace claim across nodes on PostgreSQL); see the scale-out report",
-)
 def test_concurrent_pushes_through_nginx_leave_a_consistent_store(fleet: Fleet) -> None:
     before = [served(log, r"") for log in fleet.node_logs]
     started = time.monotonic()
