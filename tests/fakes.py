@@ -312,6 +312,12 @@ class InMemoryRegistryStore:
     def delete_upload(self, upload_id: str) -> None:
         self.uploads.pop(upload_id, None)
 
+    def delete_uploads_created_before(self, cutoff: datetime) -> list[str]:
+        old = sorted(upload_id for upload_id, u in self.uploads.items() if u.created_at < cutoff)
+        for upload_id in old:
+            del self.uploads[upload_id]
+        return old
+
     def count_uploads(self, account_id: int | None) -> int:
         return sum(1 for u in self.uploads.values() if u.account_id == account_id)
 

@@ -14,7 +14,9 @@ Findings, by kind:
 - `dangling_link`: a repository link to a missing blob row, a tag to a missing manifest, a manifest that references
   a blob not linked into its repository or a child manifest its repository does not hold;
 - `manifest_digest_mismatch`: a manifest whose stored bytes hash to another digest than its row's;
-- `stale_upload`: upload bytes in the storage with no open upload in the database (a crashed or aborted push).
+- `stale_upload`: upload bytes in the storage with no open upload in the database (a crashed or aborted push),
+  S3's incomplete multipart uploads with no open upload included (`stevedore upload sweep` aborts those older than
+  its limit; the bucket's AbortIncompleteMultipartUpload lifecycle rule is the backstop).
 
 Every kind is an inconsistency: `Report.consistent` is True only without findings. On a live registry a push in
 progress may show for a moment as an unreferenced object or a stale upload (its bytes are written before its row
@@ -26,6 +28,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from enum import StrEnum
 
 
@@ -116,11 +119,23 @@ class StoredUpload:
 
 
 @dataclass(frozen=True)
+class StoredMultipartUpload:
+    """An incomplete S3 multipart upload: the upload session it belongs to (the key's `objects/<id>`, else the
+    location itself), where it would complete, S3's id for it and when it started."""
+
+    upload_id: str
+    location: str
+    s3_upload_id: str
+    initiated: datetime
+
+
+@dataclass(frozen=True)
 class StorageView:
     objects: list[StoredObject]
     uploads: list[StoredUpload]
     # False for the folder store: it derives every blob's place from its digest and ignores a recorded key.
     honours_storage_keys: bool = True
+    multipart_uploads: list[StoredMultipartUpload] = field(default_factory=list)
 
 
 # --- the report -------------------------------------------------------------------------------------------------------
@@ -249,9 +264,27 @@ def check(
     for upload in sorted(storage.uploads, key=lambda upload: upload.upload_id):
         if upload.upload_id not in database.upload_ids:
             add(Finding(FindingKind.STALE_UPLOAD, upload.upload_id, f"{upload.size} bytes, no open upload row"))
+    for multipart in orphan_multipart_uploads(storage, database.upload_ids):
+        started = f"{multipart.initiated:%Y-%m-%d %H:%M:%S}"
+        detail = f"incomplete multipart upload at {multipart.location} started {started}, no open upload row"
+        add(Finding(FindingKind.STALE_UPLOAD, multipart.upload_id, detail))
     return report
 
 
 def unreferenced(report: Report) -> Iterable[str]:
     """The locations of unreferenced objects: what a garbage collector would consider."""
     return [finding.subject for finding in report.of_kind(FindingKind.UNREFERENCED_OBJECT)]
+
+
+def orphan_multipart_uploads(
+    storage: StorageView, upload_ids: set[str], started_before: datetime | None = None
+) -> list[StoredMultipartUpload]:
+    """The incomplete multipart uploads no open upload session knows, oldest first; with `started_before`, only
+    those started earlier (a session starts its multipart upload before its row commits: a young one may be a push
+    starting right now)."""
+    found = [
+        multipart
+        for multipart in storage.multipart_uploads
+        if multipart.upload_id not in upload_ids and (started_before is None or multipart.initiated < started_before)
+    ]
+    return sorted(found, key=lambda multipart: (multipart.initiated, multipart.location, multipart.s3_upload_id))

@@ -101,6 +101,10 @@ class RegistryStore(Protocol):
 
     def delete_upload(self, upload_id: str) -> None: ...
 
+    def delete_uploads_created_before(self, cutoff: datetime) -> list[str]:
+        """Delete every account's upload sessions started before `cutoff`; the ids of the rows this call deleted."""
+        ...
+
     def count_uploads(self, account_id: int | None) -> int:
         """How many upload sessions `account_id` has open (None: those without an account)."""
         ...
@@ -308,6 +312,16 @@ class RegistryService:
         transaction has committed, so that no committed row ever points at bytes that are gone."""
         for upload_id in upload_ids:
             self.store.delete_upload(upload_id)
+
+    def sweep_abandoned_uploads(self, older_than_seconds: float, now: datetime | None = None) -> list[str]:
+        """Delete the rows of every account's upload sessions started more than `older_than_seconds` before `now`;
+        the ids of those this call deleted. Abort their bytes (`abort_upload_bytes`) once this transaction has
+        committed. Sessions younger than that are never touched; one a concurrent finish or cancel deleted first
+        is not among the ids (the store deletes and reports in one statement), so its bytes are left alone."""
+        if older_than_seconds < 0:
+            raise ValueError("older_than_seconds must be 0 or more")
+        cutoff = (now or self.clock.now()) - timedelta(seconds=older_than_seconds)
+        return self.store.delete_uploads_created_before(cutoff)
 
     def abort_upload_bytes(self, upload_ids: Iterable[str]) -> None:
         """Remove uploads' bytes from the blob store, after the transaction that removed their rows has committed.

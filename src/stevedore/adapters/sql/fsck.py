@@ -79,8 +79,13 @@ def read_database_view(session: Session) -> DatabaseView:
             .execution_options(yield_per=BATCH)
         )
     ]
-    upload_ids = set(session.execute(sa.select(uploads.c.id)).scalars())
+    upload_ids = read_upload_ids(session)
     return DatabaseView(blob_rows, links, manifest_rows, tag_rows, upload_ids)
+
+
+def read_upload_ids(session: Session) -> set[str]:
+    """The ids of every open upload session (every account's)."""
+    return {str(upload_id) for upload_id in session.execute(sa.select(uploads.c.id)).scalars()}
 
 
 def clear_storage_keys(session: Session, digests: list[str]) -> int:

@@ -181,6 +181,14 @@ class SqlRegistryStore:
     def delete_upload(self, upload_id: str) -> None:
         self.session.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
 
+    def delete_uploads_created_before(self, cutoff: datetime) -> list[str]:
+        """One DELETE ... RETURNING: a row a concurrent transaction deleted first (a finish, a cancel) is not
+        returned, so its bytes are never aborted by the caller."""
+        deleted = self.session.execute(
+            sa.delete(uploads).where(uploads.c.created_at < cutoff).returning(uploads.c.id)
+        )
+        return sorted(str(upload_id) for upload_id in deleted.scalars())
+
     def count_uploads(self, account_id: int | None) -> int:
         owner = uploads.c.account_id.is_(None) if account_id is None else uploads.c.account_id == account_id
         return int(self.session.execute(sa.select(sa.func.count()).select_from(uploads).where(owner)).scalar_one())
