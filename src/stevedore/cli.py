@@ -4,6 +4,7 @@ stevedore --config INI db upgrade
 stevedore --config INI user create NAME [--admin] [--email EMAIL] --password-stdin
 stevedore --config INI user password NAME --password-stdin | user disable|enable|delete|admin|unadmin NAME
 stevedore --config INI upload list NAME | upload abort NAME [--older-than SECONDS]
+stevedore --config INI upload sweep [--older-than SECONDS]
 stevedore --config INI invite create [--email EMAIL] | invite list [--limit N] [--before ID] | invite revoke ID
 stevedore --config INI namespace create NAME [--owner USER] | namespace list
 stevedore --config INI namespace member add NAMESPACE USER pull|push|admin | namespace member remove NAMESPACE USER
@@ -66,6 +67,16 @@ def _parser() -> argparse.ArgumentParser:
     upload_abort.add_argument("name")
     upload_abort.add_argument(
         "--older-than", type=_seconds, metavar="SECONDS", help="only those started more than SECONDS ago"
+    )
+
+    upload_sweep = upload.add_parser(
+        "sweep", help="abort every account's upload sessions started long ago (for cron; any node, any time)"
+    )
+    upload_sweep.add_argument(
+        "--older-than",
+        type=_seconds,
+        metavar="SECONDS",
+        help="those started more than SECONDS ago (default: the setting stevedore.abandoned_upload_seconds)",
     )
 
     token_key = commands.add_parser("token-key", help="the keys that sign registry tokens")
@@ -200,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _change_account(settings, args.name, args.action)
         if args.command == "upload" and args.action == "list":
             return _list_uploads(settings, args.name)
+        if args.command == "upload" and args.action == "sweep":
+            return _sweep_uploads(settings, args.older_than)
         if args.command == "upload":
             return _abort_uploads(settings, args.name, args.older_than)
         if args.command == "invite":
@@ -326,6 +339,44 @@ def _abort_uploads(settings: Settings, name: str, older_than: int | None) -> int
         registry.forget_uploads(upload_ids)
     registry.abort_upload_bytes(upload_ids)
     print(f"aborted {_uploads(len(upload_ids))} of user {name}")
+    return 0
+
+
+def _sweep_uploads(settings: Settings, older_than: int | None) -> int:
+    """Every account's sessions started more than the limit ago: their rows deleted and committed, then their bytes
+    aborted; on S3 also the incomplete multipart uploads no session row knows, started before the limit. Safe from
+    cron on any node at any time: younger sessions are never touched, and a session a finish or cancel deleted first
+    is not the sweep's to abort (see RegistryService.sweep_abandoned_uploads)."""
+    from datetime import timedelta
+
+    from stevedore.adapters.blobs_s3 import S3BlobStore
+    from stevedore.adapters.sql.engine import make_engine, make_session_factory, writer_engine
+    from stevedore.adapters.sql.fsck import read_upload_ids
+    from stevedore.adapters.storage_inventory import abort_s3_multipart, s3_multipart_uploads
+    from stevedore.domain.fsck import StorageView, orphan_multipart_uploads
+
+    limit = settings.abandoned_upload_seconds if older_than is None else older_than
+    if older_than is None and limit <= 0:
+        print("stevedore.abandoned_upload_seconds is 0 (never reclaimed): nothing swept; give --older-than SECONDS")
+        return 0
+    session = make_session_factory(writer_engine(make_engine(settings.database_url)))()
+    registry = _registry_service(settings, session)
+    now = registry.clock.now()
+    with transaction.manager:
+        join_transaction(session)
+        upload_ids = registry.sweep_abandoned_uploads(limit, now)
+    registry.abort_upload_bytes(upload_ids)
+    print(f"aborted {_uploads(len(upload_ids))} started more than {limit} seconds ago")
+    if isinstance(registry.blobs, S3BlobStore):
+        # The multipart uploads are listed before the rows are read: one whose session row commits in between is
+        # then known, and a session's multipart upload starts before its row, so an orphan is never a push's.
+        listed = StorageView([], [], multipart_uploads=list(s3_multipart_uploads(registry.blobs)))
+        with transaction.manager:
+            join_transaction(session)
+            known = read_upload_ids(session)
+        orphans = orphan_multipart_uploads(listed, known, started_before=now - timedelta(seconds=limit))
+        aborted = sum(1 for orphan in orphans if abort_s3_multipart(registry.blobs, orphan))
+        print(f"aborted {aborted} incomplete multipart upload{'s' if aborted != 1 else ''} without an upload session")
     return 0
 
 

@@ -184,9 +184,7 @@ class SqlRegistryStore:
     def delete_uploads_created_before(self, cutoff: datetime) -> list[str]:
         """One DELETE ... RETURNING: a row a concurrent transaction deleted first (a finish, a cancel) is not
         returned, so its bytes are never aborted by the caller."""
-        deleted = self.session.execute(
-            sa.delete(uploads).where(uploads.c.created_at < cutoff).returning(uploads.c.id)
-        )
+        deleted = self.session.execute(sa.delete(uploads).where(uploads.c.created_at < cutoff).returning(uploads.c.id))
         return sorted(str(upload_id) for upload_id in deleted.scalars())
 
     def count_uploads(self, account_id: int | None) -> int:
