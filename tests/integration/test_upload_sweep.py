@@ -141,3 +141,54 @@ def test_a_finish_committing_while_the_sweep_runs_is_not_broken(tmp_path, capsys
         assert status == 0, out
     finally:
         components.engine.dispose()
+
+
+# --- the store's query, on SQLite and PostgreSQL -------------------------------------------------------------------
+def _add_uploads(database_url: str, ages: dict[str, int]) -> datetime:
+    """Upload rows of `ages` (id: seconds before now); now."""
+    from stevedore.domain.registry import UploadSession
+
+    now = datetime.now(UTC)
+    engine = make_engine(database_url)
+    session = make_session_factory(writer_engine(engine))()
+    try:
+        store = SqlRegistryStore(session)
+        name = RepositoryName.parse("alice/app")
+        store.ensure_repository(name, now)
+        for upload, age in ages.items():
+            store.add_upload(UploadSession(upload, name, None, "sha256", now - timedelta(seconds=age)))
+        session.commit()
+    finally:
+        session.close()
+        engine.dispose()
+    return now
+
+
+def test_the_query_deletes_old_sessions_of_every_account_and_reports_only_what_it_deleted(database_url):
+    old, young = "00000000-0000-4000-8000-000000000001", "00000000-0000-4000-8000-000000000002"
+    finishing = "00000000-0000-4000-8000-000000000003"
+    now = _add_uploads(database_url, {old: 7200, young: 60, finishing: 7200})
+    engine = writer_engine(make_engine(database_url))
+    finish_session = make_session_factory(engine)()
+    sweep_session = make_session_factory(engine)()
+    try:
+        # A finish deletes its row and has not committed yet; the sweep's DELETE waits for it, then skips that row.
+        SqlRegistryStore(finish_session).delete_upload(finishing)
+        result: dict[str, list[str]] = {}
+
+        def sweep() -> None:
+            result["ids"] = SqlRegistryStore(sweep_session).delete_uploads_created_before(now - timedelta(seconds=3600))
+            sweep_session.commit()
+
+        sweeper = threading.Thread(target=sweep)
+        sweeper.start()
+        time.sleep(0.5)
+        finish_session.commit()
+        sweeper.join(30)
+        assert result["ids"] == [old]
+        with engine.connect() as connection:
+            assert set(connection.execute(sa.select(uploads.c.id)).scalars()) == {young}
+    finally:
+        finish_session.close()
+        sweep_session.close()
+        engine.dispose()
