@@ -309,8 +309,8 @@ class InMemoryRegistryStore:
     def get_upload(self, upload_id: str) -> UploadSession | None:
         return self.uploads.get(upload_id)
 
-    def delete_upload(self, upload_id: str) -> None:
-        self.uploads.pop(upload_id, None)
+    def delete_upload(self, upload_id: str) -> bool:
+        return self.uploads.pop(upload_id, None) is not None
 
     def delete_uploads_created_before(self, cutoff: datetime) -> list[str]:
         old = sorted(upload_id for upload_id, u in self.uploads.items() if u.created_at < cutoff)

@@ -123,3 +123,22 @@ def test_orphans_are_those_without_a_session_started_before_the_limit_oldest_fir
     assert [m.upload_id for m in orphan_multipart_uploads(storage, {"open"})] == ["b", "a", "young"]
     limited = orphan_multipart_uploads(storage, {"open"}, started_before=T0 + timedelta(minutes=30))
     assert [m.upload_id for m in limited] == ["b", "a"]
+
+
+def test_a_finish_whose_session_was_swept_meanwhile_records_no_blob():
+    """The sweep deleted the row (and will abort the bytes) while the finish was verifying them: the finish must not
+    leave a blob row whose bytes are about to go."""
+    store, blobs = InMemoryRegistryStore(), InMemoryBlobStore()
+    service = RegistryService(store, blobs, FixedClock())
+    name = RepositoryName.parse("ada/app")
+    upload_id = service.start_upload(name, None)
+    real_finish = blobs.finish
+
+    def finish_while_swept(upload_id, digest, chunks=()):
+        info = real_finish(upload_id, digest, chunks)
+        store.delete_upload(upload_id)  # the sweep's DELETE, committed in the meantime
+        return info
+
+    blobs.finish = finish_while_swept  # type: ignore[method-assign]
+    with pytest.raises(UploadUnknown, match="swept"):
+        service.finish_upload(name, upload_id, None, Digest.of(b"late"), [b"late"])

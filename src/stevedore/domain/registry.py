@@ -99,7 +99,9 @@ class RegistryStore(Protocol):
 
     def get_upload(self, upload_id: str) -> UploadSession | None: ...
 
-    def delete_upload(self, upload_id: str) -> None: ...
+    def delete_upload(self, upload_id: str) -> bool:
+        """Delete the session's row; False when there was none (a sweep or a cancel took it first)."""
+        ...
 
     def delete_uploads_created_before(self, cutoff: datetime) -> list[str]:
         """Delete every account's upload sessions started before `cutoff`; the ids of the rows this call deleted."""
@@ -367,7 +369,10 @@ class RegistryService:
         self.before_push(name)
         info = self.blobs.finish(upload_id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
         info = self._record_blob(name, info)
-        self.store.delete_upload(upload_id)
+        if not self.store.delete_upload(upload_id):
+            # `stevedore upload sweep` (or a cancel) took the session meanwhile and aborts its bytes: the blob row
+            # must not stay behind without them. Raising rolls this push's transaction back; the client starts anew.
+            raise UploadUnknown(f"upload {upload_id} was cancelled or swept while it was being finished")
         return info
 
     def _record_blob(self, name: RepositoryName, info: BlobInfo) -> BlobInfo:

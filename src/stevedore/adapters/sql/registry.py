@@ -178,8 +178,9 @@ class SqlRegistryStore:
             created_at=_utc(row.created_at),
         )
 
-    def delete_upload(self, upload_id: str) -> None:
-        self.session.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
+    def delete_upload(self, upload_id: str) -> bool:
+        deleted = self.session.execute(sa.delete(uploads).where(uploads.c.id == upload_id))
+        return bool(deleted.rowcount)  # type: ignore[attr-defined]
 
     def delete_uploads_created_before(self, cutoff: datetime) -> list[str]:
         """One DELETE ... RETURNING: a row a concurrent transaction deleted first (a finish, a cancel) is not
