@@ -31,10 +31,10 @@ pytestmark = pytest.mark.server
 def small_disk(path, size: str = "16m"):
     os.makedirs(path, exist_ok=True)
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (the tests run as root in the container and on CI)")
+        pytest.fail("mounting a small tmpfs needs root (the tests run as root in the container and on CI)")
     mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
     if mounted.returncode != 0:
-        pytest.skip(f"this container may not mount a tmpfs: {mounted.stderr.decode().strip()}")
+        pytest.fail(f"this container may not mount a tmpfs: {mounted.stderr.decode().strip()}")
     try:
         yield str(path)
     finally:
