@@ -45,3 +45,26 @@ def setup_code(components) -> str | None:
         code = setup_service_for(session, components).setup_code()
     session.close()
     return code
+
+
+PUBLIC_URL = "http://registry.example"  # http: the tests speak plain HTTP, where https would make cookies Secure
+
+
+def mailing_settings(database_url, tmp_path, mail_folder, **extra: str):
+    """The shared fixture's settings with a public URL and the embedded default's .eml folder, for pages that mail
+    (invites, password resets). `extra`: more ini keys, without the `stevedore.` prefix."""
+    from stevedore.web.settings import Settings
+    from tests.integration.conftest import SECRET, TOKEN_SIGNING_KEY
+
+    return Settings.from_mapping(
+        {
+            "stevedore.database_url": database_url,
+            "stevedore.storage_url": f"file://{tmp_path}/blobs",
+            "stevedore.bcrypt_rounds": "4",
+            "stevedore.blob_fsync": "false",
+            "stevedore.public_url": PUBLIC_URL,
+            "stevedore.mail.folder": str(mail_folder),
+            **{f"stevedore.{key}": value for key, value in extra.items()},
+        },
+        environ={"STEVEDORE_SECRET_KEY": SECRET, "STEVEDORE_TOKEN_SIGNING_KEYS": TOKEN_SIGNING_KEY},
+    )

@@ -13,13 +13,11 @@ import sqlalchemy as sa
 import webtest
 
 from stevedore.adapters.sql.tables import accounts, invites
-from stevedore.web.settings import Settings
 from stevedore.web.ui.session import COOKIE_NAME
 from tests.fakes import FixedClock, InMemoryMailer
-from tests.integration.conftest import SECRET, TOKEN_SIGNING_KEY, count_rows
-from tests.integration.web.helpers import csrf_token, log_in, page_csrf_token
+from tests.integration.conftest import count_rows
+from tests.integration.web.helpers import PUBLIC_URL, csrf_token, log_in, mailing_settings, page_csrf_token
 
-PUBLIC_URL = "http://registry.example"  # http: the tests speak plain HTTP, where https would make cookies Secure
 ADMIN = ("ada", "the admin password")
 LINK = re.compile(r'id="invite-link" class="copy" value="([^"]+)"')
 
@@ -32,17 +30,7 @@ def mail_folder(tmp_path):
 @pytest.fixture
 def settings(database_url, tmp_path, mail_folder):
     """Like the shared fixture, with a public URL and the embedded default's .eml folder."""
-    return Settings.from_mapping(
-        {
-            "stevedore.database_url": database_url,
-            "stevedore.storage_url": f"file://{tmp_path}/blobs",
-            "stevedore.bcrypt_rounds": "4",
-            "stevedore.blob_fsync": "false",
-            "stevedore.public_url": PUBLIC_URL,
-            "stevedore.mail.folder": str(mail_folder),
-        },
-        environ={"STEVEDORE_SECRET_KEY": SECRET, "STEVEDORE_TOKEN_SIGNING_KEYS": TOKEN_SIGNING_KEY},
-    )
+    return mailing_settings(database_url, tmp_path, mail_folder)
 
 
 @pytest.fixture

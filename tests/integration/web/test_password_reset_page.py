@@ -17,14 +17,12 @@ from stevedore.adapters.sql.tables import accounts, web_sessions
 from stevedore.adapters.sql.tables_access_tokens import access_tokens
 from stevedore.adapters.sql.tables_audit import audit_events
 from stevedore.adapters.sql.tables_password_resets import password_resets
-from stevedore.web.settings import Settings
 from stevedore.web.ui.session import COOKIE_NAME
 from tests.fakes import FixedClock, InMemoryMailer
-from tests.integration.conftest import SECRET, TOKEN_SIGNING_KEY, count_rows
+from tests.integration.conftest import count_rows
 from tests.integration.protocol.helpers import basic
-from tests.integration.web.helpers import csrf_token, log_in
+from tests.integration.web.helpers import PUBLIC_URL, csrf_token, log_in, mailing_settings
 
-PUBLIC_URL = "http://registry.example"
 PASSWORD = "correct horse battery"
 NEW = "a brand new password"
 LINK = re.compile(r"(http://\S+/password/reset\?code=[A-Za-z0-9_-]+)")
@@ -38,19 +36,8 @@ def mail_folder(tmp_path):
 
 @pytest.fixture
 def settings(database_url, tmp_path, mail_folder):
-    """With a public URL and the embedded default's .eml folder."""
-    return Settings.from_mapping(
-        {
-            "stevedore.database_url": database_url,
-            "stevedore.storage_url": f"file://{tmp_path}/blobs",
-            "stevedore.bcrypt_rounds": "4",
-            "stevedore.blob_fsync": "false",
-            "stevedore.public_url": PUBLIC_URL,
-            "stevedore.mail.folder": str(mail_folder),
-            "stevedore.password_reset_minutes": "30",
-        },
-        environ={"STEVEDORE_SECRET_KEY": SECRET, "STEVEDORE_TOKEN_SIGNING_KEYS": TOKEN_SIGNING_KEY},
-    )
+    """Like the shared fixture, with a public URL and the embedded default's .eml folder."""
+    return mailing_settings(database_url, tmp_path, mail_folder, password_reset_minutes="30")
 
 
 @pytest.fixture

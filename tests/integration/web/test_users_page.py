@@ -16,14 +16,12 @@ import webtest
 from stevedore.adapters.sql.tables import accounts, web_sessions
 from stevedore.adapters.sql.tables_audit import audit_events
 from stevedore.adapters.sql.tables_password_resets import password_resets
-from stevedore.web.settings import Settings
 from stevedore.web.ui.session import COOKIE_NAME
 from tests.fakes import InMemoryMailer
-from tests.integration.conftest import SECRET, TOKEN_SIGNING_KEY, count_rows
+from tests.integration.conftest import count_rows
 from tests.integration.protocol.helpers import basic, bearer
-from tests.integration.web.helpers import csrf_token, log_in, page_csrf_token
+from tests.integration.web.helpers import PUBLIC_URL, csrf_token, log_in, mailing_settings, page_csrf_token
 
-PUBLIC_URL = "http://registry.example"
 ADMIN = ("ada", "the admin password")
 BOB = ("bob", "bob's good password")
 LINK = re.compile(r'id="reset-link" class="copy" value="([^"]+)"')
@@ -36,17 +34,8 @@ def mail_folder(tmp_path):
 
 @pytest.fixture
 def settings(database_url, tmp_path, mail_folder):
-    return Settings.from_mapping(
-        {
-            "stevedore.database_url": database_url,
-            "stevedore.storage_url": f"file://{tmp_path}/blobs",
-            "stevedore.bcrypt_rounds": "4",
-            "stevedore.blob_fsync": "false",
-            "stevedore.public_url": PUBLIC_URL,
-            "stevedore.mail.folder": str(mail_folder),
-        },
-        environ={"STEVEDORE_SECRET_KEY": SECRET, "STEVEDORE_TOKEN_SIGNING_KEYS": TOKEN_SIGNING_KEY},
-    )
+    """Like the shared fixture, with a public URL and the embedded default's .eml folder."""
+    return mailing_settings(database_url, tmp_path, mail_folder)
 
 
 @pytest.fixture
