@@ -19,7 +19,9 @@ from collections.abc import Iterator
 from email.message import Message
 from pathlib import Path
 
+import dxf
 import pytest
+from dxf import exceptions as dxf_exceptions
 
 from tests.integration.clients import images
 from tests.integration.clients.conftest import DockerCLI, Dockerd, require_tool, run
@@ -303,3 +305,31 @@ def test_skopeo_copies_both_ways_over_https_with_a_cert_dir(tls_registry: TlsReg
     )
     for digest in image.layer_digests:
         assert images.read_layout_blob(back, digest) == images.read_layout_blob(layout, digest)
+
+
+# --- python-dxf ------------------------------------------------------------------------------------------------------
+
+
+def test_python_dxf_which_sends_no_credentials_over_plain_http_works_over_https(
+    tls_registry: TlsRegistry, tmp_path: Path
+) -> None:
+    """python-dxf refuses to authenticate to a registry over plain HTTP (DXFAuthInsecureError); behind nginx with TLS
+    it logs in through our token endpoint, pushes a blob and a manifest, and pulls them back, verifying the CA."""
+
+    def login(client: object, response: object) -> None:
+        client.authenticate(tls_registry.username, tls_registry.password, response=response)  # type: ignore[attr-defined]
+
+    plain = dxf.DXF(tls_registry.node_url.removeprefix("http://"), "tls/dxf", login, insecure=True)
+    with pytest.raises(dxf_exceptions.DXFAuthInsecureError):
+        plain.list_aliases()
+
+    client = dxf.DXF(tls_registry.host, "tls/dxf", login, tlsverify=str(tls_registry.pki.ca_cert))
+    data = images.payload(MIB + 3, "tls-dxf")
+    blob = tmp_path / "blob"
+    blob.write_bytes(data)
+    digest = client.push_blob(str(blob))
+    assert digest == "sha256:" + hashlib.sha256(data).hexdigest()
+    client.set_alias("v1", digest)
+    assert client.list_aliases() == ["v1"]
+    assert client.get_alias("v1") == [digest]
+    assert b"".join(client.pull_blob(digest)) == data
