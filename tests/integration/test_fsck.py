@@ -1,7 +1,8 @@
 """`stevedore fsck`: consistent after pushes (exit 0); after breaking the registry on purpose — a blob file deleted,
 one truncated, one overwritten with other bytes of the same size, a stray file, a manifest row deleted under its
 tag, an upload folder left behind — each kind is reported and the exit status is 1. On the folder store (in
-process) and on S3 (moto_server)."""
+process) and on S3 (moto_server); over SQLite and over a real PostgreSQL (named by STEVEDORE_DATABASE_URL, as an
+operator's container would)."""
 
 from __future__ import annotations
 
@@ -11,10 +12,13 @@ import sqlite3
 import sys
 
 import pytest
+import sqlalchemy as sa
 import webtest
 from pyramid.paster import get_appsettings
+from sqlalchemy.engine import make_url
 
 from stevedore import cli
+from stevedore.adapters.sql.engine import make_engine
 from stevedore.adapters.sql.migrations import upgrade
 from stevedore.domain.fsck import default_location
 from stevedore.web.app import build_components, make_app
@@ -26,8 +30,21 @@ from tests.integration.services import free_port, stevedore_cli, write_ini
 USER = ("alice", "correct horse battery")
 
 
+@pytest.fixture
+def database(database_url, tmp_path, monkeypatch) -> str:
+    """The test's migrated database, on each backend: on SQLite the ini's own file (`make_ini`'s, where the
+    `database_url` fixture put it); on PostgreSQL named by STEVEDORE_DATABASE_URL, which wins over the ini for the
+    command run in this process, a `stevedore` subprocess and the app."""
+    if database_url.startswith("sqlite"):
+        assert database_url == f"sqlite:///{tmp_path}/stevedore.sqlite"
+    else:
+        monkeypatch.setenv("STEVEDORE_DATABASE_URL", database_url)
+    return database_url
+
+
 def make_ini(base, storage_url: str | None = None, extra: str = "") -> str:
-    """An ini over a SQLite file in `base`, its blob folder there too unless `storage_url` says otherwise."""
+    """An ini over a SQLite file in `base` (unless STEVEDORE_DATABASE_URL names another database), its blob folder
+    there too unless `storage_url` says otherwise."""
     path = str(base / "stevedore.ini")
     write_ini(
         path,
@@ -78,18 +95,41 @@ def prepare(capsys, monkeypatch, ini: str):
     return settings, images
 
 
-def delete_manifest_row(database_path: str, manifest_digest: str) -> None:
+def delete_manifest_row(database_url: str, manifest_digest: str) -> None:
     """Under its tag, with foreign keys off (as a crash or a hand edit could): the tag is left dangling."""
-    connection = sqlite3.connect(database_path)
+    if database_url.startswith("sqlite"):  # the pragma is a no-op inside a transaction: outside SQLAlchemy's
+        connection = sqlite3.connect(make_url(database_url).database)
+        try:
+            connection.execute("PRAGMA foreign_keys = OFF")
+            deleted = connection.execute("DELETE FROM manifests WHERE digest = ?", (manifest_digest,))
+            connection.commit()
+        finally:
+            connection.close()
+        assert deleted.rowcount == 1
+        return
+    engine = make_engine(database_url)
     try:
-        connection.execute("PRAGMA foreign_keys = OFF")
-        connection.execute("DELETE FROM manifests WHERE digest = ?", (manifest_digest,))
-        connection.commit()
+        with engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL session_replication_role = replica")  # no foreign key triggers
+            deleted = conn.execute(sa.text("DELETE FROM manifests WHERE digest = :digest"), {"digest": manifest_digest})
+            assert deleted.rowcount == 1
     finally:
-        connection.close()
+        engine.dispose()
 
 
-def test_fsck_of_a_folder_store(tmp_path, capsys, monkeypatch):
+def storage_keys(database_url: str) -> dict[str, str | None]:
+    """Each blob's recorded storage key."""
+    engine = make_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            return {
+                row.digest: row.storage_key for row in conn.execute(sa.text("SELECT digest, storage_key FROM blobs"))
+            }
+    finally:
+        engine.dispose()
+
+
+def test_fsck_of_a_folder_store(tmp_path, capsys, monkeypatch, database):
     ini = make_ini(tmp_path)
     _, (first, second) = prepare(capsys, monkeypatch, ini)
     status, out, _ = run(capsys, monkeypatch, ini, "fsck", "--verify-digests")
@@ -109,7 +149,7 @@ def test_fsck_of_a_folder_store(tmp_path, capsys, monkeypatch):
     stray.write_bytes(b"stray bytes")
     (root / "uploads" / "crashed").mkdir()
     (root / "uploads" / "crashed" / "data").write_bytes(b"half a layer")
-    delete_manifest_row(str(tmp_path / "stevedore.sqlite"), first.digest)
+    delete_manifest_row(database, first.digest)
 
     status, out, _ = run(capsys, monkeypatch, ini, "fsck")
     assert status == 1
@@ -131,7 +171,7 @@ def test_fsck_of_a_folder_store(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.server
-def test_fsck_exit_statuses_as_an_operator_sees_them(tmp_path, capsys, monkeypatch):
+def test_fsck_exit_statuses_as_an_operator_sees_them(tmp_path, capsys, monkeypatch, database):
     ini = make_ini(tmp_path)
     _, (image, _) = prepare(capsys, monkeypatch, ini)
     assert stevedore_cli(ini, "fsck").returncode == 0
@@ -143,7 +183,7 @@ def test_fsck_exit_statuses_as_an_operator_sees_them(tmp_path, capsys, monkeypat
 
 @pytest.mark.s3
 @pytest.mark.server
-def test_fsck_of_an_s3_store(tmp_path, capsys, monkeypatch, moto_server):  # noqa: F811
+def test_fsck_of_an_s3_store(tmp_path, capsys, monkeypatch, moto_server, database):  # noqa: F811
     from tests.integration.s3.moto_server import DUMMY_CREDENTIALS
 
     for name, value in DUMMY_CREDENTIALS.items():
@@ -160,16 +200,14 @@ def test_fsck_of_an_s3_store(tmp_path, capsys, monkeypatch, moto_server):  # noq
     assert "checked 6 blobs, 6 stored objects" in out
 
     client = moto_server.client()
-    keys = {
-        d: k for d, k in sqlite3.connect(tmp_path / "stevedore.sqlite").execute("SELECT digest, storage_key FROM blobs")
-    }
+    keys = storage_keys(database)
     missing, truncated = first.blobs[1], second.blobs[2]
     client.delete_object(Bucket=bucket, Key="registry/" + keys[digest(missing)])
     client.put_object(Bucket=bucket, Key="registry/" + keys[digest(truncated)], Body=truncated[:10])
     client.put_object(Bucket=bucket, Key="registry/objects/stray", Body=b"stray bytes")
     client.put_object(Bucket=bucket, Key="registry/uploads/crashed", Body=b"tail")
     client.put_object(Bucket=bucket, Key="other-prefix/not-ours", Body=b"not ours")
-    delete_manifest_row(str(tmp_path / "stevedore.sqlite"), second.digest)
+    delete_manifest_row(database, second.digest)
 
     status, out, _ = run(capsys, monkeypatch, ini, "fsck")
     assert status == 1

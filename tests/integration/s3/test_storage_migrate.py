@@ -1,10 +1,10 @@
 """`stevedore storage migrate`: folder → S3 → folder, pulls verified through the app after each switch and fsck
 consistent; an interrupted migration resumes; bytes that are not the blob's are refused and nothing is switched;
-a blob larger than a part goes through a verified multipart upload, and one cut short leaves no upload behind."""
+a blob larger than a part goes through a verified multipart upload, and one cut short leaves no upload behind. The
+commands run over SQLite and over a real PostgreSQL (STEVEDORE_DATABASE_URL)."""
 
 from __future__ import annotations
 
-import sqlite3
 import urllib.request
 
 import pytest
@@ -15,7 +15,16 @@ from stevedore.domain.fsck import BlobRow, default_location
 from stevedore.domain.model import Digest
 from tests.integration.protocol.helpers import basic, digest, push_image
 from tests.integration.s3.moto_server import DUMMY_CREDENTIALS
-from tests.integration.test_fsck import USER, make_ini, open_app, prepare, run, set_storage_url
+from tests.integration.test_fsck import (  # noqa: F401 - database is a fixture
+    USER,
+    database,
+    make_ini,
+    open_app,
+    prepare,
+    run,
+    set_storage_url,
+    storage_keys,
+)
 
 pytestmark = [pytest.mark.s3, pytest.mark.server]
 
@@ -50,12 +59,7 @@ def pull_all(ini: str, images) -> None:
         components.engine.dispose()
 
 
-def storage_keys(tmp_path) -> dict[str, str | None]:
-    with sqlite3.connect(tmp_path / "stevedore.sqlite") as connection:
-        return dict(connection.execute("SELECT digest, storage_key FROM blobs"))
-
-
-def test_folder_to_s3_and_back(tmp_path, capsys, monkeypatch, moto_server, s3_env):
+def test_folder_to_s3_and_back(tmp_path, capsys, monkeypatch, moto_server, s3_env, database):  # noqa: F811
     ini = make_ini(tmp_path, extra=s3_env)
     _, images = prepare(capsys, monkeypatch, ini)
     bucket = moto_server.new_bucket()
@@ -74,7 +78,7 @@ def test_folder_to_s3_and_back(tmp_path, capsys, monkeypatch, moto_server, s3_en
     testapp, components = open_app(ini)
     images.append(push_image(testapp, basic(*USER), "alice/app", "v3", seed="v3"))
     components.engine.dispose()
-    assert sum(1 for key in storage_keys(tmp_path).values() if key) == 3
+    assert sum(1 for key in storage_keys(database).values() if key) == 3
     folder_url = f"file://{tmp_path}/back"
     status, out, err = run(capsys, monkeypatch, ini, "storage", "migrate", "--to", folder_url)
     assert status == 0, err
@@ -83,14 +87,14 @@ def test_folder_to_s3_and_back(tmp_path, capsys, monkeypatch, moto_server, s3_en
     assert status == 0, err
     assert "copied 0 blobs (0 bytes), 9 already there" in out
     assert "places 3 blobs by digest" in out
-    assert set(storage_keys(tmp_path).values()) == {None}
+    assert set(storage_keys(database).values()) == {None}
     set_storage_url(ini, folder_url)
     status, out, _ = run(capsys, monkeypatch, ini, "fsck", "--verify-digests")
     assert status == 0, out
     pull_all(ini, images)
 
 
-def test_an_interrupted_migration_resumes(tmp_path, capsys, monkeypatch, moto_server, s3_env):
+def test_an_interrupted_migration_resumes(tmp_path, capsys, monkeypatch, moto_server, s3_env, database):  # noqa: F811
     ini = make_ini(tmp_path, extra=s3_env)
     prepare(capsys, monkeypatch, ini)
     s3_url = f"s3://{moto_server.new_bucket()}/registry"
@@ -114,7 +118,7 @@ def test_an_interrupted_migration_resumes(tmp_path, capsys, monkeypatch, moto_se
     assert run(capsys, monkeypatch, ini, "fsck", "--verify-digests")[0] == 0
 
 
-def test_bytes_that_are_not_the_blob_s_are_refused(tmp_path, capsys, monkeypatch, moto_server, s3_env):
+def test_bytes_that_are_not_the_blob_s_are_refused(tmp_path, capsys, monkeypatch, moto_server, s3_env, database):  # noqa: F811
     ini = make_ini(tmp_path, extra=s3_env)
     _, (image, _) = prepare(capsys, monkeypatch, ini)
     bad = image.blobs[1]
