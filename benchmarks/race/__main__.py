@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.race.main import main
+
+sys.exit(main())
