@@ -4,15 +4,17 @@ Keys, under the configured prefix:
 
 - `uploads/<upload id>`: an upload's state, one small object that is the commit point of every append. Its body is
   the tail — the bytes received after the last whole part, fewer than `part_size` — and its metadata holds the S3
-  multipart upload's id, the number of the next part and the bytes in the parts before it, and a fresh random
-  `generation` per write. An append uploads whole parts numbered from `next-part` on, then writes the state; a
-  crash in between leaves parts the state does not count, ignored and overwritten by the next append. So all of an
-  upload's state is in the bucket and any process (or node) may take the next PATCH.
+  multipart upload's id (empty until there is one), the number of the next part and the bytes in the parts before
+  it, and a fresh random `generation` per write. An append uploads whole parts numbered from `next-part` on, then
+  writes the state; a crash in between leaves parts the state does not count, ignored and overwritten by the next
+  append. So all of an upload's state is in the bucket and any process (or node) may take the next PATCH.
 - `objects/<upload id>`: the upload's data. S3 fixes an object's key when its multipart upload starts, before the
   digest is known; rather than copy the whole blob to a digest-named key at commit (what Distribution does), the
   completed object stays where it is and `finish` returns its key as the blob's `location`, which the database
-  records (blobs.storage_key) and hands back to `open`. A blob smaller than one part never starts a multipart: its
-  bytes are all in the tail and `finish` writes them with one PUT.
+  records (blobs.storage_key) and hands back to `open`. The multipart upload starts lazily, in the append (or
+  `finish`) that first holds a whole part: most blobs (configs, small layers) never fill one, never start a
+  multipart upload, and `finish` writes their bytes, all in the tail, with one PutObject at the same key. The key is
+  the same either way, so the rule for blobs.storage_key does not change.
 - `blobs/<algorithm>/<2 hex>/<hex>`: a blob with no recorded location (`location=None`), the folder store's layout,
   for blobs copied in from a folder store.
 
@@ -23,8 +25,9 @@ which S3 checks, so a part overwritten by another process fails the completion i
 the upload moved (another process wrote since, or this one restarted) `finish` completes the object and reads it
 back once to hash it. Should that digest not match, the upload is rebuilt as it was: a new multipart upload on the
 same key whose parts are server-side copies (UploadPartCopy) of the completed object's ranges, the state pointing at
-it, the tail unchanged; then the completed object is deleted. Nothing reads it meanwhile: the database has no row
-pointing at it.
+it, the tail unchanged (an upload that had no whole part before the `finish` had no multipart upload: it stays
+without one); then the completed object is deleted. Nothing reads it meanwhile: the database has no row pointing at
+it.
 
 Pulls: with a `presign_client`, `download_url` gives a presigned GET URL (SigV4, valid `presign_seconds`) that the
 app answers a blob GET with, as a 307: the bytes then go from the bucket to the client, Range requests included,
@@ -34,7 +37,22 @@ streams through `open`. The part size is advertised as OCI-Chunk-Min-Length: sma
 object buffers them), but each rewrites the tail, so clients that honour it send whole parts.
 
 Errors: a connection failure, a timeout or a 5xx after boto3's retries (mode "standard") is StorageUnavailable, and
-the call leaves the upload as it was before it.
+the call leaves the upload as it was before it (a multipart upload the call started and could not record in the
+state is aborted, or failing that left to `stevedore upload sweep` and the bucket's lifecycle rule).
+
+S3 requests of a blob smaller than a part, pushed as POST, PATCH, PUT: the state's PUT at the POST; its GET and PUT at
+the PATCH; at the closing PUT its GET, the blob's PutObject and the state's DELETE: 6. The state written at the POST
+stays, though nothing is in it yet: its absence is what tells every node an upload is finished, cancelled or swept
+(a PATCH that passed the database's check just before then finds it gone, see RegistryService.abort_upload_bytes),
+and "not written yet" could not be told from "gone" without writing something elsewhere instead (a tombstone at the
+end costs the same request and leaves an object per blob behind).
+
+Races the lazy start adds nothing new to: a PATCH that read the state before a concurrent finish or cancel deleted it
+writes the state again (as a tail-only PATCH always could), and if it held a whole part it also starts a multipart
+upload on `objects/<id>`, which nobody completes (no row is left to finish it) and does not touch a completed object
+there; `stevedore upload sweep` aborts it (no session knows it) and fsck reports the state as a stale upload. Two
+PATCHes at once from one state start a multipart upload each: the state written last names its own, the other is
+swept the same way once the session is gone.
 """
 
 from __future__ import annotations
@@ -124,7 +142,7 @@ def _storage_errors(what: str) -> Iterator[None]:
 
 @dataclass
 class _State:
-    """An upload's state object, as read."""
+    """An upload's state object, as read. `s3_upload` is "" until a whole part starts the multipart upload."""
 
     s3_upload: str
     next_part: int
@@ -289,7 +307,7 @@ class S3BlobStore:
         meta = found.get("Metadata", {})
         try:
             return _State(
-                s3_upload=meta["s3-upload"],
+                s3_upload=meta.get("s3-upload", ""),  # "" (or dropped as empty): no multipart upload yet
                 next_part=int(meta["next-part"]),
                 parts_size=int(meta["parts-size"]),
                 algorithm=meta.get("algorithm", "sha256"),
@@ -331,15 +349,10 @@ class S3BlobStore:
 
     # --- uploads ------------------------------------------------------------------------------------------------
     def start_upload(self, upload_id: str, digest_algorithm: str = "sha256") -> None:
-        key = self._key(self._data_location(upload_id))
-        with _storage_errors("starting an upload"):
-            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
-        state = _State(created["UploadId"], 1, 0, digest_algorithm, uuid.uuid4().hex, b"")
-        try:
-            self._save(upload_id, state)
-        except BaseException:
-            self._abort_multipart(key, state.s3_upload)
-            raise
+        """One request: the empty state (see the module's docstring for why it is written now). No multipart upload
+        yet: the first whole part starts it (`_write`), so a blob smaller than a part never has one."""
+        state = _State("", 1, 0, digest_algorithm, uuid.uuid4().hex, b"")
+        self._save(upload_id, state)
         self._remember(upload_id, _RunningHash(digest_algorithm, hashlib.new(digest_algorithm), state.generation, 0))
 
     def upload_size(self, upload_id: str) -> int:
@@ -366,35 +379,57 @@ class S3BlobStore:
                 raise
         return str(done["ETag"])
 
+    def _start_multipart(self, upload_id: str) -> str:
+        with _storage_errors("starting a multipart upload"):
+            created = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=self._key(self._data_location(upload_id))
+            )
+        return str(created["UploadId"])
+
+    def _drop_started(self, upload_id: str, state: _State, new_state: _State) -> None:
+        """When `new_state` will not be saved: abort the multipart upload it started (none if `state` had one)."""
+        if new_state.s3_upload and new_state.s3_upload != state.s3_upload:
+            self._abort_multipart(self._key(self._data_location(upload_id)), new_state.s3_upload)
+
     def _write(
         self, upload_id: str, state: _State, running: _RunningHash | None, chunks: Iterable[bytes]
     ) -> tuple[_State, list[str], BaseException | None]:
-        """Cut the tail and `chunks` into whole parts and upload them; the new state (not saved), the new parts'
-        ETags, and the exception the chunk iterator raised, if it did (what came before it is kept)."""
+        """Cut the tail and `chunks` into whole parts and upload them, starting the multipart upload at the first
+        whole part if the state has none; the new state (not saved: its `s3_upload` differs from `state`'s when this
+        started one, which the caller aborts should it not save it), the new parts' ETags, and the exception the
+        chunk iterator raised, if it did (what came before it is kept). Should a part fail, a multipart upload
+        started here is aborted before the error is raised."""
         buffer = bytearray(state.tail)
-        number, parts_size = state.next_part, state.parts_size
+        s3_upload, number, parts_size = state.s3_upload, state.next_part, state.parts_size
         etags: list[str] = []
         failure: BaseException | None = None
         iterator = iter(chunks)
-        while True:
-            try:
-                chunk = next(iterator)
-            except StopIteration:
-                break
-            except Exception as exc:  # the client went away: keep what arrived
-                failure = exc
-                break
-            if not chunk:
-                continue
-            buffer += chunk
-            if running is not None:
-                running.hasher.update(chunk)
-            while len(buffer) >= self.part_size:
-                etags.append(self._upload_part(upload_id, state.s3_upload, number, bytes(buffer[: self.part_size])))
-                del buffer[: self.part_size]
-                number += 1
-                parts_size += self.part_size
-        new_state = _State(state.s3_upload, number, parts_size, state.algorithm, uuid.uuid4().hex, bytes(buffer))
+        try:
+            while True:
+                try:
+                    chunk = next(iterator)
+                except StopIteration:
+                    break
+                except Exception as exc:  # the client went away: keep what arrived
+                    failure = exc
+                    break
+                if not chunk:
+                    continue
+                buffer += chunk
+                if running is not None:
+                    running.hasher.update(chunk)
+                while len(buffer) >= self.part_size:
+                    if not s3_upload:
+                        s3_upload = self._start_multipart(upload_id)
+                    etags.append(self._upload_part(upload_id, s3_upload, number, bytes(buffer[: self.part_size])))
+                    del buffer[: self.part_size]
+                    number += 1
+                    parts_size += self.part_size
+        except BaseException:
+            if s3_upload and s3_upload != state.s3_upload:
+                self._abort_multipart(self._key(self._data_location(upload_id)), s3_upload)
+            raise
+        new_state = _State(s3_upload, number, parts_size, state.algorithm, uuid.uuid4().hex, bytes(buffer))
         return new_state, etags, failure
 
     def append(self, upload_id: str, chunks: Iterable[bytes], offset: int | None = None) -> int:
@@ -404,7 +439,11 @@ class S3BlobStore:
             raise RangeInvalid(f"upload is at offset {size}, chunk starts at {offset}", detail={"size": size})
         running = self._take_hash(upload_id, state)
         new_state, etags, failure = self._write(upload_id, state, running, chunks)
-        self._save(upload_id, new_state)
+        try:
+            self._save(upload_id, new_state)
+        except BaseException:
+            self._drop_started(upload_id, state, new_state)
+            raise
         if running is not None:
             running.generation, running.size = new_state.generation, new_state.size
             running.etags.extend(etags)
@@ -421,6 +460,7 @@ class S3BlobStore:
         before = running.hasher.copy() if running is not None else None  # kept for a mismatch
         new_state, etags, failure = self._write(upload_id, state, running, final_chunks)
         if failure is not None:
+            self._drop_started(upload_id, state, new_state)
             raise failure  # nothing saved: the upload stays as it was
         location = self._data_location(upload_id)
         key = self._key(location)
@@ -434,31 +474,42 @@ class S3BlobStore:
                 raise DigestInvalid(detail={"digest": str(digest)})
             with _storage_errors("committing a blob"):
                 self.client.put_object(Bucket=self.bucket, Key=key, Body=new_state.tail)
-            self._abort_multipart(key, state.s3_upload)
+            if state.s3_upload:  # a state from before the multipart upload started lazily: one per upload
+                self._abort_multipart(key, state.s3_upload)
             self._forget(upload_id)
             return BlobInfo(digest, size, location)
 
-        if new_state.tail:
-            etags.append(self._upload_part(upload_id, state.s3_upload, new_state.next_part, new_state.tail))
-        if running is not None:
-            # Stayed on this process: verified from the running hash, no read-back. Completing with exactly the
-            # ETags hashed makes S3 refuse the completion should another process have overwritten any part.
-            if running.hasher.hexdigest() != digest.hex and before is not None:
-                # Nothing saved: the state still says what it said, parts from next-part on are ignored (and
-                # overwritten by the next append), and the hash of the upload's bytes is kept for the next finish.
-                running.hasher = before
-                self._remember(upload_id, running)
-                raise DigestInvalid(detail={"digest": str(digest)})
-            numbered = list(enumerate(running.etags + etags, start=1))
-            if self._complete(upload_id, key, state.s3_upload, numbered):
-                self._forget(upload_id)
-                return BlobInfo(digest, size, location)
-            log.warning("upload %s: a part changed under this process; verifying by reading it back", upload_id)
-        committed = self._committed_parts(upload_id, key, state)
-        numbered = [(number, etag) for number, etag, _ in committed]
-        numbered += list(enumerate(etags, start=state.next_part))
-        if not self._complete(upload_id, key, state.s3_upload, numbered):
-            raise UploadUnknown(detail={"upload": upload_id})
+        s3_upload = new_state.s3_upload  # started by this call's `_write` when the state had none
+        completed = False
+        try:
+            if new_state.tail:
+                etags.append(self._upload_part(upload_id, s3_upload, new_state.next_part, new_state.tail))
+            if running is not None:
+                # Stayed on this process: verified from the running hash, no read-back. Completing with exactly the
+                # ETags hashed makes S3 refuse the completion should another process have overwritten any part.
+                if running.hasher.hexdigest() != digest.hex and before is not None:
+                    # Nothing saved: the state still says what it said, parts from next-part on are ignored (and
+                    # overwritten by the next append; a multipart upload this call started is aborted), and the hash
+                    # of the upload's bytes is kept for the next finish.
+                    running.hasher = before
+                    self._remember(upload_id, running)
+                    raise DigestInvalid(detail={"digest": str(digest)})
+                numbered = list(enumerate(running.etags + etags, start=1))
+                if self._complete(upload_id, key, s3_upload, numbered):
+                    completed = True
+                    self._forget(upload_id)
+                    return BlobInfo(digest, size, location)
+                log.warning("upload %s: a part changed under this process; verifying by reading it back", upload_id)
+            committed = self._committed_parts(upload_id, key, state) if state.next_part > 1 else []
+            numbered = [(number, etag) for number, etag, _ in committed]
+            numbered += list(enumerate(etags, start=state.next_part))
+            if not self._complete(upload_id, key, s3_upload, numbered):
+                raise UploadUnknown(detail={"upload": upload_id})
+            completed = True
+        except BaseException:
+            if not completed:
+                self._drop_started(upload_id, state, new_state)
+            raise
         if self._read_back_digest(key, digest.algorithm) != digest.hex:
             self._rebuild(upload_id, key, state, committed)
             raise DigestInvalid(detail={"digest": str(digest)})
@@ -520,7 +571,15 @@ class S3BlobStore:
 
     def _rebuild(self, upload_id: str, key: str, state: _State, committed: list[tuple[int, str, int]]) -> None:
         """After a digest mismatch on a completed object: the upload as it was before `finish`, without moving its
-        bytes through this process (server-side UploadPartCopy of each committed part's range)."""
+        bytes through this process (server-side UploadPartCopy of each committed part's range). With no committed
+        part the upload had no multipart upload (or, from before the lazy start, one this finish completed): its
+        state says so, and no multipart upload is started for it."""
+        if not committed:
+            if state.s3_upload:
+                self._save(upload_id, _State("", 1, 0, state.algorithm, uuid.uuid4().hex, state.tail))
+            with _storage_errors("restoring an upload"):
+                self.client.delete_object(Bucket=self.bucket, Key=key)  # the refused content: never a blob
+            return
         with _storage_errors("restoring an upload"):
             created = self.client.create_multipart_upload(Bucket=self.bucket, Key=key)
             s3_upload = created["UploadId"]
@@ -569,7 +628,8 @@ class S3BlobStore:
         except UploadUnknown:
             return  # never started, aborted already, or finished: its object (if any) is a blob now
         key = self._key(self._data_location(upload_id))
-        self._abort_multipart(key, state.s3_upload)
+        if state.s3_upload:
+            self._abort_multipart(key, state.s3_upload)
         with _storage_errors("aborting an upload"):
             self.client.delete_object(Bucket=self.bucket, Key=key)  # what a crashed finish may have completed
             self.client.delete_object(Bucket=self.bucket, Key=self._state_key(upload_id))

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from stevedore.adapters.storage_inventory import s3_multipart_uploads
-from tests.integration.protocol.helpers import basic, upload_id
+from tests.integration.protocol.helpers import basic, path_of, upload_id
 from tests.integration.s3.moto_server import DUMMY_CREDENTIALS
 from tests.integration.test_fsck import USER, make_ini, open_app, prepare, run
 
@@ -36,7 +36,7 @@ def test_an_orphan_multipart_upload_is_reported_by_fsck_then_aborted_by_the_swee
     bucket = moto_server.new_bucket()
     s3_settings = (
         f"stevedore.s3_endpoint_url = {moto_server.endpoint_url}\nstevedore.s3_region = us-east-1\n"
-        "stevedore.s3_addressing = path"
+        "stevedore.s3_addressing = path\nstevedore.s3_part_size_mib = 5"
     )
     ini = make_ini(tmp_path, f"s3://{bucket}/registry", s3_settings)
     prepare(capsys, monkeypatch, ini)
@@ -54,6 +54,10 @@ def test_an_orphan_multipart_upload_is_reported_by_fsck_then_aborted_by_the_swee
     try:
         location = testapp.post("/v2/alice/app/blobs/uploads/", headers=basic(*USER), status=202).headers["Location"]
         live = upload_id(location)
+        assert f"registry/objects/{live}" not in multipart_keys(client, bucket)  # started by the first whole part
+        part = b"p" * (5 * 1024 * 1024)
+        patch_headers = {**basic(*USER), "Content-Type": "application/octet-stream"}
+        location = testapp.patch(path_of(location), params=part, headers=patch_headers, status=202).headers["Location"]
         assert f"registry/objects/{live}" in multipart_keys(client, bucket)
 
         status, out, err = run(capsys, monkeypatch, ini, "upload", "sweep")
