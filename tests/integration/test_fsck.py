@@ -18,6 +18,7 @@ from pyramid.paster import get_appsettings
 from sqlalchemy.engine import make_url
 
 from stevedore import cli
+from stevedore.adapters.sql import fsck as fsck_sql
 from stevedore.adapters.sql.engine import make_engine
 from stevedore.adapters.sql.migrations import upgrade
 from stevedore.domain.fsck import default_location
@@ -179,6 +180,39 @@ def test_fsck_exit_statuses_as_an_operator_sees_them(tmp_path, capsys, monkeypat
     result = stevedore_cli(ini, "fsck")
     assert result.returncode == 1
     assert "missing objects (a row without bytes): 1" in result.stdout
+
+
+def test_a_push_committing_while_fsck_reads_the_database_is_no_finding_of_the_database(
+    tmp_path, capsys, monkeypatch, database
+):
+    """fsck reads the database in one snapshot: a push that commits between its reads of the manifests and of the
+    tags (or the links) shows at most as bytes without a row, never as a tag of a missing manifest."""
+    ini = make_ini(tmp_path)
+    prepare(capsys, monkeypatch, ini)
+    hash_manifest = fsck_sql._content_digest
+    pushed = []
+
+    def push_meanwhile(manifest_digest: str, content: bytes) -> str | None:
+        if not pushed:  # while fsck streams the manifests: another repository's push commits
+            testapp, components = open_app(ini)
+            try:
+                pushed.append(push_image(testapp, basic(*USER), "alice/meanwhile", "v1", seed="meanwhile"))
+            finally:
+                components.engine.dispose()
+        return hash_manifest(manifest_digest, content)
+
+    monkeypatch.setattr(fsck_sql, "_content_digest", push_meanwhile)
+    status, out, _ = run(capsys, monkeypatch, ini, "fsck", "--show", "20")
+    assert pushed
+    assert "checked 6 blobs" in out and "2 manifests, 2 tags" in out
+    assert "dangling links: 0" in out and "missing objects (a row without bytes): 0" in out
+    assert "unreferenced objects (bytes without a row): 3" in out  # the push's blobs: run again
+    assert status == 1
+
+    monkeypatch.setattr(fsck_sql, "_content_digest", hash_manifest)
+    status, out, _ = run(capsys, monkeypatch, ini, "fsck")
+    assert status == 0, out
+    assert "checked 9 blobs, 9 stored objects, 3 manifests, 3 tags" in out
 
 
 @pytest.mark.s3

@@ -32,7 +32,11 @@ def _content_digest(digest: str, content: bytes) -> str | None:
 
 
 def read_database_view(session: Session) -> DatabaseView:
-    """One consistent read when the database gives one (call it inside a transaction)."""
+    """One consistent read (call it first in a transaction): SQLite's read transaction is one snapshot; PostgreSQL's
+    default, READ COMMITTED, takes one per statement, so a push committing between the reads of the manifests and of
+    the tags would show as a tag of a missing manifest: the transaction is REPEATABLE READ there."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
     blob_rows = [
         BlobRow(row.digest, int(row.size), row.storage_key)
         for row in session.execute(
