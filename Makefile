@@ -40,9 +40,10 @@ typecheck: $(INSTALLED)
 system-deps:
 	bash scripts/install-system-deps.sh
 
-## Blob push/pull throughput, side by side with CNCF Distribution (benchmarks/README.md).
+## The speed race: Stevedore against CNCF Distribution and a bare WSGI app, with TARGETS (benchmarks/README.md;
+## `$(BIN)/python -m benchmarks.throughput` is the older single-client push/pull table).
 bench: $(INSTALLED) system-deps
-	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.race
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache

@@ -11,7 +11,7 @@
 # `apt-get update` only when something needs installing. Quiet unless it fails.
 set -euo pipefail
 
-PACKAGES=(docker.io podman skopeo buildah docker-registry apache2-utils chromium fonts-liberation nginx)
+PACKAGES=(docker.io podman skopeo buildah docker-registry apache2-utils chromium fonts-liberation nginx curl)
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
@@ -57,7 +57,7 @@ fi
 # private daemons, so nothing else is needed here. Verify the binaries exist.
 for bin in /usr/bin/docker /usr/sbin/dockerd /usr/bin/podman /usr/bin/skopeo \
            /usr/bin/buildah /usr/bin/docker-registry /usr/bin/htpasswd /usr/bin/chromium \
-           /usr/sbin/nginx; do
+           /usr/sbin/nginx /usr/bin/curl; do
     if [ ! -x "$bin" ]; then
         echo "install-client-tools.sh: expected $bin after install, not found" >&2
         exit 1
