@@ -13,6 +13,7 @@ import signal
 import sys
 import tempfile
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
@@ -141,8 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     except (KeyboardInterrupt, Interrupted) as exc:
         log(f"interrupted ({str(exc) or 'Ctrl-C'}); stopping the servers")
         return 130
-    except (BenchError, TimeoutError, OSError, RuntimeError, http.client.HTTPException) as exc:
-        log(f"benchmark failed: {exc!r}")
+    except Exception as exc:
+        expected = (BenchError, TimeoutError, OSError, RuntimeError, http.client.HTTPException)
+        log(f"benchmark failed: {exc!r}" if isinstance(exc, expected) else traceback.format_exc())
         for server in fleet.servers.values():
             log(f"--- {server.label} log ({server.log_path}), last lines ---")
             with contextlib.suppress(OSError):

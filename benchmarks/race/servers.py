@@ -119,7 +119,7 @@ class Fleet:
         return server
 
     def _start_stevedore(self, base: Path, variant: str) -> Server:
-        database = self.postgres_url(variant.replace("-", "_")) if variant == "postgres" else None
+        database = self.postgres_url("stevedore_bench") if variant == "postgres" else None
         extra, storage = "", None
         if variant.startswith("s3"):
             moto = self.moto()
