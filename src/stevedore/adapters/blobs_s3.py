@@ -306,7 +306,7 @@ class S3BlobStore:
                 found["Body"].close()
         meta = found.get("Metadata", {})
         try:
-            return _State(
+            state = _State(
                 s3_upload=meta.get("s3-upload", ""),  # "" (or dropped as empty): no multipart upload yet
                 next_part=int(meta["next-part"]),
                 parts_size=int(meta["parts-size"]),
@@ -316,6 +316,9 @@ class S3BlobStore:
             )
         except (KeyError, ValueError) as exc:  # not a state object of ours
             raise UploadUnknown(detail={"upload": upload_id}) from exc
+        if state.next_part > 1 and not state.s3_upload:  # parts counted, but in no multipart upload
+            raise UploadUnknown(detail={"upload": upload_id})
+        return state
 
     def _save(self, upload_id: str, state: _State) -> None:
         """The commit point of an append: one PUT, atomic in S3."""
