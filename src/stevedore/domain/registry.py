@@ -197,14 +197,15 @@ class RegistryService:
         self.confirm_blob_bytes = confirm_blob_bytes
 
     # --- pull ----------------------------------------------------------------------------------------
+    # Pulls and discovery only read: through `lookups`, outside the unit of work, so they pay for no transaction.
     def get_manifest(self, name: RepositoryName, reference: Reference) -> StoredManifest:
         if reference.digest is not None:
-            manifest = self.store.get_manifest(name, reference.digest)
+            manifest = self.lookups.get_manifest(name, reference.digest)
         else:
             assert reference.tag is not None
-            manifest = self.store.tagged_manifest(name, reference.tag)
+            manifest = self.lookups.tagged_manifest(name, reference.tag)
         if manifest is None:
-            if not self.store.repository_exists(name):
+            if not self.lookups.repository_exists(name):
                 raise NameUnknown(f"repository {name} is not known to this registry", detail={"name": name.value})
             what = f"tag {reference.tag}" if reference.tag else f"manifest {reference.digest}"
             raise ManifestUnknown(f"{what} is not in repository {name}", detail={"reference": str(reference)})
@@ -212,7 +213,7 @@ class RegistryService:
 
     def stat_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo:
         """The blob as recorded when it was verified; its bytes must still be in the store."""
-        linked = self.store.linked_blob(name, digest)
+        linked = self.lookups.linked_blob(name, digest)
         if linked is None or not self._bytes_present(linked):
             raise BlobUnknown(detail={"digest": str(digest)})
         return linked
@@ -494,12 +495,12 @@ class RegistryService:
 
     # --- discovery -----------------------------------------------------------------------------------
     def list_tags(self, name: RepositoryName, last: str | None, n: int | None) -> Page:
-        if not self.store.repository_exists(name):
+        if not self.lookups.repository_exists(name):
             raise NameUnknown(detail={"name": name.value})
         limit = MAX_PAGE if n is None else min(n, MAX_PAGE)
         if limit <= 0:
             return Page([], False)
-        found = self.store.list_tags(name, last, limit + 1)
+        found = self.lookups.list_tags(name, last, limit + 1)
         return Page(found[:limit], len(found) > limit)
 
     def list_repositories(self, last: str | None, n: int | None, visible: Callable[[str], bool]) -> Page:
@@ -509,7 +510,7 @@ class RegistryService:
         names: list[str] = []
         cursor = last
         while True:
-            batch = self.store.list_repositories(cursor, limit + 1)
+            batch = self.lookups.list_repositories(cursor, limit + 1)
             for repo in batch:
                 if visible(repo):
                     names.append(repo)
@@ -522,7 +523,7 @@ class RegistryService:
     def referrers(
         self, name: RepositoryName, subject: Digest, artifact_type: str | None = None
     ) -> list[dict[str, Any]]:
-        found = self.store.referrers(name, subject)
+        found = self.lookups.referrers(name, subject)
         if artifact_type is not None:
             found = [m for m in found if m.artifact_type == artifact_type]
         descriptors = []

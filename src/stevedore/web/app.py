@@ -24,7 +24,13 @@ from stevedore.adapters.clock import SystemClock
 from stevedore.adapters.mail import FolderMailer, SmtpMailer
 from stevedore.adapters.passwords import BcryptPasswordHasher
 from stevedore.adapters.sql.accounts import SqlAccountStore
-from stevedore.adapters.sql.engine import join_transaction, make_engine, make_session_factory, writer_engine
+from stevedore.adapters.sql.engine import (
+    join_transaction,
+    make_engine,
+    make_lookup_session_factory,
+    make_session_factory,
+    writer_engine,
+)
 from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 from stevedore.adapters.sql.registry import SqlRegistryStore
 from stevedore.adapters.token_keys import TokenKeyError, load_signing_key
@@ -65,6 +71,8 @@ class Components:
     engine: sa.Engine
     read_sessions: sessionmaker[Session]
     write_sessions: sessionmaker[Session]
+    # Reads outside any transaction (who is calling, what a pull asks for): no BEGIN, no COMMIT, writes refused.
+    lookup_sessions: sessionmaker[Session]
     blob_store: BlobStore
     hasher: PasswordHasher
     token_signer: JwtTokenSigner
@@ -139,6 +147,7 @@ def build_components(settings: Settings, *, blob_store: BlobStore | None = None)
         engine=engine,
         read_sessions=make_session_factory(engine),
         write_sessions=make_session_factory(writer_engine(engine)),
+        lookup_sessions=make_lookup_session_factory(engine),
         blob_store=blob_store or build_blob_store(settings),
         hasher=hasher,
         token_signer=build_token_signer(settings),
@@ -257,9 +266,10 @@ def _dbsession(request: Request) -> Session:
 
 def _read_session(request: Request) -> Session:
     """A session outside the request's transaction, for look-ups made before a body is streamed (who is calling,
-    which upload this is): on SQLite it never holds the write lock while bytes are copied."""
+    which upload this is, what a pull reads): on SQLite it never holds the write lock while bytes are copied, and
+    each of its statements commits on its own, so a pull pays for no BEGIN or COMMIT."""
     components: Components = request.registry.stevedore
-    session = components.read_sessions()
+    session = components.lookup_sessions()
     request.add_finished_callback(lambda _request: session.close())
     return session
 

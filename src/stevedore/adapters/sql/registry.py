@@ -55,6 +55,14 @@ class SqlRegistryStore:
             self._ids[name.value] = int(found)
         return self._ids[name.value]
 
+    def _in_repository(self, query: sa.Select[Any], repository_id: sa.ColumnElement[int], name: RepositoryName) -> Any:
+        """`query` limited to the repository `name`: by its id when this store knows it already, else by a join on
+        the repository's unique name, so a pull's look-up is one indexed query, not two."""
+        known = self._ids.get(name.value)
+        if known is not None:
+            return query.where(repository_id == known)
+        return query.join(repositories, repositories.c.id == repository_id).where(repositories.c.name == name.value)
+
     @staticmethod
     def _manifest(row: Any, with_content: bool = True) -> StoredManifest:
         return StoredManifest(
@@ -99,15 +107,12 @@ class SqlRegistryStore:
         )
 
     def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None:
-        repository_id = self._repository_id(name)
-        if repository_id is None:
-            return None
-        row = self.session.execute(
+        query = (
             sa.select(blobs.c.size, blobs.c.storage_key)
             .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-            .where(repository_blobs.c.repository_id == repository_id)
             .where(blobs.c.digest == str(digest))
-        ).first()
+        )
+        row = self.session.execute(self._in_repository(query, repository_blobs.c.repository_id, name)).first()
         return None if row is None else BlobInfo(digest, int(row.size), row.storage_key)
 
     def linked_blob_sizes(self, name: RepositoryName, digests: Iterable[Digest]) -> dict[Digest, int]:
@@ -209,26 +214,13 @@ class SqlRegistryStore:
 
     # --- manifests -----------------------------------------------------------------------------------
     def get_manifest(self, name: RepositoryName, digest: Digest) -> StoredManifest | None:
-        repository_id = self._repository_id(name)
-        if repository_id is None:
-            return None
-        row = self.session.execute(
-            sa.select(manifests)
-            .where(manifests.c.repository_id == repository_id)
-            .where(manifests.c.digest == str(digest))
-        ).first()
+        query = sa.select(manifests).where(manifests.c.digest == str(digest))
+        row = self.session.execute(self._in_repository(query, manifests.c.repository_id, name)).first()
         return self._manifest(row) if row else None
 
     def tagged_manifest(self, name: RepositoryName, tag: Tag) -> StoredManifest | None:
-        repository_id = self._repository_id(name)
-        if repository_id is None:
-            return None
-        row = self.session.execute(
-            sa.select(manifests)
-            .join(tags, tags.c.manifest_id == manifests.c.id)
-            .where(tags.c.repository_id == repository_id)
-            .where(tags.c.name == tag.value)
-        ).first()
+        query = sa.select(manifests).join(tags, tags.c.manifest_id == manifests.c.id).where(tags.c.name == tag.value)
+        row = self.session.execute(self._in_repository(query, tags.c.repository_id, name)).first()
         return self._manifest(row) if row else None
 
     def present_manifests(self, name: RepositoryName, digests: Iterable[Digest]) -> set[Digest]:
