@@ -290,11 +290,15 @@ def _lookup_account_service(request: Request) -> AccountService:
 
 def _registry_service(request: Request) -> RegistryService:
     components: Components = request.registry.stevedore
+    lookups = SqlRegistryStore(request.read_session)
+    # A GET or HEAD only reads (pulls, discovery, pages): its unit of work is the look-ups too, so it opens no
+    # transaction session at all; a write it tried would be refused (LookupWriteRefused), never committed.
+    store = lookups if request.method in SAFE_METHODS else SqlRegistryStore(request.dbsession)
     return RegistryService(
-        SqlRegistryStore(request.dbsession),
+        store,
         components.blob_store,
         components.clock,
-        lookups=SqlRegistryStore(request.read_session),
+        lookups=lookups,
         max_manifest_bytes=components.settings.max_manifest_bytes,
         max_open_uploads_per_account=components.settings.max_open_uploads_per_account,
         abandoned_upload_seconds=components.settings.abandoned_upload_seconds,
