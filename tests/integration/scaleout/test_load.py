@@ -1,6 +1,7 @@
 """A bounded load test on loopback: PROCESSES processes each push THREADS images at once through nginx, round-robin
 over the two nodes; half the pushes are images of their own, half the same image to the same tag. Every push must
-succeed, and afterwards the database and the bucket must agree (the consistency checker finds nothing)."""
+succeed, and afterwards the database and the bucket must agree: the test's consistency checker finds nothing, and
+`stevedore fsck --verify-digests`, the real command run with the nodes' settings, prints "consistent" and exits 0."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration.durability.helpers import MANIFEST_TYPE, Client, sha256
-from tests.integration.scaleout.conftest import PASSWORD, USERNAME, Fleet, served
+from tests.integration.scaleout.conftest import PASSWORD, USERNAME, Fleet, cli, served
 from tests.integration.scaleout.helpers import check_s3_consistency, push_many, shared_image
 from tests.integration.services import REPO_ROOT
 
@@ -36,6 +37,8 @@ def test_concurrent_pushes_through_nginx_leave_a_consistent_store(fleet: Fleet) 
 
     failed = [result for result in results if not result.ok]
     consistency = check_s3_consistency(fleet.database_url, fleet.store())
+    fsck = cli(fleet.ini_path, fleet.env, "fsck", "--verify-digests")
+    fsck_lines = fsck.stdout.strip().splitlines()
     slowest = max(result.seconds for result in results)
     figures = (
         f"scale-out load test: {len(results)} pushes ({PROCESSES} processes x {THREADS} at once) through nginx "
@@ -47,6 +50,9 @@ def test_concurrent_pushes_through_nginx_leave_a_consistent_store(fleet: Fleet) 
         f"  consistency: {len(consistency.problems)} problems, {consistency.blob_rows} blob rows, "
         f"{len(consistency.unreferenced)} unreferenced objects, {len(consistency.open_upload_states)} upload states "
         f"left, {consistency.upload_rows} upload rows left\n"
+        f"  stevedore fsck --verify-digests: exit {fsck.returncode}; "
+        + "; ".join(line for line in fsck_lines if not line.startswith("storage: "))
+        + "\n"
     )
     print("\n" + figures)
     REPORT.parent.mkdir(exist_ok=True)
@@ -56,6 +62,9 @@ def test_concurrent_pushes_through_nginx_leave_a_consistent_store(fleet: Fleet) 
     assert consistency.ok, consistency.problems
     assert not consistency.unreferenced, consistency.unreferenced
     assert not consistency.open_upload_states and consistency.upload_rows == 0
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+    assert fsck_lines[-1] == "consistent", fsck.stdout
+    assert any(line.startswith(f"checked {consistency.blob_rows} blobs, ") for line in fsck_lines), fsck.stdout
     assert min(per_node) > 0, per_node  # nginx spread the load over both nodes
     # Every distinct image is there under its tag, and the shared tag names the shared image, on each node.
     for node in fleet.nodes:
