@@ -368,8 +368,12 @@ def _sweep_uploads(settings: Settings, older_than: int | None) -> int:
     registry.abort_upload_bytes(upload_ids)
     print(f"aborted {_uploads(len(upload_ids))} started more than {limit} seconds ago")
     if isinstance(registry.blobs, S3BlobStore):
-        # The multipart uploads are listed before the rows are read: one whose session row commits in between is
-        # then known, and a session's multipart upload starts before its row, so an orphan is never a push's.
+        # The multipart uploads are listed before the rows are read. A session's multipart upload starts after its
+        # row has committed (at its first whole part), so one listed whose session is still open is among the rows
+        # read next, whatever the clocks; one whose session ended meanwhile is completed, aborted or a leftover (an
+        # abort is harmless). Read in the other order, a session started in between would look orphaned. The age
+        # limit is still needed: a whole blob pushed in one POST (?digest=) starts its multipart upload with no
+        # session row at all.
         listed = StorageView([], [], multipart_uploads=list(s3_multipart_uploads(registry.blobs)))
         with transaction.manager:
             join_transaction(session)

@@ -20,7 +20,7 @@ Findings, by kind:
 
 Every kind is an inconsistency: `Report.consistent` is True only without findings. On a live registry a push in
 progress may show for a moment as an unreferenced object or a stale upload (its bytes are written before its row
-commits); run it again, or when nothing is pushed, before acting on those two kinds.
+commits, or after the database was read); run it again, or when nothing is pushed, before acting on those two kinds.
 """
 
 from __future__ import annotations
@@ -280,8 +280,9 @@ def orphan_multipart_uploads(
     storage: StorageView, upload_ids: set[str], started_before: datetime | None = None
 ) -> list[StoredMultipartUpload]:
     """The incomplete multipart uploads no open upload session knows, oldest first; with `started_before`, only
-    those started earlier (a session starts its multipart upload before its row commits: a young one may be a push
-    starting right now)."""
+    those started earlier (a young one may be a push in progress: a whole blob in one POST has no session row, and a
+    session's multipart upload, started at its first whole part after its row committed, is unknown to rows read
+    before that commit)."""
     found = [
         multipart
         for multipart in storage.multipart_uploads
