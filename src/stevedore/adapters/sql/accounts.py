@@ -49,12 +49,16 @@ def _invite(row: Any) -> Invite:
     )
 
 
+# Every authenticated request reads its account: built once, not per request.
+_ACCOUNT_BY_ID = sa.select(accounts).where(accounts.c.id == sa.bindparam("account_id"))
+
+
 class SqlAccountStore:
     def __init__(self, session: Session) -> None:
         self.session = session
 
     def get(self, account_id: int) -> Account | None:
-        row = self.session.execute(sa.select(accounts).where(accounts.c.id == account_id)).first()
+        row = self.session.execute(_ACCOUNT_BY_ID, {"account_id": account_id}).first()
         return _account(row) if row else None
 
     def by_username(self, username: str) -> Account | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -31,6 +32,38 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
+@dataclass(frozen=True)
+class _ByRepository:
+    """One pull query built once (no statement construction or cache-key work per request), in two forms."""
+
+    by_id: Any
+    by_name: Any
+
+    @classmethod
+    def of(cls, query: sa.Select[Any], repository_id: sa.ColumnElement[int]) -> _ByRepository:
+        return cls(
+            query.where(repository_id == sa.bindparam("repository_id")),
+            query.join(repositories, repositories.c.id == repository_id).where(
+                repositories.c.name == sa.bindparam("repository")
+            ),
+        )
+
+
+_MANIFEST = _ByRepository.of(
+    sa.select(manifests).where(manifests.c.digest == sa.bindparam("digest")), manifests.c.repository_id
+)
+_TAGGED_MANIFEST = _ByRepository.of(
+    sa.select(manifests).join(tags, tags.c.manifest_id == manifests.c.id).where(tags.c.name == sa.bindparam("tag")),
+    tags.c.repository_id,
+)
+_LINKED_BLOB = _ByRepository.of(
+    sa.select(blobs.c.size, blobs.c.storage_key)
+    .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
+    .where(blobs.c.digest == sa.bindparam("digest")),
+    repository_blobs.c.repository_id,
+)
+
+
 class SqlRegistryStore:
     def __init__(self, session: Session) -> None:
         self.session = session
@@ -55,13 +88,13 @@ class SqlRegistryStore:
             self._ids[name.value] = int(found)
         return self._ids[name.value]
 
-    def _in_repository(self, query: sa.Select[Any], repository_id: sa.ColumnElement[int], name: RepositoryName) -> Any:
-        """`query` limited to the repository `name`: by its id when this store knows it already, else by a join on
-        the repository's unique name, so a pull's look-up is one indexed query, not two."""
+    def _in_repository(self, pair: _ByRepository, name: RepositoryName, **values: Any) -> tuple[Any, dict[str, Any]]:
+        """A pull's query and its parameters, limited to the repository `name`: by its id when this store knows it
+        already, else by a join on the repository's unique name: one indexed query, not two."""
         known = self._ids.get(name.value)
         if known is not None:
-            return query.where(repository_id == known)
-        return query.join(repositories, repositories.c.id == repository_id).where(repositories.c.name == name.value)
+            return pair.by_id, {**values, "repository_id": known}
+        return pair.by_name, {**values, "repository": name.value}
 
     @staticmethod
     def _manifest(row: Any, with_content: bool = True) -> StoredManifest:
@@ -107,12 +140,7 @@ class SqlRegistryStore:
         )
 
     def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None:
-        query = (
-            sa.select(blobs.c.size, blobs.c.storage_key)
-            .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
-            .where(blobs.c.digest == str(digest))
-        )
-        row = self.session.execute(self._in_repository(query, repository_blobs.c.repository_id, name)).first()
+        row = self.session.execute(*self._in_repository(_LINKED_BLOB, name, digest=str(digest))).first()
         return None if row is None else BlobInfo(digest, int(row.size), row.storage_key)
 
     def linked_blob_sizes(self, name: RepositoryName, digests: Iterable[Digest]) -> dict[Digest, int]:
@@ -214,13 +242,11 @@ class SqlRegistryStore:
 
     # --- manifests -----------------------------------------------------------------------------------
     def get_manifest(self, name: RepositoryName, digest: Digest) -> StoredManifest | None:
-        query = sa.select(manifests).where(manifests.c.digest == str(digest))
-        row = self.session.execute(self._in_repository(query, manifests.c.repository_id, name)).first()
+        row = self.session.execute(*self._in_repository(_MANIFEST, name, digest=str(digest))).first()
         return self._manifest(row) if row else None
 
     def tagged_manifest(self, name: RepositoryName, tag: Tag) -> StoredManifest | None:
-        query = sa.select(manifests).join(tags, tags.c.manifest_id == manifests.c.id).where(tags.c.name == tag.value)
-        row = self.session.execute(self._in_repository(query, tags.c.repository_id, name)).first()
+        row = self.session.execute(*self._in_repository(_TAGGED_MANIFEST, name, tag=tag.value)).first()
         return self._manifest(row) if row else None
 
     def present_manifests(self, name: RepositoryName, digests: Iterable[Digest]) -> set[Digest]:
