@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,7 +28,7 @@ from stevedore.adapters.sql.accounts import SqlAccountStore
 from stevedore.adapters.sql.engine import (
     join_transaction,
     make_engine,
-    make_lookup_session_factory,
+    make_lookup_connection_factory,
     make_session_factory,
     writer_engine,
 )
@@ -72,7 +73,7 @@ class Components:
     read_sessions: sessionmaker[Session]
     write_sessions: sessionmaker[Session]
     # Reads outside any transaction (who is calling, what a pull asks for): no BEGIN, no COMMIT, writes refused.
-    lookup_sessions: sessionmaker[Session]
+    lookup_connections: Callable[[], sa.Connection]
     blob_store: BlobStore
     hasher: PasswordHasher
     token_signer: JwtTokenSigner
@@ -147,7 +148,7 @@ def build_components(settings: Settings, *, blob_store: BlobStore | None = None)
         engine=engine,
         read_sessions=make_session_factory(engine),
         write_sessions=make_session_factory(writer_engine(engine)),
-        lookup_sessions=make_lookup_session_factory(engine),
+        lookup_connections=make_lookup_connection_factory(engine),
         blob_store=blob_store or build_blob_store(settings),
         hasher=hasher,
         token_signer=build_token_signer(settings),
@@ -230,7 +231,7 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.add_request_method(_dbsession, "dbsession", reify=True)
         config.add_request_method(_account_store, "account_store", reify=True)
         config.add_request_method(_account_service, "account_service", reify=True)
-        config.add_request_method(_read_session, "read_session", reify=True)
+        config.add_request_method(_lookup_connection, "lookup_connection", reify=True)
         config.add_request_method(_lookup_account_store, "lookup_account_store", reify=True)
         config.add_request_method(_lookup_account_service, "lookup_account_service", reify=True)
         config.add_request_method(_registry_service, "registry_service", reify=True)
@@ -264,18 +265,18 @@ def _dbsession(request: Request) -> Session:
     return join_transaction(factory(), request.tm)
 
 
-def _read_session(request: Request) -> Session:
-    """A session outside the request's transaction, for look-ups made before a body is streamed (who is calling,
+def _lookup_connection(request: Request) -> sa.Connection:
+    """A connection outside the request's transaction, for look-ups made before a body is streamed (who is calling,
     which upload this is, what a pull reads): on SQLite it never holds the write lock while bytes are copied, and
     each of its statements commits on its own, so a pull pays for no BEGIN or COMMIT."""
     components: Components = request.registry.stevedore
-    session = components.lookup_sessions()
-    request.add_finished_callback(lambda _request: session.close())
-    return session
+    connection = components.lookup_connections()
+    request.add_finished_callback(lambda _request: connection.close())
+    return connection
 
 
 def _lookup_account_store(request: Request) -> SqlAccountStore:
-    return SqlAccountStore(request.read_session)
+    return SqlAccountStore(request.lookup_connection)
 
 
 def _lookup_account_service(request: Request) -> AccountService:
@@ -290,7 +291,7 @@ def _lookup_account_service(request: Request) -> AccountService:
 
 def _registry_service(request: Request) -> RegistryService:
     components: Components = request.registry.stevedore
-    lookups = SqlRegistryStore(request.read_session)
+    lookups = SqlRegistryStore(request.lookup_connection)
     # A GET or HEAD only reads (pulls, discovery, pages): its unit of work is the look-ups too, so it opens no
     # transaction session at all; a write it tried would be refused (LookupWriteRefused), never committed.
     store = lookups if request.method in SAFE_METHODS else SqlRegistryStore(request.dbsession)
@@ -315,7 +316,7 @@ def _access_rules(settings: Settings) -> AccessRules:
 def _access(request: Request) -> Access:
     """Who may do what, read outside the request's transaction (like who is calling)."""
     components: Components = request.registry.stevedore
-    return Access(SqlNamespaceStore(request.read_session), _access_rules(components.settings))
+    return Access(SqlNamespaceStore(request.lookup_connection), _access_rules(components.settings))
 
 
 def _claim_for_push(request: Request, name: RepositoryName) -> None:

@@ -22,7 +22,7 @@ def health(request: Request) -> Response:
     components = request.registry.stevedore
     checks = {"database": "ok", "storage": "ok"}
     try:
-        request.read_session.execute(sa.text("SELECT 1"))
+        request.lookup_connection.execute(sa.text("SELECT 1"))
     except Exception:
         log.exception("health check: the database is unavailable")
         checks["database"] = "unavailable"

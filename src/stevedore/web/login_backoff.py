@@ -71,7 +71,7 @@ def checked(request: Request, reservation: Reservation, check: Callable[[], T]) 
 def login_failed(request: Request, reservation: Reservation) -> None:
     """The password was wrong (counted already): record in the audit log a key that this made blocked (once per
     block onset, not per refusal)."""
-    for blocked in _backoff(request, request.read_session).failed(reservation):
+    for blocked in _backoff(request, request.lookup_connection).failed(reservation):
         _audit(request, blocked, reservation.username)
 
 

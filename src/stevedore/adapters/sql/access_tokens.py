@@ -12,6 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables_access_tokens import access_tokens
 from stevedore.domain.access_tokens import AccessToken, TokenScope
 
@@ -45,7 +46,7 @@ class SqlAccessTokenStore:
     """With `touch_sessions`, `touch` writes in a short transaction of its own (a token used by a GET, or by a
     request that fails, is still noted as used), and a failure to note it never fails the request."""
 
-    def __init__(self, session: Session, touch_sessions: Callable[[], Session] | None = None) -> None:
+    def __init__(self, session: Database, touch_sessions: Callable[[], Session] | None = None) -> None:
         self.session = session
         self.touch_sessions = touch_sessions
 

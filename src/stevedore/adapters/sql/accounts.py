@@ -7,8 +7,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables import accounts, invites
 from stevedore.domain.errors import AccountExists, InviteUnknown
 from stevedore.domain.model import ROBOT_SEPARATOR, Account, Invite, InviteRecord
@@ -54,7 +54,7 @@ _ACCOUNT_BY_ID = sa.select(accounts).where(accounts.c.id == sa.bindparam("accoun
 
 
 class SqlAccountStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def get(self, account_id: int) -> Account | None:

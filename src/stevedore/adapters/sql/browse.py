@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables import Timestamp, manifests, namespace_members, namespaces, repositories, tags
 from stevedore.domain.browse import ManifestRow, RecentPush, RepositorySummary, TagCursor, TagOf, TagRow, TagSort
 from stevedore.domain.namespaces import Right
@@ -31,7 +31,7 @@ def in_namespace(name: sa.ColumnElement[str], namespace: str) -> sa.ColumnElemen
 
 
 class SqlBrowseQueries:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def rights_of(self, account_id: int) -> dict[str, Right]:

@@ -6,16 +6,26 @@ import contextlib
 import os
 import sqlite3
 import stat
+from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from stevedore.domain.errors import StorageFull
 
 _BEGIN_OPTION = "stevedore_sqlite_begin"
+
+# What the SQL stores run their Core statements on: a Session (the request's unit of work, a command's transaction)
+# or a look-up connection (reads outside any transaction).
+Database = Session | sa.Connection
+
+
+def dialect_name(database: Database) -> str:
+    """ "sqlite" or "postgresql", for the statements that differ."""
+    return database.dialect.name if isinstance(database, sa.Connection) else database.get_bind().dialect.name
 
 
 def normalize_database_url(url: str) -> URL:
@@ -122,13 +132,12 @@ class LookupWriteRefused(RuntimeError):
 _READING_WORDS = frozenset({"SELECT", "WITH", "EXPLAIN", "SHOW"})
 
 
-def _refuse_writes(state: ORMExecuteState) -> None:
-    statement = state.statement
+def _refuse_writes(_connection: sa.Connection, statement: Any, *_args: Any) -> None:
     if isinstance(statement, sa.TextClause):
         words = statement.text.split(None, 1)
         writes = not words or words[0].upper() not in _READING_WORDS
     else:
-        writes = state.is_insert or state.is_update or state.is_delete or not state.is_select
+        writes = not isinstance(statement, sa.Select | sa.CompoundSelect)
     if writes:
         raise LookupWriteRefused(f"a look-up session only reads: refused {type(statement).__name__}")
 
@@ -137,11 +146,13 @@ def make_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
 
 
-def make_lookup_session_factory(engine: sa.Engine) -> sessionmaker[Session]:
-    """Sessions for reads outside any transaction (`lookup_engine`); a write through one raises."""
-    factory = sessionmaker(bind=lookup_engine(engine), expire_on_commit=False)
-    event.listen(factory, "do_orm_execute", _refuse_writes)
-    return factory
+def make_lookup_connection_factory(engine: sa.Engine) -> Callable[[], sa.Connection]:
+    """Connections for reads outside any transaction (`lookup_engine`). A plain Core connection, not an ORM Session:
+    the stores only run Core statements, and a Session's bookkeeping doubled a pull's SQL time (about 100 us of
+    200). A write through one raises LookupWriteRefused."""
+    lookups = lookup_engine(engine)
+    event.listen(lookups, "before_execute", _refuse_writes, retval=False)
+    return lookups.connect
 
 
 def join_transaction(session: Session, transaction_manager: Any = None) -> Session:

@@ -13,8 +13,8 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database, dialect_name
 from stevedore.adapters.sql.tables_login_backoff import login_failures
 from stevedore.domain.login_backoff import BackoffKey, Failures, KeyKind
 
@@ -22,11 +22,11 @@ t = login_failures
 
 
 class SqlLoginFailureStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def hold(self, keys: Sequence[BackoffKey]) -> None:
-        if self.session.get_bind().dialect.name != "postgresql":
+        if dialect_name(self.session) != "postgresql":
             return  # SQLite: the writer's transaction holds the database lock already
         for lock_id in sorted({_lock_id(key) for key in keys}):
             self.session.execute(sa.select(sa.func.pg_advisory_xact_lock(lock_id)))
@@ -46,7 +46,7 @@ class SqlLoginFailureStore:
     def record_failure(self, key: BackoffKey, at: datetime, *, forget_before: datetime) -> Failures:
         # One statement: INSERT .. ON CONFLICT DO UPDATE is atomic on both databases, so failures counted at once by
         # several processes or nodes all count. In the SET clause the columns are the row already there.
-        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if dialect_name(self.session) == "postgresql" else sqlite.insert
         statement = (
             insert(t)
             .values(kind=key.kind.value, key=key.value, failures=1, last_failure_at=at)
@@ -75,7 +75,7 @@ class SqlLoginFailureStore:
             self.session.execute(sa.update(t).where(this, t.c.failures > 0).values(failures=t.c.failures - 1))
 
     def record_known(self, key: BackoffKey, at: datetime) -> None:
-        insert = postgresql.insert if self.session.get_bind().dialect.name == "postgresql" else sqlite.insert
+        insert = postgresql.insert if dialect_name(self.session) == "postgresql" else sqlite.insert
         self.session.execute(
             insert(t)
             .values(kind=key.kind.value, key=key.value, failures=0, last_failure_at=at)

@@ -9,8 +9,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database, dialect_name
 from stevedore.adapters.sql.tables import accounts, manifests, namespace_members, namespaces, repositories
 from stevedore.domain.model import ROBOT_SEPARATOR
 from stevedore.domain.namespaces import RESERVED_NAMESPACES, Member, Namespace, NamespaceSummary, Right
@@ -25,7 +25,7 @@ def _namespace(row: Any) -> Namespace:
 
 
 class SqlNamespaceStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def _id(self, name: str) -> int | None:
@@ -39,7 +39,7 @@ class SqlNamespaceStore:
     def add(self, namespace: Namespace) -> bool:
         # INSERT … ON CONFLICT DO NOTHING: on PostgreSQL a second transaction inserting the same name waits on the
         # unique index until the first ends, then inserts nothing; SQLite's writers hold the lock from their start.
-        module = postgresql if self.session.get_bind().dialect.name == "postgresql" else sqlite
+        module = postgresql if dialect_name(self.session) == "postgresql" else sqlite
         inserted = self.session.execute(
             module.insert(namespaces)
             .values(name=namespace.name, created_at=namespace.created_at, created_by=namespace.created_by)
@@ -55,7 +55,7 @@ class SqlNamespaceStore:
         # PostgreSQL: the row stays locked until the transaction ends, so two member changes of one namespace run
         # one after the other (the last-admin rule counts admins after this). SQLite's writers hold the database's
         # lock from their start already.
-        if self.session.get_bind().dialect.name == "postgresql":
+        if dialect_name(self.session) == "postgresql":
             self.session.execute(sa.select(namespaces.c.id).where(namespaces.c.name == name).with_for_update())
 
     def right_of(self, name: str, account_id: int) -> Right | None:
@@ -121,7 +121,7 @@ class SqlNamespaceQueries:
     """The read model of the namespaces list: every namespace with a row and every account's own (user names that
     are not reserved and not robots'), each with its counts, in one query a page."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def rights_of(self, account_id: int) -> dict[str, Right]:

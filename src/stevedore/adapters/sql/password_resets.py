@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables_password_resets import password_resets
 from stevedore.domain.password_resets import PasswordReset, PasswordResetUnknown
 
@@ -31,7 +31,7 @@ def _reset(row: Any) -> PasswordReset:
 
 
 class SqlPasswordResetStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def add(self, reset: PasswordReset) -> PasswordReset:

@@ -10,8 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database, dialect_name
 from stevedore.adapters.sql.tables import (
     blobs,
     manifest_references,
@@ -65,13 +65,13 @@ _LINKED_BLOB = _ByRepository.of(
 
 
 class SqlRegistryStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
         self._ids: dict[str, int] = {}
 
     # --- helpers -------------------------------------------------------------------------------------
     def _insert(self, table: sa.Table) -> Any:
-        dialect = self.session.get_bind().dialect.name
+        dialect = dialect_name(self.session)
         module = postgresql if dialect == "postgresql" else sqlite
         return module.insert(table)
 

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables import manifest_references, manifests, repositories, repository_blobs, tags, uploads
 from stevedore.domain.model import RepositoryName
 
 
 class SqlRepositoryDeletionStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def delete_repository(self, name: RepositoryName) -> bool:

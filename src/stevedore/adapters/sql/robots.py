@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from stevedore.adapters.sql.access_tokens import _token
 from stevedore.adapters.sql.accounts import _account
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables import accounts
 from stevedore.adapters.sql.tables_access_tokens import access_tokens
 from stevedore.domain.access_tokens import AccessToken
@@ -38,7 +38,7 @@ class _TokenRow:
 
 
 class SqlRobotStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def robots_of(self, namespace: str) -> list[tuple[Account, AccessToken | None]]:

@@ -6,15 +6,15 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables import setup_codes
 
 _THE_ROW = 1
 
 
 class SqlSetupCodeStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def issue_if_absent(self, seed: str, code_hash: str, now: datetime) -> tuple[str, str]:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
 from stevedore.adapters.sql.accounts import _account
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables import accounts
 from stevedore.domain.model import Account
 
@@ -25,7 +25,7 @@ def _like_escaped(text: str) -> str:
 class SqlUserList:
     """People's accounts by user name: robot accounts (`namespace+name`, managed on namespace pages) are left out."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def page(self, *, name_contains: str = "", after: str | None = None, limit: int = 50) -> UserPage:

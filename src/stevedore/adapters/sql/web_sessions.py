@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.orm import Session
 
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.tables import web_sessions
 
 
@@ -27,7 +27,7 @@ class StoredWebSession:
 
 
 class SqlWebSessionStore:
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Database) -> None:
         self.session = session
 
     def get(self, id_hash: str) -> StoredWebSession | None:

@@ -114,7 +114,7 @@ def _page(
     components = request.registry.stevedore
     service: InviteService = request.invite_service
     if not kept:
-        service = InviteService(SqlAccountStore(request.read_session), components.clock, None, public_url=None)
+        service = InviteService(SqlAccountStore(request.lookup_connection), components.clock, None, public_url=None)
     page = service.list_invites(limit=PAGE_SIZE, before_id=before, viewer=viewer)
     session = request.session
     return {

@@ -12,9 +12,9 @@ from pyramid.httpexceptions import HTTPForbidden, HTTPNotFound, HTTPSeeOther
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
-from sqlalchemy.orm import Session
 
 from stevedore.adapters.sql.browse import SqlBrowseQueries
+from stevedore.adapters.sql.engine import Database
 from stevedore.adapters.sql.namespaces import SqlNamespaceStore
 from stevedore.adapters.sql.repository_deletion import SqlRepositoryDeletionStore
 from stevedore.domain import browse
@@ -38,7 +38,7 @@ T = "stevedore.web:templates/"
 class _KnownRights(SqlNamespaceStore):
     """The namespace store, with one account's memberships read up front (one query for a whole page)."""
 
-    def __init__(self, session: Session, account_id: int, rights: dict[str, Right]) -> None:
+    def __init__(self, session: Database, account_id: int, rights: dict[str, Right]) -> None:
         super().__init__(session)
         self._account_id = account_id
         self._known = rights
@@ -98,7 +98,7 @@ def pull_visibility(request: Request, account: Account, queries: SqlBrowseQuerie
     visible = set(rights)
     if not is_reserved(account.username):
         visible.add(account.username)
-    return Access(_KnownRights(request.read_session, account.id, rights), access.rules), visible
+    return Access(_KnownRights(request.lookup_connection, account.id, rights), access.rules), visible
 
 
 @view_config(route_name="ui.repositories", request_method="GET", renderer=T + "repositories.jinja2")

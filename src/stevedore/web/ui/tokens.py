@@ -50,7 +50,7 @@ def _lookup_access_token_service(request: Request) -> AccessTokenService:
     transaction of its own."""
     components = request.registry.stevedore
     return AccessTokenService(
-        SqlAccessTokenStore(request.read_session, touch_sessions=components.write_sessions), components.clock
+        SqlAccessTokenStore(request.lookup_connection, touch_sessions=components.write_sessions), components.clock
     )
 
 

@@ -54,7 +54,7 @@ def users_page(request: Request) -> dict[str, Any]:
     after = str(request.GET.get("after", ""))
     if len(query) > MAX_USERNAME_LENGTH or len(after) > MAX_USERNAME_LENGTH:
         raise InvalidInput("the filter or the page is too long")
-    page = SqlUserList(request.read_session).page(name_contains=query, after=after or None, limit=PAGE_SIZE)
+    page = SqlUserList(request.lookup_connection).page(name_contains=query, after=after or None, limit=PAGE_SIZE)
     return {"users": page.accounts, "next_after": page.next_after, "paged": bool(after), "q": query, "when": when}
 
 
