@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -76,10 +77,22 @@ class Fleet:
     ini_path: str
     nginx: Nginx
     node_logs: tuple[Path, Path]
+    processes: tuple[WaitressProcess, WaitressProcess]
 
     def store(self):
         """An S3BlobStore on the fleet's bucket and prefix, for checks."""
         return self.moto.store(self.bucket, prefix=self.prefix)
+
+    def kill(self, index: int) -> None:
+        """kill -9 of node `index`: no cleanup of any kind runs. `restart(index)` brings it back."""
+        process = self.processes[index].process
+        assert process is not None and process.poll() is None
+        os.kill(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+    def restart(self, index: int) -> None:
+        """Start node `index` again on the same settings, port and log (after `kill`)."""
+        self.processes[index].start()
 
 
 def log_requests(ini: str) -> None:
@@ -169,6 +182,7 @@ def fleet(postgres_server, moto_server, tmp_path_factory) -> Iterator[Fleet]:  #
             ini_path=ini,
             nginx=nginx,
             node_logs=(logs[0], logs[1]),
+            processes=(processes[0], processes[1]),
         )
     finally:
         nginx.stop()

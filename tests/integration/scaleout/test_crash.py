@@ -1,0 +1,177 @@
+"""kill -9 of one of two nodes (PostgreSQL, moto_server S3 with 5 MiB parts) in the middle of a push: through the
+other node nothing of the interrupted push is visible (the blob or the manifest and its tag are unknown, the catalog
+and the tag list do not show it), the whole push redone through the other node succeeds and pulls back byte for byte
+from both nodes once the killed one is started again, and `stevedore upload sweep --older-than 0` aborts what the
+dead session left in the bucket (its state object and its multipart upload), after which `stevedore fsck` finds the
+database and the bucket consistent.
+
+The single-node twin, SQLite and the folder store, is tests/integration/durability/test_crashes.py."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from tests.integration.durability.helpers import MANIFEST_TYPE, Client, Image, MiB, push_image, sha256
+from tests.integration.scaleout.conftest import PASSWORD, USERNAME, Fleet, cli
+
+pytestmark = [pytest.mark.scaleout, pytest.mark.s3, pytest.mark.postgres, pytest.mark.server]
+
+A, B = 0, 1
+OCTETS = {"Content-Type": "application/octet-stream"}
+
+
+@pytest.fixture
+def crash(fleet: Fleet) -> Iterator[Fleet]:
+    """The fleet; node A is started again after the test should the test not have done it (the module's other tests
+    need both nodes)."""
+    yield fleet
+    process = fleet.processes[A].process
+    if process is None or process.poll() is not None:
+        fleet.restart(A)
+
+
+def client(fleet: Fleet, index: int) -> Client:
+    return Client(fleet.nodes[index].host, USERNAME, PASSWORD)
+
+
+def upload_id(upload: str) -> str:
+    return upload.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1]
+
+
+def multipart_parts(fleet: Fleet, upload: str) -> list[int] | None:
+    """The part numbers the bucket holds in the incomplete multipart upload(s) of `upload`'s data object, or None
+    when it has none."""
+    store = fleet.store()
+    key = f"{store.prefix}objects/{upload_id(upload)}"
+    found = store.client.list_multipart_uploads(Bucket=store.bucket, Prefix=key).get("Uploads", [])
+    if not found:
+        return None
+    parts = []
+    for item in found:
+        listed = store.client.list_parts(Bucket=store.bucket, Key=key, UploadId=item["UploadId"])
+        parts += [part["PartNumber"] for part in listed.get("Parts", [])]
+    return sorted(parts)
+
+
+def state_object(fleet: Fleet, upload: str) -> dict | None:
+    """The upload's state object's metadata (see blobs_s3's docstring), or None when the bucket has none."""
+    store = fleet.store()
+    try:
+        found = store.client.head_object(Bucket=store.bucket, Key=f"{store.prefix}uploads/{upload_id(upload)}")
+    except store.client.exceptions.ClientError:
+        return None
+    return {**found["Metadata"], "tail": found["ContentLength"]}
+
+
+def assert_nothing_visible(fleet: Fleet, repository: str, tag: str, image: Image, blobs: list[bytes]) -> None:
+    """Through node B: the `blobs` (the one interrupted) are unknown, and so are the manifest and the tag, which
+    neither the repository's tag list nor the catalog shows."""
+    node_b = client(fleet, B)
+    for data in blobs:
+        status, _, _ = node_b.request("HEAD", f"/v2/{repository}/blobs/{sha256(data)}")
+        assert status == 404
+        status, _, body = node_b.request("GET", f"/v2/{repository}/blobs/{sha256(data)}")
+        assert status == 404 and json.loads(body)["errors"][0]["code"] == "BLOB_UNKNOWN", (status, body)
+    for reference in (tag, sha256(image.manifest)):
+        status, _, body = node_b.request(
+            "GET", f"/v2/{repository}/manifests/{reference}", headers={"Accept": MANIFEST_TYPE}
+        )
+        assert status == 404 and json.loads(body)["errors"][0]["code"] == "MANIFEST_UNKNOWN", (status, body)
+    status, _, body = node_b.request("GET", f"/v2/{repository}/tags/list")
+    assert status == 404 or tag not in (json.loads(body).get("tags") or []), (status, body)
+    status, _, body = node_b.request("GET", "/v2/_catalog?n=1000")
+    assert status == 200, body
+    if repository in json.loads(body)["repositories"]:
+        # A repository the interrupted push created may be listed, but without the tag.
+        status, _, body = node_b.request("GET", f"/v2/{repository}/tags/list")
+        assert tag not in (json.loads(body).get("tags") or []), body
+
+
+def fetch_blob(node: Client, repository: str, digest: str) -> bytes:
+    status, headers, body = node.request("GET", f"/v2/{repository}/blobs/{digest}")
+    if status == 307:  # a presigned URL of the bucket, fetched without our credentials as clients do
+        with urllib.request.urlopen(headers["Location"], timeout=60) as redirected:
+            status, body = redirected.status, redirected.read()
+    assert status == 200, (node.host, status, body[:300])
+    return body
+
+
+def assert_pulls(fleet: Fleet, index: int, repository: str, tag: str, image: Image) -> None:
+    """The image pulls back byte for byte from node `index`: the manifest by tag, then every blob it names."""
+    node = client(fleet, index)
+    status, headers, body = node.request("GET", f"/v2/{repository}/manifests/{tag}", headers={"Accept": MANIFEST_TYPE})
+    assert (status, body, headers["Docker-Content-Digest"]) == (200, image.manifest, sha256(image.manifest))
+    for data in [image.config, *image.layers]:
+        assert fetch_blob(node, repository, sha256(data)) == data
+
+
+def fsck(fleet: Fleet) -> tuple[int, dict[str, int], str]:
+    """`stevedore fsck`: its exit status, the count of each kind of finding, its verdict (the last line)."""
+    result = cli(fleet.ini_path, fleet.env, "fsck")
+    counts = {}
+    for line in result.stdout.splitlines():
+        label, _, number = line.rpartition(": ")
+        if number.isdigit() and not line.startswith(" "):
+            counts[label] = int(number)
+    assert "missing objects (a row without bytes)" in counts, result.stdout + result.stderr
+    return result.returncode, counts, result.stdout.strip().splitlines()[-1]
+
+
+def assert_no_damage(counts: dict[str, int]) -> None:
+    """Nothing a client could see: no row without bytes, no wrong size, no link to nothing."""
+    for label in ("missing objects (a row without bytes)", "size mismatches", "dangling links"):
+        assert counts[label] == 0, counts
+    assert counts["manifests whose bytes have another digest"] == 0, counts
+
+
+def retry_restart_sweep(fleet: Fleet, repository: str, tag: str, image: Image, dead_upload: str | None) -> None:
+    """What follows every crash: the whole push redone through node B, the pull from B, node A started again and
+    the pull from A, then the sweep of the dead session's leftovers and fsck."""
+    statuses = push_image(client(fleet, B), repository, tag, image)
+    assert statuses and all(status == 201 for status in statuses), statuses
+    assert_pulls(fleet, B, repository, tag, image)
+    fleet.restart(A)
+    assert_pulls(fleet, A, repository, tag, image)
+
+    swept = cli(fleet.ini_path, fleet.env, "upload", "sweep", "--older-than", "0")
+    assert swept.returncode == 0, swept.stdout + swept.stderr
+    if dead_upload is not None:
+        assert swept.stdout.startswith("aborted "), swept.stdout
+        assert not swept.stdout.startswith("aborted 0 "), swept.stdout  # the dead session among them
+        assert state_object(fleet, dead_upload) is None
+        assert multipart_parts(fleet, dead_upload) is None
+    code, counts, verdict = fsck(fleet)
+    assert (code, verdict) == (0, "consistent"), counts
+    # The dead session's upload is gone for every node too.
+    if dead_upload is not None:
+        status, _, _ = client(fleet, B).request("GET", dead_upload)
+        assert status == 404
+
+
+def test_a_kill_while_a_large_layer_streams_in_to_node_a(crash: Fleet) -> None:
+    """12 MiB (two whole 5 MiB parts and a tail) as one PATCH to node A: 7 MiB of it sent, then A is killed."""
+    fleet = crash
+    repository, tag = "crash/streaming", "v1"
+    image = Image.random("streaming", (12 * MiB,))
+    layer = image.layers[0]
+    node_a = client(fleet, A)
+    upload = node_a.start_upload(repository)
+    sock = node_a.send_slowly("PATCH", upload, len(layer), layer[: 7 * MiB])
+    try:
+        time.sleep(0.5)  # node A has read what was sent (sendall returned); 5 MiB are still to come
+        fleet.kill(A)
+    finally:
+        sock.close()
+
+    assert_nothing_visible(fleet, repository, tag, image, [layer])
+    code, counts, _ = fsck(fleet)
+    assert_no_damage(counts)
+    # The session is still open in the database: its state object (nothing appended) is not a leftover yet.
+    assert (code, counts["stale upload leftovers"]) == (0, 0), counts
+    assert state_object(fleet, upload)["tail"] == 0
+    retry_restart_sweep(fleet, repository, tag, image, upload)
