@@ -9,14 +9,16 @@ The single-node twin, SQLite and the folder store, is tests/integration/durabili
 
 from __future__ import annotations
 
+import contextlib
 import json
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 
-from tests.integration.durability.helpers import MANIFEST_TYPE, Client, Image, MiB, push_image, sha256
+from tests.integration.durability.helpers import MANIFEST_TYPE, Client, Image, MiB, push_image, sha256, wait_for
 from tests.integration.scaleout.conftest import PASSWORD, USERNAME, Fleet, cli
 
 pytestmark = [pytest.mark.scaleout, pytest.mark.s3, pytest.mark.postgres, pytest.mark.server]
@@ -175,3 +177,95 @@ def test_a_kill_while_a_large_layer_streams_in_to_node_a(crash: Fleet) -> None:
     assert (code, counts["stale upload leftovers"]) == (0, 0), counts
     assert state_object(fleet, upload)["tail"] == 0
     retry_restart_sweep(fleet, repository, tag, image, upload)
+
+
+def test_a_kill_while_node_a_writes_the_layer_into_s3_parts(crash: Fleet) -> None:
+    """The whole PATCH of a 32 MiB layer (six 5 MiB parts and a tail) is sent; node A is killed as soon as the
+    bucket shows the multipart upload the app started for it: the app is among its parts, the state object not yet
+    written (it still says nothing was appended and names no multipart upload, which only the data object's key ties
+    to the session). The layer is larger than the other scenarios' so that the window between the multipart upload's
+    start and the state's write (six part uploads) is wide enough to kill in."""
+    fleet = crash
+    repository, tag = "crash/writing", "v1"
+    image = Image.random("writing", (32 * MiB,))
+    layer = image.layers[0]
+    node_a = client(fleet, A)
+    upload = node_a.start_upload(repository)
+    answered: list[int] = []
+
+    def send() -> None:
+        with contextlib.suppress(OSError):  # node A dies under the request: no answer comes
+            answered.append(node_a.request("PATCH", upload, layer, OCTETS)[0])
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    started = wait_for(lambda: multipart_parts(fleet, upload) is not None, timeout=60)
+    assert started, "node A never started the multipart upload"
+    fleet.kill(A)
+    sender.join(timeout=30)
+
+    assert answered == []  # the kill came in the middle of the PATCH
+    state = state_object(fleet, upload)
+    assert (state["tail"], state["next-part"], state.get("s3-upload", "")) == (0, "1", ""), state
+    assert multipart_parts(fleet, upload) is not None  # a multipart upload (and parts) the state does not count
+    assert_nothing_visible(fleet, repository, tag, image, [layer])
+    code, counts, _ = fsck(fleet)
+    assert_no_damage(counts)
+    assert (code, counts["stale upload leftovers"]) == (0, 0), counts  # its session is still open
+    retry_restart_sweep(fleet, repository, tag, image, upload)
+
+
+def test_a_kill_after_a_part_is_uploaded_and_before_the_closing_put(crash: Fleet) -> None:
+    """A PATCH of 6 MiB to node A is answered (one whole part in the multipart upload, 1 MiB of tail in the state);
+    node A is killed before the client's closing PUT."""
+    fleet = crash
+    repository, tag = "crash/between-patch-and-put", "v1"
+    image = Image.random("between-patch-and-put", (12 * MiB,))
+    layer = image.layers[0]
+    first = layer[: 6 * MiB]
+    node_a = client(fleet, A)
+    upload = node_a.start_upload(repository)
+    status, headers, body = node_a.request("PATCH", upload, first, {**OCTETS, "Content-Range": f"0-{len(first) - 1}"})
+    assert (status, headers["Range"]) == (202, f"0-{len(first) - 1}"), body
+    state = state_object(fleet, upload)
+    assert (state["tail"], state["next-part"], multipart_parts(fleet, upload)) == (MiB, "2", [1]), state
+    fleet.kill(A)
+
+    assert_nothing_visible(fleet, repository, tag, image, [layer, first])
+    # Node B sees the open upload where node A left it (a client could even carry on there).
+    status, headers, _ = client(fleet, B).request("GET", upload)
+    assert (status, headers["Range"]) == (204, f"0-{len(first) - 1}")
+    code, counts, _ = fsck(fleet)
+    assert_no_damage(counts)
+    assert (code, counts["stale upload leftovers"]) == (0, 0), counts  # its session is still open
+    retry_restart_sweep(fleet, repository, tag, image, upload)
+
+
+@pytest.mark.parametrize("moment", ["after-the-last-blob", "during-the-manifest-put"])
+def test_a_kill_between_the_blobs_and_the_manifest(crash: Fleet, moment: str) -> None:
+    """Every blob is pushed to node A (201s); node A is killed right after the last blob's 201, or while the
+    manifest PUT's body is half sent to it. The blobs are whole and may be seen; the manifest and the tag may not."""
+    fleet = crash
+    repository, tag = f"crash/{moment}", "v1"
+    image = Image.random(moment, (6 * MiB, 64 * 1024))
+    node_a = client(fleet, A)
+    for data in [*image.layers, image.config]:
+        assert node_a.push_blob(repository, data) == 201
+    if moment == "after-the-last-blob":
+        fleet.kill(A)
+    else:
+        manifest = image.manifest
+        sock = node_a.send_slowly("PUT", f"/v2/{repository}/manifests/{tag}", len(manifest), manifest[:200])
+        try:
+            time.sleep(0.3)
+            fleet.kill(A)
+        finally:
+            sock.close()
+
+    assert_nothing_visible(fleet, repository, tag, image, [])
+    for data in [*image.layers, image.config]:
+        assert fetch_blob(client(fleet, B), repository, sha256(data)) == data
+    code, counts, verdict = fsck(fleet)
+    assert (code, verdict) == (0, "consistent"), counts
+    assert push_image(client(fleet, B), repository, tag, image) == [201]  # the blobs are there: only the manifest
+    retry_restart_sweep(fleet, repository, tag, image, None)
