@@ -7,6 +7,13 @@ A full disk (ENOSPC, or EDQUOT over a quota) is the domain's StorageFull, and a 
 of itself: an append or finish truncates the upload back to where the request found it (so the client may retry once
 space is freed), a start removes the upload's folder. Upload files are written unbuffered, so no bytes wait in a
 buffer to be written (or fail) after the truncation.
+
+With fsync on, the disk writes an upload while it arrives: every `writeback_window` bytes appended, the kernel is told
+to start writing that range out (sync_file_range, adapters/writeback.py; asynchronous, no durability of its own), and
+at the end of each append the rest of it. The fsync before the rename, which alone makes the blob durable, then
+waits only for what is still in flight instead of writing the whole blob (in-process, 256 MiB: 0.13 s -> 0.006 s,
+`benchmarks.blob_finish`). Each byte is still written once, from the caller's chunk, with no copy. Only the
+asynchronous start is used, never a wait on a range: see writeback.py for why (writeback errors stay the fsync's).
 """
 
 from __future__ import annotations
@@ -23,10 +30,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import BinaryIO
 
+from stevedore.adapters.writeback import start_writeback
 from stevedore.domain.errors import BlobUnknown, DigestInvalid, RangeInvalid, StorageFull, UploadUnknown
 from stevedore.domain.model import BlobInfo, ByteRange, Digest
 
 CHUNK_SIZE = 1024 * 1024
+# How much of an upload is written before its writeback is started (see benchmarks/README.md for the measurements).
+WRITEBACK_WINDOW = 8 * 1024 * 1024
 
 
 class _RunningHash:
@@ -70,9 +80,11 @@ def _disk_full_is_storage_full() -> Iterator[None]:
 
 
 class FolderBlobStore:
-    def __init__(self, root: str, *, fsync: bool = True) -> None:
+    def __init__(self, root: str, *, fsync: bool = True, writeback_window: int = WRITEBACK_WINDOW) -> None:
         self.root = os.path.abspath(root)
         self.fsync = fsync
+        # Starting the writeback early only serves the fsync at the end: none without it. 0 turns it off.
+        self.writeback_window = writeback_window if fsync else 0
         self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
         self._lock = threading.Lock()
         os.makedirs(self.root, mode=0o700, exist_ok=True)  # when we create it: only the server reads blobs
@@ -184,9 +196,17 @@ class FolderBlobStore:
                 raise UploadUnknown(detail={"upload": upload_id})
             yield handle
 
-    def _write(self, upload_id: str, handle: BinaryIO, chunks: Iterable[bytes]) -> _RunningHash | None:
-        """Append chunks at the end, keeping the running hash when it is still the file's."""
-        handle.seek(0, os.SEEK_END)
+    def _write(
+        self, upload_id: str, handle: BinaryIO, chunks: Iterable[bytes], *, start_tail: bool
+    ) -> _RunningHash | None:
+        """Append chunks at the end, keeping the running hash when it is still the file's.
+
+        Every `writeback_window` bytes the kernel starts writing them out; with `start_tail`, also the last bytes
+        (an append: the finish that fsyncs may be a later request)."""
+        position = handle.seek(0, os.SEEK_END)
+        fd = handle.fileno()
+        window = self.writeback_window
+        started = position  # the writeback of this request's bytes before here has been started
         with self._lock:
             running = self._hashes.pop(upload_id, None)
         if running is not None and running.file_state != _file_state(os.fstat(handle.fileno())):
@@ -200,6 +220,14 @@ class FolderBlobStore:
                 view = view[written:]
             if running is not None:
                 running.update(chunk)
+            position += len(chunk)
+            if window and position - started >= window:
+                if start_writeback(fd, started, position - started):
+                    started = position
+                else:
+                    window = 0  # not on this filesystem: the fsync writes it all, as without
+        if window and start_tail and position > started:
+            start_writeback(fd, started, position - started)
         if running is not None:
             running.file_state = _file_state(os.fstat(handle.fileno()))
         return running
@@ -210,7 +238,7 @@ class FolderBlobStore:
             if offset is not None and offset != size:
                 raise RangeInvalid(f"upload is at offset {size}, chunk starts at {offset}", detail={"size": size})
             try:
-                running = self._write(upload_id, handle, chunks)
+                running = self._write(upload_id, handle, chunks, start_tail=True)
             except OSError as exc:
                 if _is_disk_full(exc):
                     handle.truncate(size)  # nothing of this request stays; a body cut short keeps what came
@@ -239,7 +267,7 @@ class FolderBlobStore:
             size_before = handle.seek(0, os.SEEK_END)
             committed = False
             try:
-                running = self._write(upload_id, handle, final_chunks)
+                running = self._write(upload_id, handle, final_chunks, start_tail=False)
                 size = handle.tell()
                 if self._hex_digest(handle, running, digest.algorithm) != digest.hex:
                     raise DigestInvalid(detail={"digest": str(digest)})
