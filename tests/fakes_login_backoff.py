@@ -26,18 +26,17 @@ class InMemoryLoginFailureStore:
         self.failures[key] = Failures(count, at)
         return self.failures[key]
 
-    def take_back(self, key: BackoffKey, counted: Failures, *, previous: Failures | None) -> None:
-        now = self.failures.get(key)
-        if now == counted:
-            if previous is None:
-                del self.failures[key]
-            else:
-                self.failures[key] = previous
-        elif now is not None and now.count > 0:
-            self.failures[key] = Failures(now.count - 1, now.last_at)
-
     def reset(self, key: BackoffKey) -> None:
         self.failures.pop(key, None)
+
+    def release(self, key: BackoffKey) -> None:
+        now = self.failures.get(key)
+        if now is None:
+            return
+        if now.count <= 1:
+            del self.failures[key]
+        else:
+            self.failures[key] = Failures(now.count - 1, now.last_at)
 
     def record_known(self, key: BackoffKey, at: datetime) -> None:
         self.failures[key] = Failures(0, at)

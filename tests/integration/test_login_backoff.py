@@ -15,7 +15,7 @@ import webtest
 from stevedore.adapters.sql.login_backoff import SqlLoginFailureStore
 from stevedore.adapters.sql.tables_audit import audit_events
 from stevedore.adapters.sql.tables_login_backoff import login_failures
-from stevedore.domain.login_backoff import HASHED_PREFIX, BackoffKey, KeyKind
+from stevedore.domain.login_backoff import HASHED_PREFIX, BackoffKey, Failures, KeyKind
 from stevedore.web.app import build_components, make_app
 from tests.fakes import FixedClock
 from tests.integration.protocol.helpers import basic, error_codes
@@ -338,28 +338,23 @@ def test_an_ipv6_client_is_counted_by_its_64_prefix(app, db):
     assert rows(db)[("address", "2001:db8:bad:1::/64")] == 6
 
 
-def test_the_store_takes_back_a_failure_and_keeps_known_logins(components):
+def test_the_store_releases_pending_attempts_and_keeps_known_logins(components):
     now = datetime(2026, 3, 1, 12, tzinfo=UTC)
-    key = BackoffKey.address(HERE)
+    key = BackoffKey.address(HERE).pending
     known = BackoffKey.known("alice", HERE)
     forget = now - timedelta(hours=1)
     with components.write_sessions() as session, session.begin():
         store = SqlLoginFailureStore(session)
-        store.hold([key, BackoffKey.account("alice")])
-        store.hold([key])  # again in the same transaction: fine
-        before = store.record_failure(key, now, forget_before=forget)
-        counted = store.record_failure(key, now + timedelta(seconds=3), forget_before=forget)
-        store.take_back(key, counted, previous=before)  # nothing else counted since: as it was
-        assert store.read([key]) == {key: before}
-        counted = store.record_failure(key, now + timedelta(seconds=5), forget_before=forget)
-        store.record_failure(key, now + timedelta(seconds=6), forget_before=forget)  # another failure meanwhile
-        store.take_back(key, counted, previous=before)  # only this attempt's failure goes
-        assert store.read([key])[key].count == 2
-        assert store.read([key])[key].last_at == now + timedelta(seconds=6)
-        other = BackoffKey.address(THERE)
-        counted = store.record_failure(other, now, forget_before=forget)
-        store.take_back(other, counted, previous=None)  # it had none: dropped
-        assert store.read([other]) == {}
+        store.hold([BackoffKey.address(HERE), BackoffKey.account("alice")])
+        store.hold([BackoffKey.address(HERE)])  # again in the same transaction: fine
+        store.record_failure(key, now, forget_before=forget)
+        store.record_failure(key, now + timedelta(seconds=3), forget_before=forget)
+        store.release(key)
+        assert store.read([key]) == {key: Failures(1, now + timedelta(seconds=3))}
+        store.release(key)  # none left: dropped
+        assert store.read([key]) == {}
+        store.release(key)  # idempotent when there is none
+        assert store.read([key]) == {}
         store.record_known(known, now)
         store.record_known(known, now + timedelta(days=1))
         assert store.read([known])[known].last_at == now + timedelta(days=1)

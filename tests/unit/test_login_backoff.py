@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from datetime import timedelta
 
 import pytest
@@ -9,11 +10,13 @@ import pytest
 from stevedore.domain.login_backoff import (
     HASHED_PREFIX,
     KEY_COLUMN_LENGTH,
+    PENDING_FOR,
     BackoffKey,
     BackoffRule,
     Failures,
     KeyKind,
     LoginBackoff,
+    LoginBusy,
     LoginThrottled,
     address_group,
 )
@@ -123,15 +126,20 @@ def test_a_blocked_address_blocks_every_name_and_a_blocked_name_every_address(ba
     assert wait_of(backoff, username="carol", address=THERE) == 2
 
 
-def test_the_attempt_is_counted_before_its_check_so_attempts_at_once_see_each_other(backoff, clock, store):
+def test_the_attempt_is_pending_before_its_check_so_attempts_at_once_see_each_other(backoff, clock, store):
     fail(backoff, clock, 11, address=None)  # at the cap: the next failure blocks for a minute
     clock.advance(seconds=60)
     first = backoff.reserve("alice", "192.0.2.1")  # its password is being checked...
-    with pytest.raises(LoginThrottled) as raised:  # ...when the next one arrives, from elsewhere
+    with pytest.raises(LoginBusy):  # ...when the next one arrives, from elsewhere: it must wait for that one
+        backoff.reserve("alice", "192.0.2.2")
+    assert store.failures[BackoffKey.account("alice")].count == 11  # pending, not yet a failure
+    assert store.failures[BackoffKey.account("alice").pending].count == 1
+    assert backoff.failed(first) == []  # wrong: now it is one (not the onset of a block: audited before)
+    assert store.failures[BackoffKey.account("alice")].count == 12
+    assert BackoffKey.account("alice").pending not in store.failures
+    with pytest.raises(LoginThrottled) as raised:  # the one that waited is refused as a failure refuses
         backoff.reserve("alice", "192.0.2.2")
     assert raised.value.retry_after_seconds == 60
-    assert backoff.failed(first) == []  # counted already: nothing more to write
-    assert store.failures[BackoffKey.account("alice")].count == 12
 
 
 def test_a_refused_attempt_counts_nothing_and_each_reservation_holds_its_keys(backoff, clock, store):
@@ -346,3 +354,124 @@ def test_an_attempt_whose_password_was_never_checked_is_taken_back_from_every_ke
     assert store.failures == before
     backoff.unchecked(backoff.reserve("bob", THERE))
     assert store.failures == before
+
+
+# --- attempts in flight: a burst of right passwords, parallel guesses -------------------------------------------------
+def reserve_all(backoff, count, username="alice", address=HERE):
+    """Reserve up to `count` attempts at once (none resolved yet); returns those let through and the refusals."""
+    let_through, refused = [], []
+    for _ in range(count):
+        try:
+            let_through.append(backoff.reserve(username, address))
+        except (LoginBusy, LoginThrottled) as exc:
+            refused.append(exc)
+    return let_through, refused
+
+
+def test_a_burst_of_right_passwords_bigger_than_the_free_failures_all_get_in_without_a_failure(backoff, store):
+    """Twelve clients of one account on as many nodes (no shared flight), from one address (a CI fleet behind one
+    NAT): the first six are checked at once, the rest wait their turn (`LoginBusy`, never `LoginThrottled`) and go
+    on as the ones before succeed. Nothing is left counted."""
+    waiting = 12
+    rounds = 0
+    while waiting:
+        rounds += 1
+        let_through, refused = reserve_all(backoff, waiting)
+        assert all(isinstance(exc, LoginBusy) for exc in refused)  # waits, never a refusal for failed logins
+        assert let_through  # every round makes progress
+        for reservation in let_through:
+            backoff.succeeded(reservation)
+        waiting -= len(let_through)
+    assert rounds == 2  # six (the free five and one more) at once, then the six others
+    assert {key.kind for key in store.failures} == {KeyKind.KNOWN}  # no failure, nothing pending
+    assert wait_of(backoff) == 0  # a guess now waits for nothing: the free failures are all there
+
+
+def test_a_right_password_in_flight_never_makes_a_guess_slower_or_faster(backoff, clock, store):
+    right = backoff.reserve("alice", HERE)
+    fail(backoff, clock, 5, address=THERE)  # five free failures, with alice's own check in flight
+    with pytest.raises(LoginBusy):  # the sixth would be past the free ones if alice's failed: it waits
+        backoff.reserve("alice", "192.0.2.7")
+    backoff.succeeded(right)
+    assert BackoffKey.account("alice") not in store.failures  # the right password cleared the account
+    assert wait_of(backoff, address="192.0.2.7") == 0
+
+
+def test_parallel_guesses_get_exactly_the_checks_of_one_guess_at_a_time(store, clock):
+    """An attacker who sends as many guesses at once as the backoff lets through, every second for ten minutes,
+    gets exactly as many password checks as one who sends them one after another."""
+
+    def checks(parallel: bool) -> int:
+        backoff = LoginBackoff(
+            InMemoryLoginFailureStore(), FixedClock(), account=BackoffRule(5, 60), address=BackoffRule(5, 900)
+        )
+        total = 0
+        for second in range(600):
+            while True:
+                addresses = [f"10.0.{second % 250}.{n}" for n in range(1, 20)]  # fresh addresses each time
+                if parallel:
+                    let_through = []
+                    for address in addresses:
+                        with contextlib.suppress(LoginBusy, LoginThrottled):
+                            let_through.append(backoff.reserve("victim", address))
+                else:
+                    let_through = []
+                    for address in addresses:
+                        try:
+                            let_through = [backoff.reserve("victim", address)]
+                            break
+                        except (LoginBusy, LoginThrottled):
+                            pass
+                for reservation in let_through:
+                    backoff.failed(reservation)
+                total += len(let_through)
+                if not let_through:
+                    break
+            backoff.clock.advance(seconds=1)
+        return total
+
+    at_once = checks(parallel=True)
+    assert at_once == checks(parallel=False)
+    # Six at once (the free five and one more), then one after 2, 4, 8, 16, 32 s and one a minute after that.
+    assert at_once == 6 + 5 + (600 - 2 - 4 - 8 - 16 - 32) // 60
+
+
+def test_the_first_guesses_at_once_are_the_free_ones_and_one_more(backoff, store):
+    let_through, refused = reserve_all(backoff, 20)
+    assert len(let_through) == 6
+    assert all(isinstance(exc, LoginBusy) for exc in refused)
+    for reservation in let_through:
+        backoff.failed(reservation)
+    with pytest.raises(LoginThrottled) as raised:
+        backoff.reserve("alice", HERE)
+    assert raised.value.retry_after_seconds == 2
+    assert store.failures[BackoffKey.account("alice")].count == 6
+    assert store.failures[BackoffKey.address(HERE)].count == 6
+
+
+def test_an_address_that_logged_in_does_not_wait_for_the_accounts_checks_in_flight(backoff, clock, store):
+    attempt(backoff, "alice", HOME, right=True)
+    guesses, _ = reserve_all(backoff, 6, address="192.0.2.66")  # six guesses from elsewhere, in flight
+    assert len(guesses) == 6
+    backoff.succeeded(backoff.reserve("alice", HOME))  # the owner's network goes ahead
+    with pytest.raises(LoginBusy):  # a new address of the owner's waits for them
+        backoff.reserve("alice", "192.0.2.67")
+
+
+def test_a_pending_attempt_left_by_a_dead_process_is_forgotten(backoff, clock, store):
+    reserve_all(backoff, 6)  # the process died while checking them
+    with pytest.raises(LoginBusy):
+        backoff.reserve("alice", HERE)
+    clock.advance(seconds=PENDING_FOR.total_seconds() + 1)
+    backoff.succeeded(backoff.reserve("alice", HERE))
+    assert not any(key.kind in (KeyKind.PENDING_ACCOUNT, KeyKind.PENDING_ADDRESS) for key in store.failures)
+
+
+def test_an_unchecked_attempt_in_flight_goes_and_lets_the_next_one_in(backoff, store):
+    let_through, _ = reserve_all(backoff, 6)
+    with pytest.raises(LoginBusy):
+        backoff.reserve("alice", HERE)
+    backoff.unchecked(let_through[0])
+    backoff.failed(backoff.reserve("alice", HERE))
+    assert store.failures[BackoffKey.account("alice")].count == 1
+    assert store.failures[BackoffKey.account("alice").pending].count == 5

@@ -13,9 +13,19 @@ address by its /64 prefix, which one subscriber gets whole):
   not clear their address's count by logging in between guesses.
 
 Every attempt is reserved before its password check (`LoginBackoff.reserve`, in a transaction of its own that holds
-the attempt's keys): the standing of its keys is read and, unless blocked, the attempt is counted as a failure at
-once. Attempts sent all at once therefore see each other: past the free failures only one password check at a time
-gets through per key, however many arrive together. A success then takes its count back (`succeeded`).
+the attempt's keys): the standing of its keys is read and, unless blocked, the attempt is counted as *pending* on each
+key at once. A pending attempt is not a failure: it becomes one when its password turns out wrong (`failed`), and
+simply goes when it was right (`succeeded`: the account's failures start over too) or never checked (`unchecked`). But
+the free failures are shared by failures and pending attempts together: a key with attempts in flight takes a new
+one only while failures + pending stay within `free_failures`; past them only one password check at a time gets
+through per key (the next one is told `LoginBusy` and waits for the one in flight to resolve: a wrong password then
+blocks it with the usual wait, a right one lets it go on). So an attacker gets exactly the password checks the rule
+allows, sent one by one or all at once, on one node or many: the first `free_failures` + 1 together, then one per wait.
+And a burst of right passwords of one account (a CI fleet sharing it, docker's parallel first requests, on several
+nodes) is never refused for its own sake: its attempts are pending, never failures, so they never start a wait; past
+the free failures they go one after another, each as soon as the one before succeeded. (Counting every attempt as a
+failure before its check, as this module once did, refused such a burst with 429 once it outnumbered the free
+failures.) A pending attempt whose process died before it resolved is dropped after `PENDING_FOR`.
 
 The account's block never applies to an address from which the account logged in with its password within the last
 `KNOWN_FOR` (30 days): such an address is only subject to its own address key. So a correct password from an address
@@ -49,6 +59,9 @@ FORGET_AFTER = timedelta(hours=1)
 # and its record is renewed at most this often (not a write per login).
 KNOWN_FOR = timedelta(days=30)
 KNOWN_RENEWED_AFTER = timedelta(days=1)
+# A pending attempt (reserved, its password check not yet resolved) is forgotten this long after its reservation:
+# only a process that died in between leaves one (a check waits at most seconds for its turn).
+PENDING_FOR = timedelta(minutes=2)
 
 
 class KeyKind(StrEnum):
@@ -56,6 +69,13 @@ class KeyKind(StrEnum):
     ADDRESS = "address"
     # An (account, address) pair that logged in with the password: `Failures.last_at` is the last such login.
     KNOWN = "known"
+    # Attempts reserved and still being checked, per account and per address (`Failures.count` is how many,
+    # `Failures.last_at` the last reservation): see `LoginBackoff.reserve`.
+    PENDING_ACCOUNT = "pending-account"
+    PENDING_ADDRESS = "pending-address"
+
+
+PENDING_KIND = {KeyKind.ACCOUNT: KeyKind.PENDING_ACCOUNT, KeyKind.ADDRESS: KeyKind.PENDING_ADDRESS}
 
 
 @dataclass(frozen=True)
@@ -80,6 +100,11 @@ class BackoffKey:
         logs in from."""
         pair = f"{username.lower()}\0{address_group(address)}"
         return cls(KeyKind.KNOWN, HASHED_PREFIX + hashlib.sha256(pair.encode("utf-8", "surrogatepass")).hexdigest())
+
+    @property
+    def pending(self) -> BackoffKey:
+        """The key counting this account's or address's attempts in flight."""
+        return BackoffKey(PENDING_KIND[self.kind], self.value)
 
 
 def address_group(address: str) -> str:
@@ -164,14 +189,13 @@ class LoginFailureStore(Protocol):
         when the last failure was before `forget_before`. Returns the key's failures after it."""
         ...
 
-    def take_back(self, key: BackoffKey, counted: Failures, *, previous: Failures | None) -> None:
-        """Undo one failure that left the key at `counted`: when no other failure was counted since (the record is
-        still `counted`), the record is `previous` again (dropped when None); otherwise the count goes down by one,
-        never below 0."""
-        ...
-
     def reset(self, key: BackoffKey) -> None:
         """Forget the key's failures (idempotent)."""
+        ...
+
+    def release(self, key: BackoffKey) -> None:
+        """One less on the key's count, never below 0; the record dropped when none is left (a pending attempt
+        resolved)."""
         ...
 
     def record_known(self, key: BackoffKey, at: datetime) -> None:
@@ -182,6 +206,14 @@ class LoginFailureStore(Protocol):
         """Drop the keys of this kind whose last failure (or known login) was before `before`: the table stays as
         small as the records still in their window."""
         ...
+
+
+class LoginBusy(TooManyRequests):
+    """Another password check of this account or from this address is in flight and this attempt would be past the
+    free failures: it may go once that one is resolved (the caller waits a little and asks again)."""
+
+    message = "too many logins for this account or from your address are being checked: retry in a moment"
+    retry_after_seconds = 1
 
 
 class LoginThrottled(TooManyRequests):
@@ -213,13 +245,11 @@ class Blocked:
 
 @dataclass(frozen=True)
 class Reservation:
-    """An attempt let through to its password check, already counted as a failure against its keys at `at`."""
+    """An attempt let through to its password check, counted as pending against its keys since `at`."""
 
     username: str
     at: datetime
-    # The counted keys' records before the attempt (None: there was none) and after it.
-    before: dict[BackoffKey, Failures | None]
-    counted: dict[BackoffKey, Failures]
+    keys: tuple[BackoffKey, ...]
     # The (account, address) pair's key and its last login with the password (None: none on record), or no key.
     known: BackoffKey | None = None
     known_at: datetime | None = None
@@ -252,60 +282,80 @@ class LoginBackoff:
 
     def reserve(self, username: str, address: str | None) -> Reservation:
         """Right before a password check, in a transaction of its own (committed before the check runs): raises
-        `LoginThrottled` (with the seconds left, the longest of the blocking keys') when the account or the address
-        is blocked, counting nothing; otherwise counts the attempt as a failure now and returns the reservation.
+        `LoginThrottled` (with the seconds left, the longest of the blocking keys') when the account's or the
+        address's failures block it, or `LoginBusy` when another check of one of them is in flight and this one
+        would be past the free failures, counting nothing either way; otherwise counts the attempt as pending on
+        both keys and returns the reservation.
 
-        The account's block does not apply when `address` logged in to the account with its password within
-        `known_for`."""
+        Neither the account's block nor its checks in flight apply when `address` logged in to the account with its
+        password within `known_for`."""
         now = self.clock.now()
         keys = self.keys(username, address)
         known = BackoffKey.known(username, address) if address else None
         self.store.hold(keys)
-        found = self.store.read([*keys, known] if known else keys)
+        wanted = [*keys, *(key.pending for key in keys)]
+        found = self.store.read([*wanted, known] if known else wanted)
         known_at = found[known].last_at if known in found else None
         exempt = known_at is not None and known_at > now - self.known_for
+        applying = [key for key in keys if not (exempt and key.kind == KeyKind.ACCOUNT)]
         until = [
             blocked
-            for key in keys
-            if key in found
-            and not (exempt and key.kind == KeyKind.ACCOUNT)
-            and (blocked := self.rules[key.kind].blocked_until(found[key], now)) is not None
+            for key in applying
+            if (blocked := self.rules[key.kind].blocked_until(found.get(key), now)) is not None
         ]
         if until:
             raise LoginThrottled(max(1, math.ceil((max(until) - now).total_seconds())))
-        counted = {
-            key: self.store.record_failure(key, now, forget_before=now - self.rules[key.kind].window) for key in keys
-        }
+        if any(self._busy(key, found, now) for key in applying):
+            raise LoginBusy()
+        for key in keys:
+            self.store.record_failure(key.pending, now, forget_before=now - PENDING_FOR)
         for kind, rule in self.rules.items():
             self.store.forget(kind, before=now - rule.window)
-        return Reservation(username, now, {key: found.get(key) for key in keys}, counted, known, known_at)
+            self.store.forget(PENDING_KIND[kind], before=now - PENDING_FOR)
+        return Reservation(username, now, tuple(keys), known, known_at)
+
+    def _busy(self, key: BackoffKey, found: dict[BackoffKey, Failures], now: datetime) -> bool:
+        """Are checks of the key in flight, and would this one be past the free failures if they all failed?"""
+        pending = found.get(key.pending)
+        in_flight = pending.count if pending is not None and pending.last_at > now - PENDING_FOR else 0
+        if in_flight <= 0:
+            return False
+        rule = self.rules[key.kind]
+        failures = found.get(key)
+        settled = 0 if failures is None or rule.forgotten(failures, now) else failures.count
+        return settled + in_flight > rule.free_failures
 
     def failed(self, reservation: Reservation) -> list[Blocked]:
-        """The password was wrong: it is counted already. Returns the keys this failure made blocked for the first
-        time (the caller records that once in the audit log, not each refusal)."""
-        return [
-            Blocked(key, failures.count, self.rules[key.kind].max_seconds)
-            for key, failures in reservation.counted.items()
-            if failures.count == self.rules[key.kind].free_failures + 1
-        ]
+        """The password was wrong: the attempt, pending until now, is counted as a failure (in one transaction: no
+        other reservation sees it neither pending nor failed). Returns the keys this failure made blocked for the
+        first time (the caller records that once in the audit log, not each refusal)."""
+        now = self.clock.now()
+        self.store.hold(list(reservation.keys))
+        blocked = []
+        for key in reservation.keys:
+            rule = self.rules[key.kind]
+            failures = self.store.record_failure(key, now, forget_before=now - rule.window)
+            self.store.release(key.pending)
+            if failures.count == rule.free_failures + 1:
+                blocked.append(Blocked(key, failures.count, rule.max_seconds))
+        return blocked
 
     def unchecked(self, reservation: Reservation) -> None:
-        """The password was never checked (the password checks were too busy, the database failed): the attempt is
-        taken back from every key, as if it had not been made."""
-        self.store.hold(list(reservation.counted))
-        for key, counted in reservation.counted.items():
-            self.store.take_back(key, counted, previous=reservation.before[key])
+        """The password was never checked (the password checks were too busy, the database failed): the attempt
+        goes from every key, as if it had not been made."""
+        self.store.hold(list(reservation.keys))
+        for key in reservation.keys:
+            self.store.release(key.pending)
 
     def succeeded(self, reservation: Reservation) -> None:
-        """The right password: the account's count starts over; the address's gets back the failure counted for the
-        attempt, no more (an attacker's own account must not clear their address's count). The address is known to
-        the account from now on (the record renewed at most once a day)."""
-        self.store.hold(list(reservation.counted))
-        for key, counted in reservation.counted.items():
+        """The right password: the attempt goes, and the account's failures start over; the address's failures stay
+        (an attacker's own account must not clear their address's count). The address is known to the account from
+        now on (the record renewed at most once a day)."""
+        self.store.hold(list(reservation.keys))
+        for key in reservation.keys:
             if key.kind == KeyKind.ACCOUNT:
                 self.store.reset(key)
-            else:
-                self.store.take_back(key, counted, previous=reservation.before[key])
+            self.store.release(key.pending)
         if reservation.known is None:
             return
         now = self.clock.now()

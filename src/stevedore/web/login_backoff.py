@@ -1,9 +1,11 @@
 """Web layer: the backoff of failed password logins (domain/login_backoff.py) for a request. Right before a password
 check, `reserve_login` reserves the attempt in a short transaction of its own, committed before bcrypt runs: refused
-with `LoginThrottled` (429) while the name or the client address is blocked, otherwise counted as a failure at once,
-so attempts arriving together see each other. The check runs through `checked` (one that gives no answer, too busy
-or failed, takes the attempt back). After it, `login_failed` (nothing more to count: the audit of a block's onset)
-or `login_succeeded` (the count taken back, the address known to the account).
+with `LoginThrottled` (429) while the name or the client address is blocked, otherwise counted as pending at once,
+so attempts arriving together see each other (one past the free failures while another check of the same key is in
+flight waits for it, polling briefly, on every node). The check runs through `checked` (one that gives no answer,
+too busy or failed, takes the attempt back). After it, `login_failed` (the attempt counted as a failure; the audit of
+a block's onset) or `login_succeeded` (the attempt taken back, the account's failures cleared, the address known to
+the account).
 
 These transactions are never the request's (a refused login's request transaction is rolled back). On SQLite a
 request whose own write transaction has begun holds the database's one write lock, and a second writer from the same
@@ -14,6 +16,8 @@ token endpoint), the login page and the account page alike."""
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, TypeVar
 
@@ -23,13 +27,40 @@ from sqlalchemy.orm import Session
 from stevedore.adapters.sql.login_backoff import SqlLoginFailureStore
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TooManyRequests
-from stevedore.domain.login_backoff import BackoffRule, Blocked, KeyKind, LoginBackoff, Reservation
+from stevedore.domain.login_backoff import BackoffRule, Blocked, KeyKind, LoginBackoff, LoginBusy, Reservation
 
 if TYPE_CHECKING:
     from stevedore.web.app import Components
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+# How long a reservation told `LoginBusy` (another check of its keys in flight) waits for its turn: about as long as
+# a password check may wait for a free bcrypt slot (adapters/passwords.py), and polled at growing intervals. At most
+# `MAX_WAITING` requests of a process wait at once; more are refused at once (429, retry in a moment).
+BUSY_WAIT_SECONDS = 12.0
+BUSY_POLL_SECONDS = (0.02, 0.25)
+MAX_WAITING = 32
+
+
+class _Waiting:
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def enter(self) -> bool:
+        with self.lock:
+            if self.count >= MAX_WAITING:
+                return False
+            self.count += 1
+            return True
+
+    def leave(self) -> None:
+        with self.lock:
+            self.count -= 1
+
+
+_waiting = _Waiting()
 
 
 def _backoff(request: Request, session: Session) -> LoginBackoff:
@@ -43,16 +74,42 @@ def _backoff(request: Request, session: Session) -> LoginBackoff:
     )
 
 
-def reserve_login(request: Request, username: str) -> Reservation:
-    """Before a password check: raises `LoginThrottled` (429, with the seconds left) when the name or the client
-    address (`client_addr`, as the audit log takes it) is blocked; otherwise the attempt is counted as a failure,
-    committed, and its reservation returned for `login_failed` or `login_succeeded`."""
+def refuse_inside_write_lock(request: Request) -> None:
+    """Raise 429 (logged as a bug) when the request holds SQLite's write lock: a reservation would wait for it."""
     if _holds_write_lock(request):
         log.error("a password check after the request's SQLite write transaction began: refused (a bug)")
         raise TooManyRequests("the login could not be checked right now: retry in a moment")
+
+
+def reserve_login(request: Request, username: str) -> Reservation:
+    """Before a password check: raises `LoginThrottled` (429, with the seconds left) when the name or the client
+    address (`client_addr`, as the audit log takes it) is blocked; otherwise the attempt is counted as pending,
+    committed, and its reservation returned for `login_failed` or `login_succeeded`. While another check of the name
+    or the address is in flight and this one would be past the free failures (`LoginBusy`), it waits for that one to
+    resolve (a few hundred milliseconds: a right password then lets it go on, a wrong one blocks it), up to
+    `BUSY_WAIT_SECONDS`."""
+    refuse_inside_write_lock(request)
     components: Components = request.registry.stevedore
-    with components.write_sessions() as session, session.begin():
-        return _backoff(request, session).reserve(username, request.client_addr)
+    deadline = time.monotonic() + BUSY_WAIT_SECONDS
+    pause, longest = BUSY_POLL_SECONDS
+    waiting = False
+    try:
+        while True:
+            try:
+                with components.write_sessions() as session, session.begin():
+                    return _backoff(request, session).reserve(username, request.client_addr)
+            except LoginBusy:
+                if time.monotonic() + pause > deadline:
+                    raise
+                if not waiting:
+                    if not _waiting.enter():
+                        raise
+                    waiting = True
+            time.sleep(pause)
+            pause = min(longest, pause * 2)
+    finally:
+        if waiting:
+            _waiting.leave()
 
 
 def checked(request: Request, reservation: Reservation, check: Callable[[], T]) -> T:
@@ -69,9 +126,19 @@ def checked(request: Request, reservation: Reservation, check: Callable[[], T]) 
 
 
 def login_failed(request: Request, reservation: Reservation) -> None:
-    """The password was wrong (counted already): record in the audit log a key that this made blocked (once per
-    block onset, not per refusal)."""
-    for blocked in _backoff(request, request.lookup_connection).failed(reservation):
+    """The password was wrong: the attempt is counted as a failure, and a key that this made blocked is recorded in
+    the audit log (once per block onset, not per refusal)."""
+    found: list[Blocked] = []
+
+    def fail(backoff: LoginBackoff) -> None:
+        found[:] = backoff.failed(reservation)
+
+    try:
+        _write(request, fail)
+    except Exception:  # the refusal stands; an operator must hear that it went uncounted (pending until forgotten)
+        log.exception("the login backoff could not count a failed login")
+        return
+    for blocked in found:
         _audit(request, blocked, reservation.username)
 
 

@@ -20,10 +20,17 @@ from stevedore.domain.access_tokens import AccessToken, AccessTokenService, look
 from stevedore.domain.accounts import AccountService
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import TokenInvalid, TooManyRequests
+from stevedore.domain.login_backoff import LoginThrottled
 from stevedore.domain.model import Account, RepositoryName, Scope, robot_namespace
 from stevedore.domain.ports import AccountStore
 from stevedore.domain.robots import robot_may_act
-from stevedore.web.login_backoff import checked, login_failed, login_succeeded, reserve_login
+from stevedore.web.login_backoff import (
+    checked,
+    login_failed,
+    login_succeeded,
+    refuse_inside_write_lock,
+    reserve_login,
+)
 
 
 class Permission:
@@ -105,18 +112,32 @@ class CredentialCache:
 
 
 class _Flight:
-    """One password check in progress, and what it found (an account id and hash, or None)."""
+    """One password check in progress, and what it found (an account id and hash, or None) or what it raised."""
 
     def __init__(self) -> None:
         self.done = threading.Event()
         self.result: tuple[int, str] | None = None
-        self.failed = False  # the check raised (the password checks were too busy, the database failed)
+        self.error: BaseException | None = None  # the check raised (a refusal, too busy, the database failed)
+
+
+def _shared_refusal(error: BaseException) -> Exception:
+    """What a follower raises for its leader's error: a fresh exception of its own (one object is never raised in
+    several threads at once), the same 429 with the same Retry-After for a refusal; a generic 429 otherwise."""
+    if isinstance(error, LoginThrottled):
+        return LoginThrottled(error.retry_after_seconds or 1)
+    if isinstance(error, TooManyRequests):
+        refusal = TooManyRequests(error.message, error.detail)
+        refusal.retry_after_seconds = error.retry_after_seconds
+        return refusal
+    return TooManyRequests("too many logins at once: retry in a moment")
 
 
 class SingleFlight:
-    """Identical credentials checked at once share one bcrypt run: a client's burst of parallel first requests (or
-    parallel jobs of one robot account) costs one check, not one each, and does not fill the password-check queue.
-    Followers wait at most as long as the check takes; there are at most `max_followers` of them in all."""
+    """Identical credentials checked at once share one check: a client's burst of parallel first requests (or
+    parallel jobs of one robot account) costs one bcrypt run and one failed-login reservation, not one each, and does
+    not fill the password-check queue. The leader's `check` does it all (reserve, bcrypt, record the outcome);
+    followers share its result, or its refusal (the same 429 and Retry-After). Followers wait at most as long as the
+    check takes; there are at most `max_followers` of them in all."""
 
     def __init__(self, secret_key: bytes, max_followers: int = 16, wait_seconds: float = 15.0) -> None:
         self._key = hmac.new(secret_key, b"credential-flight", hashlib.sha256).digest()
@@ -145,14 +166,16 @@ class SingleFlight:
             finally:
                 with self._lock:
                     self._followers -= 1
-            if not finished or flight.failed:
+            if not finished:
                 raise TooManyRequests("too many logins at once: retry in a moment")
+            if flight.error is not None:
+                raise _shared_refusal(flight.error)
             return flight.result
         try:
             flight.result = check()
             return flight.result
-        except BaseException:
-            flight.failed = True
+        except BaseException as exc:
+            flight.error = exc
             raise
         finally:
             with self._lock:
@@ -241,42 +264,54 @@ def robot_stands(request: Request, account: Account) -> bool:
 def account_for_password(request: Request, username: str, password: str) -> Account | None:
     """The active account for this password (never an access token: see `principal_for_password`). bcrypt runs
     once; then a short-lived cache answers. Only the bcrypt check is slowed by the failed-login backoff: the attempt
-    is reserved (counted) before it, 429 while the name or the address is blocked (web/login_backoff.py). A client
-    whose right password is cached keeps working during an attack."""
+    is reserved (counted as pending) before it, 429 while the name or the address is blocked (web/login_backoff.py).
+    A client whose right password is cached keeps working during an attack.
+
+    Identical credentials checked at once in this process join one flight (`SingleFlight`) BEFORE any reservation:
+    only its leader reserves, checks and records the outcome, so a burst of N identical logins is one attempt, not
+    N (N reservations at once would be past the free failures, and the backoff would make them wait in turn). Across
+    processes and nodes, where no flight is shared, the reservations of right passwords are pending, never failures:
+    they never block each other (domain/login_backoff.py)."""
     cache: CredentialCache = request.registry.stevedore.credential_cache
     store: AccountStore = request.lookup_account_store
     cached = cache.get(username, password)
     if cached is not None:
-        account_id, password_hash = cached
-        account = store.get(account_id)
-        if (
-            account is not None
-            and account.is_active
-            and account.username == username
-            and hmac.compare_digest(account.password_hash.encode(), password_hash.encode())
-        ):
+        account = _still(store, username, *cached)
+        if account is not None:
             return account
+    refuse_inside_write_lock(request)  # before joining a flight: its leader's reservation would wait for our lock
     service: AccountService = request.lookup_account_service
-    reservation = reserve_login(request, username)
 
     def check() -> tuple[int, str] | None:
-        checked = service.authenticate(username, password)
-        if checked is None or checked.id is None:
+        """The leader's whole check: reserved, bcrypt, the outcome recorded (once for the flight)."""
+        reservation = reserve_login(request, username)
+        verified = checked(request, reservation, lambda: service.authenticate(username, password))
+        if (
+            verified is None
+            or verified.id is None
+            or _still(store, username, verified.id, verified.password_hash) is None
+        ):
+            login_failed(request, reservation)  # wrong, or the account changed in the meantime: a failure
             return None
-        cache.put(username, password, checked.id, checked.password_hash)
-        return checked.id, checked.password_hash
+        login_succeeded(request, reservation)
+        cache.put(username, password, verified.id, verified.password_hash)
+        return verified.id, verified.password_hash
 
     flights: SingleFlight = request.registry.stevedore.credential_flights
-    found = checked(request, reservation, lambda: flights.run(username, password, check))
-    if found is None:
-        login_failed(request, reservation)
+    found = flights.run(username, password, check)
+    return None if found is None else _still(store, username, *found)
+
+
+def _still(store: AccountStore, username: str, account_id: int, password_hash: str) -> Account | None:
+    """The account as it is now, if it still stands for these credentials: active, the same name, the same hash."""
+    account = store.get(account_id)
+    if (
+        account is None
+        or not account.is_active
+        or account.username != username
+        or not hmac.compare_digest(account.password_hash.encode(), password_hash.encode())
+    ):
         return None
-    account = store.get(found[0])
-    if account is None or not account.is_active or account.username != username:
-        return None  # changed in the meantime: the attempt stays counted
-    if not hmac.compare_digest(account.password_hash.encode(), found[1].encode()):
-        return None
-    login_succeeded(request, reservation)
     return account
 
 

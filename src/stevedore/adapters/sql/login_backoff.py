@@ -62,18 +62,6 @@ class SqlLoginFailureStore:
         row = self.session.execute(statement).one()
         return Failures(row.failures, _aware(row.last_failure_at))
 
-    def take_back(self, key: BackoffKey, counted: Failures, *, previous: Failures | None) -> None:
-        this = sa.and_(t.c.kind == key.kind.value, t.c.key == key.value)
-        unchanged = sa.and_(this, t.c.failures == counted.count, t.c.last_failure_at == counted.last_at)
-        restore = (
-            sa.delete(t).where(unchanged)
-            if previous is None
-            else sa.update(t).where(unchanged).values(failures=previous.count, last_failure_at=previous.last_at)
-        )
-        if self.session.execute(restore).rowcount == 0:  # type: ignore[attr-defined]
-            # Another failure was counted since: only this one goes.
-            self.session.execute(sa.update(t).where(this, t.c.failures > 0).values(failures=t.c.failures - 1))
-
     def record_known(self, key: BackoffKey, at: datetime) -> None:
         insert = postgresql.insert if dialect_name(self.session) == "postgresql" else sqlite.insert
         self.session.execute(
@@ -84,6 +72,11 @@ class SqlLoginFailureStore:
 
     def reset(self, key: BackoffKey) -> None:
         self.session.execute(sa.delete(t).where(t.c.kind == key.kind.value, t.c.key == key.value))
+
+    def release(self, key: BackoffKey) -> None:
+        this = sa.and_(t.c.kind == key.kind.value, t.c.key == key.value)
+        self.session.execute(sa.update(t).where(this, t.c.failures > 0).values(failures=t.c.failures - 1))
+        self.session.execute(sa.delete(t).where(this, t.c.failures <= 0))
 
     def forget(self, kind: KeyKind, *, before: datetime) -> None:
         self.session.execute(sa.delete(t).where(t.c.kind == kind.value, t.c.last_failure_at < before))
