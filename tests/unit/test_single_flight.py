@@ -8,6 +8,7 @@ import time
 import pytest
 
 from stevedore.domain.errors import TooManyRequests
+from stevedore.domain.login_backoff import LoginBusy, LoginThrottled
 from stevedore.web.security import SingleFlight
 
 KEY = b"k" * 32
@@ -83,3 +84,35 @@ def test_a_follower_gives_up_after_its_wait():
     time.sleep(0.05)
     with pytest.raises(TooManyRequests):
         flights.run("alice", "pw", slow_check([]))
+
+
+def test_followers_share_the_leaders_throttling_with_its_retry_after_each_a_fresh_error():
+    calls = []
+
+    def throttled():
+        calls.append(1)
+        time.sleep(0.3)
+        raise LoginThrottled(37)
+
+    results, errors = run_parallel(SingleFlight(KEY), 5, throttled)
+    assert results == [] and len(calls) == 1
+    assert [type(error) for error in errors] == [LoginThrottled] * 5
+    assert {error.retry_after_seconds for error in errors} == {37}
+    assert len({id(error) for error in errors}) == 5  # never one object raised in several threads
+
+
+def test_followers_share_a_busy_refusal_and_a_database_failure_becomes_a_retry():
+    def busy():
+        time.sleep(0.3)
+        raise LoginBusy()
+
+    _, errors = run_parallel(SingleFlight(KEY), 3, busy)
+    assert sorted(error.retry_after_seconds for error in errors) == [1, 1, 1]
+    assert all("being checked" in str(error) for error in errors)
+
+    def broken():
+        time.sleep(0.3)
+        raise RuntimeError("the database went away")
+
+    _, errors = run_parallel(SingleFlight(KEY), 3, broken)
+    assert sorted(type(error).__name__ for error in errors) == ["RuntimeError", "TooManyRequests", "TooManyRequests"]
