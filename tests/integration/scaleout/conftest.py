@@ -92,6 +92,8 @@ class Fleet:
 
     def restart(self, index: int) -> None:
         """Start node `index` again on the same settings, port and log (after `kill`)."""
+        process = self.processes[index].process
+        assert process is None or process.poll() is not None, "the node is still running"
         self.processes[index].start()
 
 

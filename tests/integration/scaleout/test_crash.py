@@ -131,9 +131,9 @@ def assert_no_damage(counts: dict[str, int]) -> None:
     assert counts["manifests whose bytes have another digest"] == 0, counts
 
 
-def retry_restart_sweep(fleet: Fleet, repository: str, tag: str, image: Image, dead_upload: str | None) -> None:
+def retry_restart_sweep(fleet: Fleet, repository: str, tag: str, image: Image, dead_upload: str | None) -> str:
     """What follows every crash: the whole push redone through node B, the pull from B, node A started again and
-    the pull from A, then the sweep of the dead session's leftovers and fsck."""
+    the pull from A, then the sweep of the dead session's leftovers and fsck. The sweep's output."""
     statuses = push_image(client(fleet, B), repository, tag, image)
     assert statuses and all(status == 201 for status in statuses), statuses
     assert_pulls(fleet, B, repository, tag, image)
@@ -153,6 +153,7 @@ def retry_restart_sweep(fleet: Fleet, repository: str, tag: str, image: Image, d
     if dead_upload is not None:
         status, _, _ = client(fleet, B).request("GET", dead_upload)
         assert status == 404
+    return swept.stdout
 
 
 def test_a_kill_while_a_large_layer_streams_in_to_node_a(crash: Fleet) -> None:
@@ -212,7 +213,10 @@ def test_a_kill_while_node_a_writes_the_layer_into_s3_parts(crash: Fleet) -> Non
     code, counts, _ = fsck(fleet)
     assert_no_damage(counts)
     assert (code, counts["stale upload leftovers"]) == (0, 0), counts  # its session is still open
-    retry_restart_sweep(fleet, repository, tag, image, upload)
+    swept = retry_restart_sweep(fleet, repository, tag, image, upload)
+    # The session's abort removes its state; the multipart upload the state never named is then one without a
+    # session, which the sweep's second pass aborts.
+    assert "aborted 1 incomplete multipart upload without an upload session" in swept, swept
 
 
 def test_a_kill_after_a_part_is_uploaded_and_before_the_closing_put(crash: Fleet) -> None:
@@ -238,7 +242,9 @@ def test_a_kill_after_a_part_is_uploaded_and_before_the_closing_put(crash: Fleet
     code, counts, _ = fsck(fleet)
     assert_no_damage(counts)
     assert (code, counts["stale upload leftovers"]) == (0, 0), counts  # its session is still open
-    retry_restart_sweep(fleet, repository, tag, image, upload)
+    swept = retry_restart_sweep(fleet, repository, tag, image, upload)
+    # The state named the multipart upload: the session's abort aborted it, nothing is left for the second pass.
+    assert "aborted 0 incomplete multipart uploads without an upload session" in swept, swept
 
 
 @pytest.mark.parametrize("moment", ["after-the-last-blob", "during-the-manifest-put"])
