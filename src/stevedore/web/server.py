@@ -417,8 +417,12 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
                 return 0
             raise
         if count == 0:  # the file is shorter than announced: end the connection rather than send short
-            log.error("a blob file ended %d bytes early: closing the connection", outbuf.remain)
-            self.handle_close()
+            if not self.will_close:
+                log.error("a blob file ended %d bytes early: closing the connection", outbuf.remain)
+            if do_close:
+                self.handle_close()
+            else:  # a worker thread (write_soon): never close under the event loop; it closes on its next write
+                self.will_close = True
             return 0
         source.seek(offset + count)
         outbuf.remain -= count
