@@ -25,7 +25,10 @@ And a burst of right passwords of one account (a CI fleet sharing it, docker's p
 nodes) is never refused for its own sake: its attempts are pending, never failures, so they never start a wait; past
 the free failures they go one after another, each as soon as the one before succeeded. (Counting every attempt as a
 failure before its check, as this module once did, refused such a burst with 429 once it outnumbered the free
-failures.) A pending attempt whose process died before it resolved is dropped after `PENDING_FOR`.
+failures.) A pending attempt whose process died before it resolved is dropped at most `PENDING_FOR` after it was
+made, however busy the key is meanwhile: a key's pending count is kept since the first attempt it counts and starts
+over once that is `PENDING_FOR` old (a key continuously in flight that long forgets the attempts then in flight; their
+outcomes take one each off the new count, never below zero).
 
 The account's block never applies to an address from which the account logged in with its password within the last
 `KNOWN_FOR` (30 days): such an address is only subject to its own address key. So a correct password from an address
@@ -70,7 +73,7 @@ class KeyKind(StrEnum):
     # An (account, address) pair that logged in with the password: `Failures.last_at` is the last such login.
     KNOWN = "known"
     # Attempts reserved and still being checked, per account and per address (`Failures.count` is how many,
-    # `Failures.last_at` the last reservation): see `LoginBackoff.reserve`.
+    # `Failures.last_at` the first reservation since the key last had none in flight): see `LoginBackoff.reserve`.
     PENDING_ACCOUNT = "pending-account"
     PENDING_ADDRESS = "pending-address"
 
@@ -308,7 +311,14 @@ class LoginBackoff:
         if any(self._busy(key, found, now) for key in applying):
             raise LoginBusy()
         for key in keys:
-            self.store.record_failure(key.pending, now, forget_before=now - PENDING_FOR)
+            # The pending record keeps the time of its oldest attempt still counted (since the key last had none in
+            # flight), not of the latest: attempts left by a dead process must go PENDING_FOR after they were made,
+            # not be carried on by every later reservation of a busy key. A record that old starts over at 1.
+            pending = found.get(key.pending)
+            if pending is not None and pending.last_at > now - PENDING_FOR:
+                self.store.record_failure(key.pending, pending.last_at, forget_before=now - PENDING_FOR)
+            else:
+                self.store.record_failure(key.pending, now, forget_before=now)
         for kind, rule in self.rules.items():
             self.store.forget(kind, before=now - rule.window)
             self.store.forget(PENDING_KIND[kind], before=now - PENDING_FOR)
