@@ -305,6 +305,7 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
     waiting_since: float | None = None
     kept_alive = False  # a request was received: between requests the connection may idle
     _in_write = False
+    _sendfile_refused = False  # sendfile(2) failed as unsupported on this connection: waitress's loop sends
     _linger_until: float | None = None
     _lingered = 0
 
@@ -373,9 +374,11 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
         sent = 0
         while True:
             outbuf = self.outbufs[0]
-            if _is_sendfile_buffer(outbuf):
+            if not self._sendfile_refused and _is_sendfile_buffer(outbuf):
                 if outbuf.remain > 0:
                     count = self._sendfile(outbuf, do_close)
+                    if count is None:
+                        continue  # this file cannot be sent so: waitress's own loop sends it
                     if count <= 0:
                         break
                     sent += count
@@ -401,9 +404,10 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
             return True
         return False
 
-    def _sendfile(self, outbuf: Any, do_close: bool) -> int:
+    def _sendfile(self, outbuf: Any, do_close: bool) -> int | None:
         """One sendfile(2) of what is left of `outbuf`, at most a socket buffer's worth; 0 when the socket is full
-        or gone (a disconnect closes the channel as waitress's send does)."""
+        or gone (a disconnect closes the channel as waitress's send does); None when the file or the socket does not
+        support sendfile (some FUSE or network filesystems): this connection then sends as waitress does."""
         source = outbuf.file
         offset = source.tell()
         try:
@@ -415,6 +419,10 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
                 if do_close:
                     self.handle_close()
                 return 0
+            if exc.errno in _SENDFILE_UNSUPPORTED:
+                log.info("sendfile is not supported here (%s): sending blobs through Python", exc.strerror)
+                self._sendfile_refused = True
+                return None
             raise
         if count == 0:  # the file is shorter than announced: end the connection rather than send short
             if not self.will_close:
@@ -446,6 +454,7 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
 
 
 _SENDFILE_MAX = 8 * 1024 * 1024  # per call: the event loop gets back to other connections between calls
+_SENDFILE_UNSUPPORTED = frozenset({errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP})
 _DISCONNECTED = frozenset({errno.ECONNRESET, errno.ENOTCONN, errno.ESHUTDOWN, errno.ECONNABORTED, errno.EPIPE})
 
 
