@@ -325,27 +325,40 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
 
     def readable(self) -> bool:
         # The event loop asks every channel at least once a second (asyncore_loop_timeout): the place for timers.
-        now = time.monotonic()
+        # It also asks every channel at every event, so this stays cheap: the clock is read only when a timer needs
+        # it, and waitress's own test (HTTPChannel.readable) is inlined.
         if self._linger_until is not None:
-            if now < self._linger_until:
+            if time.monotonic() < self._linger_until:
                 return True
             self.will_close = True
             return False
-        timeout = self.guard.header_timeout
-        if timeout > 0:
-            if self.requests or self.total_outbufs_len:
+        requests = self.requests
+        pending_output = self.total_outbufs_len
+        if self.guard.header_timeout > 0:
+            waiting_since = self.waiting_since
+            if requests or pending_output:
                 # A request is being served or its response sent: headers pipelined behind it are due from when
                 # their turn comes, not while the app works.
-                if self.waiting_since is not None:
-                    self.waiting_since = now
-            elif self.waiting_since is None:
+                if waiting_since is not None:
+                    self.waiting_since = time.monotonic()
+            elif waiting_since is None:
                 if not self.kept_alive:
-                    self.waiting_since = now  # a new connection owes its first request's headers at once, as in Go
-            elif now - self.waiting_since > timeout:
-                log.debug("closing a connection from %s: no complete request headers in %s s", self.addr, timeout)
+                    # A new connection owes its first request's headers at once, as in Go.
+                    self.waiting_since = time.monotonic()
+            elif time.monotonic() - waiting_since > self.guard.header_timeout:
+                log.debug(
+                    "closing a connection from %s: no complete request headers in %s s",
+                    self.addr,
+                    self.guard.header_timeout,
+                )
                 self.will_close = True
                 return False
-        return bool(super().readable())
+        return not (
+            self.will_close
+            or self.close_when_flushed
+            or len(requests) > self.adj.channel_request_lookahead
+            or pending_output
+        )
 
     def handle_read(self) -> None:
         if self._linger_until is None:
