@@ -25,6 +25,13 @@ Plain waitress, with a few fixes for a registry that faces clients and the netwo
 - A full disk. When the spool of a body fills its disk (ENOSPC or EDQUOT in TMPDIR), the client gets the registry's
   507 UNAVAILABLE (the app's answer to a full blob folder or database) instead of a closed connection; the spooled
   part is removed with the request.
+- Upload bodies as they arrive. An admitted upload PATCH (credentials that could be valid, under
+  /v2/<name>/blobs/uploads/<id>, chunked or over STREAM_MIN_BYTES) is handed to the app as soon as its headers are in;
+  the body flows through a bounded StreamingBody (web/streaming_body.py) into the app's `wsgi.input` while it is
+  received, so receiving, hashing and writing overlap and no byte is spooled. The channel stops reading its socket
+  while that buffer is full; a disconnect, a silence longer than `channel_timeout` or an invalid chunked body makes the
+  app's read raise BodyInterrupted (a ConnectionError); what still arrives after the app answered is read and dropped,
+  never taken for the next request. Everything else is received whole first, as waitress does.
 """
 
 from __future__ import annotations
@@ -56,6 +63,7 @@ from stevedore.web.app import Components
 from stevedore.web.registry.token import MAX_FORM_BYTES
 from stevedore.web.request_log import escaped_for_log
 from stevedore.web.security import parse_basic, parse_bearer
+from stevedore.web.streaming_body import StreamingBody
 
 log = logging.getLogger(__name__)
 request_log = logging.getLogger("stevedore.requests")
@@ -222,11 +230,31 @@ class Guard:
         return None
 
 
+# Bodies handed to the app as they arrive, instead of spooled whole first: uploads' PATCHes with credentials, chunked
+# or larger than this. A PUT (the last chunk, or a monolithic upload) is still received whole first: a finish that
+# fails on a body cut short would keep the bytes that came, and a failed PUT must leave the upload as it was.
+STREAM_MIN_BYTES = 1024 * 1024
+STREAMED_METHODS = frozenset({"PATCH"})
+_UPLOAD_PATH = re.compile(r"/v2/.+/blobs/uploads/[^/]+")
+STREAM_RECV_BYTES = 256 * 1024  # per recv() while a body streams: waitress's 8 KiB costs a Python round per 8 KiB
+
+
+def _streams(request: HTTPRequestParser, path: str) -> bool:
+    """Is this admitted request's body handed to the app as it arrives?"""
+    return (
+        request.command in STREAMED_METHODS
+        and request.body_rcv is not None
+        and (request.chunked or request.content_length > STREAM_MIN_BYTES)
+        and _UPLOAD_PATH.fullmatch(path) is not None
+    )
+
+
 class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
     """Waitress's parser, which asks the channel's guard about each request once its headers are parsed, and starts
     the channel's header clock at the request's first byte."""
 
     completed: bool  # set by waitress's parser
+    headers: dict[str, str]
     headers_finished: bool
     empty: bool
 
@@ -234,6 +262,8 @@ class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
         super().__init__(adj)
         self.channel = channel
         self.form_deadline = False  # a small form (token request, page) must arrive within the header timeout too
+        self.stream: StreamingBody | None = None  # the body, when it is handed to the app as it arrives
+        self.dispatched = False  # the request was handed to the app before its body was complete
 
     @property
     def awaited(self) -> bool:
@@ -246,7 +276,16 @@ class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
         if in_head and data and channel.waiting_since is None:
             channel.waiting_since = time.monotonic()  # the first byte of a request: its headers are due from now
         try:
-            consumed = int(super().received(data))
+            if self.dispatched and self.chunked:
+                # The app's thread reads these headers now; waitress's parser writes a Content-Length into them at
+                # the end of a chunked body: let it write into a copy.
+                headers, self.headers = self.headers, dict(self.headers)
+                try:
+                    consumed = int(super().received(data))
+                finally:
+                    self.headers = headers
+            else:
+                consumed = int(super().received(data))
         except OSError as exc:
             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                 raise
@@ -268,11 +307,38 @@ class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
                 )
                 return len(data)  # the rest of this read is body: dropped, as the connection will close
             self.form_deadline = guard.form_limited(guard.routed_path(self))
+            if self.error is None and _streams(self, guard.routed_path(self)):
+                self._start_streaming()
+        elif self.stream is not None and self.completed:
+            if self.error is not None:  # a chunked body over max_request_body_size, or badly chunked
+                self.stream.fail(f"the request body is invalid: {getattr(self.error, 'body', self.error)}")
+            else:
+                self.stream.end()
         if not self.awaited and not self.empty:
             # Blank lines between requests (an empty "request") keep the clock running: they are no request.
             channel.waiting_since = None
             channel.kept_alive = True
         return consumed
+
+    def _start_streaming(self) -> None:
+        """Hand this body to the app as it arrives: the receiver writes into a bounded StreamingBody instead of
+        waitress's spool, and the channel dispatches the request now (see PlainHttpChannel.received)."""
+        channel = self.channel
+        self.stream = StreamingBody(channel.server.pull_trigger, float(self.adj.channel_timeout))
+        self.body_rcv.buf = self.stream
+        self.stream.getfile().on_first_read = functools.partial(channel.continue_streaming, self)
+
+    def close(self) -> None:
+        stream = self.stream
+        if stream is None:
+            super().close()
+            return
+        if not stream.complete and self.expect_continue:
+            # The app answered without reading, and the client still waits for "100 Continue" before it sends
+            # the body: it must not be read as the next request.
+            self.expect_continue = False
+            self.channel.close_when_flushed = True
+        stream.close()  # from now on, what still arrives of the body is read and dropped
 
     def _refuse_full_disk(self, data: bytes) -> int:
         """The body's spool (a temporary file, already unlinked) hit a full disk: answer 507 and close, dropping
@@ -307,6 +373,11 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
     _in_write = False
     _sendfile_refused = False  # sendfile(2) failed as unsupported on this connection: waitress's loop sends
     _linger_until: float | None = None
+    streaming_body: StreamingBody | None = None  # the body being read for a request the app already has
+    # waitress's (untyped) HTTPChannel attributes this class sets
+    request: Any
+    close_when_flushed: bool
+    sent_continue: bool
     _lingered = 0
 
     def parser_class(self, adj: Any) -> GuardedRequestParser:  # waitress calls self.parser_class(self.adj)
@@ -321,7 +392,60 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
                 finally:
                     self.handle_close()
                 return False
-        return bool(super().received(data))
+        return self._receive(data)
+
+    def _receive(self, data: bytes) -> bool:
+        """Waitress's HTTPChannel.received, and a request whose body streams is handed to a task as soon as its
+        headers are in; the channel keeps feeding that request's parser until its body is complete."""
+        with self.requests_lock:
+            if self.will_close or self.close_when_flushed:
+                return False
+            while data:
+                request: Any = self.request
+                if request is None:
+                    request = self.request = self.parser_class(self.adj)
+                n = request.received(data)
+                if (
+                    request.expect_continue
+                    and request.headers_finished
+                    and not self.requests
+                    and not self.sent_continue
+                    and not request.dispatched
+                ):
+                    self.send_continue()
+                if request.stream is not None and not request.dispatched and not request.completed:
+                    request.dispatched = True
+                    self.streaming_body = request.stream
+                    self.requests.append(request)
+                    if len(self.requests) == 1:
+                        self.server.add_task(self)
+                if request.completed:
+                    self.sent_continue = False
+                    if request.dispatched:
+                        self.streaming_body = None
+                        if request.error is not None or request.stream.failed:
+                            self.close_when_flushed = True  # where the next request starts is unknown
+                    elif not request.empty:
+                        self.requests.append(request)
+                        if len(self.requests) == 1:
+                            self.server.add_task(self)
+                    self.request = None
+                if n >= len(data):
+                    break
+                data = data[n:]
+        return True
+
+    def continue_streaming(self, request: GuardedRequestParser) -> None:
+        """The app starts reading a body whose client waits for "100 Continue": send it (from the app's thread)."""
+        with self.outbuf_lock:
+            if not request.expect_continue or not self.connected:
+                return
+            request.expect_continue = False
+            payload = b"HTTP/1.1 100 Continue\r\n\r\n"
+            self.outbufs[-1].append(payload)
+            self.current_outbuf_count += len(payload)
+            self.total_outbufs_len += len(payload)
+        self.server.pull_trigger()
 
     def readable(self) -> bool:
         # The event loop asks every channel at least once a second (asyncore_loop_timeout): the place for timers.
@@ -353,6 +477,10 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
                 )
                 self.will_close = True
                 return False
+        stream = self.streaming_body
+        if stream is not None:
+            # A body handed to the app: read it while the app has room for it, whatever is queued or being sent.
+            return not (self.will_close or self.close_when_flushed) and stream.wants_more()
         return not (
             self.will_close
             or self.close_when_flushed
@@ -362,7 +490,19 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
 
     def handle_read(self) -> None:
         if self._linger_until is None:
-            super().handle_read()
+            if self.streaming_body is None:
+                super().handle_read()
+                return
+            try:
+                data = self.recv(max(self.adj.recv_bytes, STREAM_RECV_BYTES))
+            except OSError:
+                self.handle_close()
+                return
+            if data:
+                self.last_activity = time.time()
+                self.received(data)
+            else:
+                self.connected = False
             return
         try:
             data = self.recv(256 * 1024)  # an end of stream or a reset closes the channel inside recv
@@ -451,6 +591,9 @@ class PlainHttpChannel(HTTPChannel):  # type: ignore[misc]
         return int(count)
 
     def handle_close(self) -> None:
+        stream = self.streaming_body
+        if stream is not None:
+            stream.fail("the client disconnected before the end of the request body")
         if self.refused and self._in_write and self._linger_until is None and not self.total_outbufs_len:
             # The refusal is written. Half-close, so it and our FIN reach the client, and drop what it still sends
             # for a moment: an outright close with unread bytes would reset the connection under the answer.
