@@ -16,6 +16,7 @@ from stevedore.domain.model import RepositoryName
 from stevedore.web.registry.challenge import challenge_header, required_scope
 from stevedore.web.request_log import escaped_for_log
 from stevedore.web.security import Permission
+from stevedore.web.streaming_body import BodyInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -161,6 +162,22 @@ def undecodable_url(exc: URLDecodeError, request: Request) -> Response:
     if is_registry_path(request):
         return oci_error_response(400, "NAME_INVALID", "the path is not valid UTF-8")
     return page_error_response(request, 400, "That address is not valid.")
+
+
+@exception_view_config(BodyInterrupted)
+def body_interrupted(exc: BodyInterrupted, request: Request) -> Response:
+    """A streamed upload body that did not arrive whole (web/streaming_body.py): the client went away or silent, or
+    sent a body too large or badly chunked. Nothing of the request is committed (pyramid_tm aborts); an expected
+    event, so no traceback. The client has usually gone and reads no answer."""
+    log.info(
+        "%s %s: the request body did not arrive whole: %s",
+        escaped_for_log(request.environ.get("REQUEST_METHOD", "")),
+        escaped_for_log(request.environ.get("PATH_INFO", "")),
+        escaped_for_log(str(exc)),
+    )
+    if exc.too_large:
+        return oci_error_response(413, "SIZE_INVALID", "the request body is larger than this server accepts")
+    return oci_error_response(400, "BLOB_UPLOAD_INVALID", "the request body did not arrive whole")
 
 
 @exception_view_config(Exception)

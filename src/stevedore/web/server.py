@@ -56,7 +56,7 @@ from waitress.buffers import ReadOnlyFileBasedBuffer
 from waitress.channel import HTTPChannel
 from waitress.parser import HTTPRequestParser
 from waitress.server import BaseWSGIServer
-from waitress.utilities import Error
+from waitress.utilities import Error, RequestEntityTooLarge
 
 from stevedore.domain.tokens import CLOCK_SKEW_SECONDS
 from stevedore.web.app import Components
@@ -311,7 +311,10 @@ class GuardedRequestParser(HTTPRequestParser):  # type: ignore[misc]
                 self._start_streaming()
         elif self.stream is not None and self.completed:
             if self.error is not None:  # a chunked body over max_request_body_size, or badly chunked
-                self.stream.fail(f"the request body is invalid: {getattr(self.error, 'body', self.error)}")
+                self.stream.fail(
+                    f"the request body is invalid: {getattr(self.error, 'body', self.error)}",
+                    too_large=isinstance(self.error, RequestEntityTooLarge),
+                )
             else:
                 self.stream.end()
         if not self.awaited and not self.empty:

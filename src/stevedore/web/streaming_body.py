@@ -18,7 +18,12 @@ LOW_WATER = 2 * 1024 * 1024
 
 
 class BodyInterrupted(ConnectionError):
-    """The body will not arrive whole: the client disconnected, went silent too long, or sent an invalid body."""
+    """The body will not arrive whole: the client disconnected, went silent too long, or sent an invalid body
+    (`too_large`: a chunked body past the server's max_request_body_size)."""
+
+    def __init__(self, reason: str, *, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
 
 
 class StreamingBody:
@@ -60,10 +65,10 @@ class StreamingBody:
             self.ended = True
             self._lock.notify_all()
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str, *, too_large: bool = False) -> None:
         with self._lock:
             if not self.ended and self._failure is None:
-                self._failure = BodyInterrupted(reason)
+                self._failure = BodyInterrupted(reason, too_large=too_large)
             self._chunks.clear()
             self._buffered = 0
             self._lock.notify_all()

@@ -174,3 +174,15 @@ def test_sha512_chunked_upload(testapp, auth):
     done = testapp.put(with_query(location, digest=blob), headers=auth, status=201)
     assert done.headers["Docker-Content-Digest"] == blob
     assert testapp.get(f"/v2/chunked/sha512/blobs/{blob}", headers=auth).body == data
+
+
+def test_empty_answers_say_content_length_0_so_the_connection_stays_open(testapp, auth):
+    """202 to the POST and the PATCH, 204 to a status query, 201 to the PUT: each says its body is empty. Without a
+    Content-Length waitress ends an HTTP/1.1 answer by closing the connection, and docker opens a new one per chunk."""
+    location = start(testapp, auth, "chunked/keep-alive")
+    started = testapp.post("/v2/chunked/keep-alive/blobs/uploads/", headers=auth, status=202)
+    patched = patch(testapp, auth, location, b"kept alive")
+    status = testapp.get(path_of(patched.headers["Location"]), headers=auth, status=204)
+    done = testapp.put(with_query(patched.headers["Location"], digest=digest(b"kept alive")), headers=auth, status=201)
+    for response in (started, patched, status, done):
+        assert response.headers.get("Content-Length") == "0", (response.status, response.headers)

@@ -140,8 +140,8 @@ def json_response(body: object, content_type: str = "application/json") -> Respo
 def empty_response(status: int) -> Response:
     response = Response(status=status)
     response.headers.pop("Content-Type", None)
+    response.app_iter = []  # first: WebOb's app_iter setter drops the Content-Length (and waitress then closes)
     response.content_length = 0
-    response.app_iter = []
     return response
 
 
