@@ -297,3 +297,30 @@ def test_a_512_mib_patch_keeps_the_server_memory_flat(server):
     _finish(server, upload, digest)
     growth = _peak_rss_mib(server.pid) - before
     assert growth < 64, f"server peak memory grew by {growth:.0f} MiB for a 512 MiB body"
+
+
+def test_a_64_mib_monolithic_put_streams_to_the_store_and_is_hashed_right(server):
+    data = os.urandom(64 * MiB)
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    upload = _new_upload(server, "streamed/monolithic")
+    stored_before = _stored_bytes(server.storage)
+    connection = RawConnection(server.host, timeout=60)
+    try:
+        target = f"{upload}{'&' if '?' in upload else '?'}digest={digest}"
+        connection.sock.sendall(_head(server, "PUT", target, f"Content-Length: {len(data)}\r\n"))
+        connection.sock.sendall(data[: 16 * MiB])
+        deadline = time.monotonic() + 10
+        while _stored_bytes(server.storage) - stored_before < 8 * MiB and time.monotonic() < deadline:
+            time.sleep(0.05)
+        # Written while the rest is still to come, and nothing spooled: each byte is written once.
+        assert _stored_bytes(server.storage) - stored_before >= 8 * MiB
+        assert _spooled_bytes(server.pid, server.tmpdir) == 0
+        connection.sock.sendall(data[16 * MiB :])
+        response = connection.response(timeout=60)
+        assert response is not None
+        status, headers, _ = response
+        assert status == 201 and headers["docker-content-digest"] == digest
+    finally:
+        connection.close()
+    status, received, length = server.client.stream_get(f"/v2/streamed/monolithic/blobs/{digest}")
+    assert (status, length, "sha256:" + received) == (200, len(data), digest)

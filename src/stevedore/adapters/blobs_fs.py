@@ -283,9 +283,11 @@ class FolderBlobStore:
                     committed = True
                     if self.fsync:
                         self._fsync_dir(os.path.dirname(target))
-            except (DigestInvalid, OSError) as exc:
-                # A failed finish leaves the upload as it was; but after the rename the handle is the blob's.
-                if not committed and (isinstance(exc, DigestInvalid) or _is_disk_full(exc)):
+            except BaseException:
+                # A failed finish (a wrong digest, a full disk, a body cut short) leaves the upload as it was; but
+                # after the rename the handle is the blob's. The running hash was taken by `_write`: a later finish
+                # reads the file again.
+                if not committed:
                     handle.truncate(size_before)
                 raise
         self.abort(upload_id)

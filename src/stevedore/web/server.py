@@ -234,7 +234,7 @@ class Guard:
 # or larger than this. A PUT (the last chunk, or a monolithic upload) is still received whole first: a finish that
 # fails on a body cut short would keep the bytes that came, and a failed PUT must leave the upload as it was.
 STREAM_MIN_BYTES = 1024 * 1024
-STREAMED_METHODS = frozenset({"PATCH"})
+STREAMED_METHODS = frozenset({"PATCH", "PUT"})  # a PUT cut short leaves its upload as it was (finish truncates)
 _UPLOAD_PATH = re.compile(r"/v2/.+/blobs/uploads/[^/]+")
 STREAM_RECV_BYTES = 256 * 1024  # per recv() while a body streams: waitress's 8 KiB costs a Python round per 8 KiB
 
