@@ -116,3 +116,23 @@ def test_followers_share_a_busy_refusal_and_a_database_failure_becomes_a_retry()
 
     _, errors = run_parallel(SingleFlight(KEY), 3, broken)
     assert sorted(type(error).__name__ for error in errors) == ["RuntimeError", "TooManyRequests", "TooManyRequests"]
+
+
+def test_the_same_credentials_from_another_address_are_a_flight_of_their_own():
+    """The leader's reservation is judged by its own address (blocked or not): a follower from another address must
+    not inherit its 429, so it leads its own check."""
+    flights = SingleFlight(KEY)
+    calls: list[int] = []
+    start = threading.Barrier(2)
+    results: list[object] = []
+
+    def call(client):
+        start.wait()
+        results.append(flights.run("alice", "pw", slow_check(calls), client=client))
+
+    threads = [threading.Thread(target=call, args=(client,)) for client in ("192.0.2.1", "198.51.100.7")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert len(calls) == 2 and results == [(1, "hash"), (1, "hash")]

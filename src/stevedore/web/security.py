@@ -147,8 +147,12 @@ class SingleFlight:
         self._followers = 0
         self._lock = threading.Lock()
 
-    def run(self, username: str, password: str, check: Callable[[], tuple[int, str] | None]) -> tuple[int, str] | None:
-        key = hmac.new(self._key, f"{username}\0{password}".encode(), hashlib.sha256).digest()
+    def run(
+        self, username: str, password: str, check: Callable[[], tuple[int, str] | None], *, client: str = ""
+    ) -> tuple[int, str] | None:
+        """`client` (the caller's address) is part of what must be identical: the leader's reservation is checked
+        against its own address, so a follower from another address must not share a refusal meant for that one."""
+        key = hmac.new(self._key, f"{username}\0{password}\0{client}".encode(), hashlib.sha256).digest()
         with self._lock:
             flight = self._flights.get(key)
             leading = flight is None
@@ -298,7 +302,7 @@ def account_for_password(request: Request, username: str, password: str) -> Acco
         return verified.id, verified.password_hash
 
     flights: SingleFlight = request.registry.stevedore.credential_flights
-    found = flights.run(username, password, check)
+    found = flights.run(username, password, check, client=request.client_addr or "")
     return None if found is None else _still(store, username, *found)
 
 
