@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import threading
+import socket
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -181,31 +181,33 @@ def test_a_kill_while_a_large_layer_streams_in_to_node_a(crash: Fleet) -> None:
 
 
 def test_a_kill_while_node_a_writes_the_layer_into_s3_parts(crash: Fleet) -> None:
-    """The whole PATCH of a 32 MiB layer (six 5 MiB parts and a tail) is sent; node A is killed as soon as the
-    bucket shows the multipart upload the app started for it: the app is among its parts, the state object not yet
+    """A PATCH of a 32 MiB layer (six 5 MiB parts and a tail) is under way: its first 12 MiB are sent, and the body
+    streams to the app, which starts the multipart upload at the first whole part. Node A is killed as soon as the
+    bucket shows it, with the rest of the body still unsent: the app is among its parts, the state object not yet
     written (it still says nothing was appended and names no multipart upload, which only the data object's key ties
-    to the session). The layer is larger than the other scenarios' so that the window between the multipart upload's
-    start and the state's write (six part uploads) is wide enough to kill in."""
+    to the session)."""
     fleet = crash
     repository, tag = "crash/writing", "v1"
     image = Image.random("writing", (32 * MiB,))
     layer = image.layers[0]
     node_a = client(fleet, A)
     upload = node_a.start_upload(repository)
-    answered: list[int] = []
-
-    def send() -> None:
-        with contextlib.suppress(OSError):  # node A dies under the request: no answer comes
-            answered.append(node_a.request("PATCH", upload, layer, OCTETS)[0])
-
-    sender = threading.Thread(target=send, daemon=True)
-    sender.start()
-    started = wait_for(lambda: multipart_parts(fleet, upload) is not None, timeout=60)
-    assert started, "node A never started the multipart upload"
-    fleet.kill(A)
-    sender.join(timeout=30)
-
-    assert answered == []  # the kill came in the middle of the PATCH
+    host, port = node_a.host.split(":")
+    with socket.create_connection((host, int(port)), timeout=60) as connection:
+        connection.sendall(
+            (
+                f"PATCH {upload} HTTP/1.1\r\nHost: {node_a.host}\r\nAuthorization: {node_a.auth['Authorization']}\r\n"
+                f"Content-Type: application/octet-stream\r\nContent-Length: {len(layer)}\r\n\r\n"
+            ).encode()
+        )
+        connection.sendall(layer[: 12 * MiB])
+        started = wait_for(lambda: multipart_parts(fleet, upload) is not None, timeout=60)
+        assert started, "node A never started the multipart upload"
+        fleet.kill(A)
+        connection.settimeout(10)
+        with contextlib.suppress(OSError):
+            answer = connection.recv(65536)
+            assert answer == b"", answer  # no answer: the kill came in the middle of the PATCH
     state = state_object(fleet, upload)
     assert (state["tail"], state["next-part"], state.get("s3-upload", "")) == (0, "1", ""), state
     assert multipart_parts(fleet, upload) is not None  # a multipart upload (and parts) the state does not count
