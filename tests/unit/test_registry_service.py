@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import uuid
 from datetime import UTC, datetime
 
 import pytest
 
+from stevedore.domain import registry
 from stevedore.domain.errors import (
     BlobUnknown,
     DigestInvalid,
@@ -22,7 +25,8 @@ from stevedore.domain.errors import (
 )
 from stevedore.domain.manifests import OCI_INDEX, OCI_MANIFEST
 from stevedore.domain.model import BlobInfo, ByteRange, Digest, Reference, RepositoryName, Tag
-from stevedore.domain.registry import Page, RegistryService
+from stevedore.domain.registry import Page, RegistryService, UploadSession
+from stevedore.domain.upload_tickets import UploadTickets
 from tests.fakes import FixedClock, InMemoryBlobStore, InMemoryRegistryStore
 
 APP = RepositoryName.parse("team/app")
@@ -72,6 +76,18 @@ def index(*children: bytes) -> bytes:
     ).encode()
 
 
+def session_of(upload_id: str) -> str:
+    """The session id a ticket names (its first part): the key of the session's row and of its bytes."""
+    return upload_id.split(".")[0]
+
+
+def open_upload(service, name=APP, account_id=ALICE) -> str:
+    """A session opened as a PATCH opens one: a POST's ticket and a first (empty) chunk, which writes its row."""
+    upload_id = service.start_upload(name, account_id)
+    service.append_upload(name, upload_id, account_id, [b""])
+    return upload_id
+
+
 def push_image(service, name=APP, tag: str = "latest", config: bytes = b"{}", layers=(b"layer",), **extra) -> bytes:
     """Push the blobs and the manifest; the manifest's bytes."""
     for data in (config, *layers):
@@ -119,15 +135,27 @@ def test_chunked_push_appends_in_order_and_commits_on_finish(service, store, blo
     assert info == BlobInfo(digest, 17)
     assert blobs.blobs[digest] == b"first second last"
     assert store.linked_blob(APP, digest) == info
-    assert store.get_upload(upload_id) is None
-    assert upload_id not in blobs.uploads
+    assert store.uploads == {} and blobs.uploads == {}
+    assert store.upload_closed(session_of(upload_id))
+    with pytest.raises(UploadUnknown):
+        service.upload_status(APP, upload_id, ALICE)
 
 
-def test_started_upload_creates_the_repository_and_records_the_session(service, store):
+def test_a_started_upload_records_nothing_until_its_first_bytes(service, store, blobs):
     upload_id = service.start_upload(APP, ALICE, "sha512")
-    assert store.repository_exists(APP)
-    session = store.get_upload(upload_id)
+    assert store.uploads == {} and blobs.uploads == {} and store.closed_uploads == {}
+    assert not store.repository_exists(APP)
+    assert service.upload_status(APP, upload_id, ALICE) == 0
+    assert store.uploads == {} and blobs.uploads == {}
+
+    assert service.append_upload(APP, upload_id, ALICE, [b"first"], start=0) == 5
+    session = store.get_upload(session_of(upload_id))
     assert (session.repository, session.account_id, session.digest_algorithm) == (APP, ALICE, "sha512")
+    assert session.created_at == datetime(2026, 1, 1, tzinfo=UTC)
+    assert store.repository_exists(APP)
+    assert set(store.uploads) == {session_of(upload_id)}
+    assert bytes(blobs.uploads[session_of(upload_id)]) == b"first"
+    assert service.upload_status(APP, upload_id, ALICE) == 5
 
 
 def test_upload_with_unsupported_algorithm_is_refused(service, store, blobs):
@@ -143,7 +171,7 @@ def test_out_of_order_chunk_is_refused_and_the_upload_kept(service, blobs):
         service.append_upload(APP, upload_id, ALICE, [b"xyz"], start=1)
     with pytest.raises(RangeInvalid):
         service.finish_upload(APP, upload_id, ALICE, Digest.of(b"abcxyz"), [b"xyz"], start=5)
-    assert bytes(blobs.uploads[upload_id]) == b"abc"
+    assert bytes(blobs.uploads[session_of(upload_id)]) == b"abc"
 
 
 def test_finish_with_wrong_digest_keeps_the_upload_for_a_retry(service, store, blobs):
@@ -151,7 +179,8 @@ def test_finish_with_wrong_digest_keeps_the_upload_for_a_retry(service, store, b
     service.append_upload(APP, upload_id, ALICE, [b"content"])
     with pytest.raises(DigestInvalid):
         service.finish_upload(APP, upload_id, ALICE, Digest.of(b"other"))
-    assert store.get_upload(upload_id) is not None
+    assert store.get_upload(session_of(upload_id)) is not None
+    assert bytes(blobs.uploads[session_of(upload_id)]) == b"content"
     assert store.linked_blob(APP, Digest.of(b"content")) is None
     service.finish_upload(APP, upload_id, ALICE, Digest.of(b"content"))
     assert store.linked_blob(APP, Digest.of(b"content")) is not None
@@ -162,7 +191,7 @@ def test_finish_with_wrong_digest_keeps_the_upload_for_a_retry(service, store, b
     [(APP, BOB), (APP, None), (OTHER, ALICE)],
     ids=["another-account", "anonymous", "another-repository"],
 )
-def test_an_upload_belongs_to_its_account_and_repository(service, blobs, name, account_id):
+def test_an_upload_belongs_to_its_account_and_repository(service, store, blobs, name, account_id):
     upload_id = service.start_upload(APP, ALICE)
     service.append_upload(APP, upload_id, ALICE, [b"mine"])
     with pytest.raises(UploadUnknown):
@@ -173,7 +202,8 @@ def test_an_upload_belongs_to_its_account_and_repository(service, blobs, name, a
         service.finish_upload(name, upload_id, account_id, Digest.of(b"mine"))
     with pytest.raises(UploadUnknown):
         service.cancel_upload(name, upload_id, account_id)
-    assert bytes(blobs.uploads[upload_id]) == b"mine"
+    assert bytes(blobs.uploads[session_of(upload_id)]) == b"mine"
+    assert not store.upload_closed(session_of(upload_id))
     assert service.upload_status(APP, upload_id, ALICE) == 4
 
 
@@ -194,8 +224,8 @@ def test_cancelled_upload_is_gone(service, store, blobs):
     upload_id = service.start_upload(APP, ALICE)
     service.append_upload(APP, upload_id, ALICE, [b"bytes"])
     service.cancel_upload(APP, upload_id, ALICE)
-    assert store.get_upload(upload_id) is None
-    assert upload_id not in blobs.uploads
+    assert store.uploads == {} and blobs.uploads == {}
+    assert store.upload_closed(session_of(upload_id))
     with pytest.raises(UploadUnknown):
         service.upload_status(APP, upload_id, ALICE)
 
@@ -224,78 +254,344 @@ def test_mount_of_a_blob_whose_bytes_are_gone_links_nothing(service, store, blob
     assert store.linked_blob(APP, digest) is None
 
 
+# --- tickets: a POST writes nothing; the first bytes open the session --------------------------------------
+def test_a_whole_body_put_on_a_fresh_ticket_records_the_blob_and_no_session(service, store, blobs):
+    upload_id = service.start_upload(APP, ALICE)
+    digest = Digest.of(b"small layer")
+    assert service.finish_upload(APP, upload_id, ALICE, digest, [b"small ", b"layer"]) == BlobInfo(digest, 11)
+    assert blobs.blobs[digest] == b"small layer"
+    assert store.linked_blob(APP, digest) == BlobInfo(digest, 11)
+    assert store.uploads == {} and blobs.uploads == {}
+    assert set(store.closed_uploads) == {session_of(upload_id)}
+    assert_unknown(service, APP, upload_id, ALICE)
+    assert store.uploads == {} and blobs.uploads == {}
+
+
+def test_an_empty_blob_needs_no_session_either(service, store, blobs):
+    upload_id = service.start_upload(APP, ALICE)
+    assert service.finish_upload(APP, upload_id, ALICE, Digest.of(b"")) == BlobInfo(Digest.of(b""), 0)
+    assert store.uploads == {} and blobs.uploads == {}
+    assert_unknown(service, APP, upload_id, ALICE)
+
+
+def assert_unknown(service, name, upload_id, account_id):
+    """The upload is BLOB_UPLOAD_UNKNOWN for GET, PATCH, PUT and DELETE alike."""
+    with pytest.raises(UploadUnknown):
+        service.upload_status(name, upload_id, account_id)
+    with pytest.raises(UploadUnknown):
+        service.append_upload(name, upload_id, account_id, [b"more"])
+    with pytest.raises(UploadUnknown):
+        service.finish_upload(name, upload_id, account_id, Digest.of(b"more"), [b"more"])
+    with pytest.raises(UploadUnknown):
+        service.cancel_upload(name, upload_id, account_id)
+
+
+def test_a_cancelled_fresh_ticket_is_unknown_afterwards(service, store, blobs):
+    upload_id = service.start_upload(APP, ALICE)
+    service.cancel_upload(APP, upload_id, ALICE)
+    assert store.uploads == {} and blobs.uploads == {}
+    assert set(store.closed_uploads) == {session_of(upload_id)}
+    assert_unknown(service, APP, upload_id, ALICE)
+    assert store.uploads == {} and blobs.uploads == {} and blobs.blobs == {}
+    assert not store.repository_exists(APP)
+
+
+@pytest.mark.parametrize(("abandoned", "lifetime"), [(3600, 3600), (60, 60), (0, 7 * 24 * 3600)])
+def test_a_fresh_ticket_expires_after_its_lifetime(store, blobs, clock, abandoned, lifetime):
+    service = RegistryService(store, blobs, clock, abandoned_upload_seconds=abandoned)
+    assert service.ticket_lifetime_seconds == lifetime
+    upload_id = service.start_upload(APP, ALICE)
+    clock.advance(seconds=lifetime - 1)
+    assert service.upload_status(APP, upload_id, ALICE) == 0
+    clock.advance(seconds=1)
+    assert_unknown(service, APP, upload_id, ALICE)
+    assert store.uploads == {} and blobs.uploads == {} and blobs.blobs == {}
+
+
+def test_the_default_ticket_lifetime_is_an_hour(service):
+    assert service.ticket_lifetime_seconds == 3600
+
+
+def test_an_opened_session_does_not_expire_by_its_ticket(store, blobs, clock):
+    service = RegistryService(store, blobs, clock, abandoned_upload_seconds=60)
+    upload_id = service.start_upload(APP, ALICE)
+    clock.advance(seconds=59)
+    service.append_upload(APP, upload_id, ALICE, [b"opened "])  # just in time
+    clock.advance(days=3)
+    assert service.upload_status(APP, upload_id, ALICE) == 7
+    assert service.append_upload(APP, upload_id, ALICE, [b"long "], start=7) == 12
+    digest = Digest.of(b"opened long ago")
+    assert service.finish_upload(APP, upload_id, ALICE, digest, [b"ago"]) == BlobInfo(digest, 15)
+    assert store.uploads == {} and blobs.uploads == {}
+
+
+def test_a_first_chunk_that_does_not_start_at_zero_is_refused_and_writes_nothing(service, store, blobs):
+    upload_id = service.start_upload(APP, ALICE)
+    with pytest.raises(RangeInvalid):
+        service.append_upload(APP, upload_id, ALICE, [b"later bytes"], start=5)
+    with pytest.raises(RangeInvalid):
+        service.finish_upload(APP, upload_id, ALICE, Digest.of(b"later bytes"), [b"later bytes"], start=5)
+    assert store.uploads == {} and blobs.uploads == {} and blobs.blobs == {} and store.closed_uploads == {}
+    assert not store.repository_exists(APP)
+    assert service.upload_status(APP, upload_id, ALICE) == 0  # the ticket is still good
+    assert service.append_upload(APP, upload_id, ALICE, [b"first"], start=0) == 5
+
+
+def test_a_wrong_digest_on_a_fresh_ticket_leaves_nothing_and_the_ticket_usable(service, store, blobs):
+    upload_id = service.start_upload(APP, ALICE)
+    with pytest.raises(DigestInvalid):
+        service.finish_upload(APP, upload_id, ALICE, Digest.of(b"claimed"), [b"actual"])
+    assert store.uploads == {} and blobs.uploads == {} and blobs.blobs == {} and store.blobs == {}
+    assert store.closed_uploads == {}
+    assert service.upload_status(APP, upload_id, ALICE) == 0
+    assert service.finish_upload(APP, upload_id, ALICE, Digest.of(b"actual"), [b"actual"]) == BlobInfo(
+        Digest.of(b"actual"), 6
+    )
+    assert store.uploads == {} and blobs.uploads == {}
+
+
+@pytest.mark.parametrize(
+    ("name", "account_id"),
+    [(APP, BOB), (APP, None), (OTHER, ALICE)],
+    ids=["another-account", "anonymous", "another-repository"],
+)
+def test_a_fresh_ticket_belongs_to_its_account_and_repository(service, store, blobs, name, account_id):
+    upload_id = service.start_upload(APP, ALICE)
+    assert_unknown(service, name, upload_id, account_id)
+    assert store.uploads == {} and blobs.uploads == {} and blobs.blobs == {} and store.closed_uploads == {}
+    assert service.upload_status(APP, upload_id, ALICE) == 0
+
+
+def test_an_anonymous_ticket_is_unknown_to_an_account(service):
+    upload_id = service.start_upload(APP, None)
+    assert_unknown(service, APP, upload_id, ALICE)
+    assert service.upload_status(APP, upload_id, None) == 0
+
+
+@pytest.mark.parametrize("text", ["not-a-ticket", "a.b.c.d", "", "../escape"])
+def test_what_is_no_ticket_is_unknown(service, store, blobs, text):
+    assert_unknown(service, APP, text, ALICE)
+    assert store.uploads == {} and blobs.uploads == {} and store.closed_uploads == {}
+
+
+def test_a_ticket_of_another_server_key_is_unknown(store, blobs):
+    issuer = RegistryService(store, blobs, FixedClock(), upload_tickets=UploadTickets(b"one key"))
+    reader = RegistryService(store, blobs, FixedClock(), upload_tickets=UploadTickets(b"another key"))
+    same = RegistryService(store, blobs, FixedClock(), upload_tickets=UploadTickets(b"one key"))
+    upload_id = issuer.start_upload(APP, ALICE)
+    assert_unknown(reader, APP, upload_id, ALICE)
+    assert same.upload_status(APP, upload_id, ALICE) == 0  # every node with the key reads it
+
+
+def test_a_plain_uuid_is_known_only_by_its_row(service, store, blobs, clock):
+    """The ids older releases handed out: their row (and bytes) must exist, and says whose they are."""
+    plain = str(uuid.uuid4())
+    assert_unknown(service, APP, plain, ALICE)
+    store.add_upload(UploadSession(plain, APP, ALICE, "sha256", clock.now()))
+    blobs.start_upload(plain)
+    assert service.append_upload(APP, plain, ALICE, [b"old "]) == 4
+    assert service.upload_status(APP, plain, ALICE) == 4
+    with pytest.raises(UploadUnknown):
+        service.upload_status(APP, plain, BOB)
+    with pytest.raises(UploadUnknown):
+        service.upload_status(OTHER, plain, ALICE)
+    digest = Digest.of(b"old style")
+    assert service.finish_upload(APP, plain, ALICE, digest, [b"style"]) == BlobInfo(digest, 9)
+    assert store.uploads == {} and blobs.uploads == {}
+    assert_unknown(service, APP, plain, ALICE)
+
+
+def test_the_first_bytes_commit_the_row_before_the_bytes_start(store, blobs):
+    """The row is written in a unit of work of its own, committed before the blob store holds any byte of it, so a
+    sweep or fsck never sees bytes no committed row owns; later chunks open nothing."""
+    events: list = []
+
+    @contextlib.contextmanager
+    def upload_sessions():
+        events.append("begin")
+        try:
+            yield store
+        except BaseException:
+            events.append("rollback")
+            raise
+        events.append(("commit", set(store.uploads)))
+
+    real_start = blobs.start_upload
+
+    def start_upload(upload_id, digest_algorithm="sha256"):
+        events.append(("bytes", upload_id))
+        real_start(upload_id, digest_algorithm)
+
+    blobs.start_upload = start_upload
+    service = RegistryService(
+        store, blobs, FixedClock(), max_open_uploads_per_account=1, upload_sessions=upload_sessions
+    )
+    upload_id, second = service.start_upload(APP, ALICE), service.start_upload(APP, ALICE)
+    assert events == []
+    service.append_upload(APP, upload_id, ALICE, [b"a"])
+    session = session_of(upload_id)
+    assert events == ["begin", ("commit", {session}), ("bytes", session)]
+    service.append_upload(APP, upload_id, ALICE, [b"b"])
+    assert len(events) == 3
+    # Past the cap, the unit of work is rolled back and no bytes are started.
+    events.clear()
+    with pytest.raises(TooManyUploads):
+        service.append_upload(APP, second, ALICE, [b"c"])
+    assert events == ["begin", "rollback"]
+    assert set(store.uploads) == set(blobs.uploads) == {session}
+
+
+def test_a_fresh_ticket_cancelled_while_its_whole_body_is_verified_records_nothing_for_good(service, store, blobs):
+    """A DELETE spent the ticket while the PUT verified its body: the PUT must fail (its transaction then rolls back
+    the blob's row), not report a blob whose session was cancelled."""
+    upload_id = service.start_upload(APP, ALICE)
+    real_finish = blobs.finish
+
+    def finish_while_cancelled(session_id, digest, chunks=()):
+        info = real_finish(session_id, digest, chunks)
+        service.cancel_upload(APP, upload_id, ALICE)  # the DELETE, committed in the meantime
+        return info
+
+    blobs.finish = finish_while_cancelled
+    with pytest.raises(UploadUnknown, match="cancelled"):
+        service.finish_upload(APP, upload_id, ALICE, Digest.of(b"body"), [b"body"])
+    assert store.uploads == {}
+
+
+@pytest.mark.parametrize(("chance", "pruned"), [(1.0, True), (0.0, False)])
+def test_closing_a_session_now_and_then_prunes_expired_tombstones(store, blobs, clock, monkeypatch, chance, pruned):
+    monkeypatch.setattr(registry, "PRUNE_CLOSED_UPLOADS_CHANCE", chance)
+    service = RegistryService(store, blobs, clock)
+    old = service.start_upload(APP, ALICE)
+    service.cancel_upload(APP, old, ALICE)
+    clock.advance(seconds=3601)
+    young = service.start_upload(APP, ALICE)
+    service.cancel_upload(APP, young, ALICE)
+    expected = {session_of(young)} if pruned else {session_of(old), session_of(young)}
+    assert set(store.closed_uploads) == expected
+
+
 # --- the cap on open uploads ----------------------------------------------------------------------------
+# A session takes a slot when it is opened (its first bytes write its row), not when its ticket is handed out; but
+# a POST while the account is already at the cap is refused at once (unless abandoned sessions can be reclaimed).
 @pytest.fixture
 def capped(store, blobs):
     return RegistryService(store, blobs, FixedClock(), max_open_uploads_per_account=3)
 
 
-def test_uploads_past_the_cap_are_refused_and_leave_nothing(capped, store, blobs):
-    for _ in range(3):
-        capped.start_upload(APP, ALICE)
+def test_a_post_at_the_cap_is_refused_and_leaves_nothing(capped, store, blobs):
+    opened = [open_upload(capped) for _ in range(3)]
     with pytest.raises(TooManyUploads) as refused:
         capped.start_upload(OTHER, ALICE)
     assert "3 uploads are open" in refused.value.message and "DELETE" in refused.value.message
     assert refused.value.detail == {"open": 3, "limit": 3, "reclaimable_at": "2026-01-01T01:00:00+00:00"}
-    assert len(store.uploads) == 3 and len(blobs.uploads) == 3
+    assert refused.value.retry_after_seconds == 3600
+    assert set(store.uploads) == set(blobs.uploads) == {session_of(u) for u in opened}
+    assert not store.repository_exists(OTHER) and store.closed_uploads == {}
+
+
+def test_first_bytes_past_the_cap_are_refused_and_leave_nothing(capped, store, blobs):
+    upload_id = capped.start_upload(OTHER, ALICE)  # below the cap: a ticket costs no slot
+    opened = [open_upload(capped) for _ in range(3)]
+    with pytest.raises(TooManyUploads) as refused:
+        capped.append_upload(OTHER, upload_id, ALICE, [b"first bytes"])
+    assert "3 uploads are open" in refused.value.message and "DELETE" in refused.value.message
+    assert refused.value.detail == {"open": 3, "limit": 3, "reclaimable_at": "2026-01-01T01:00:00+00:00"}
+    assert set(store.uploads) == set(blobs.uploads) == {session_of(u) for u in opened}
     assert not store.repository_exists(OTHER)
+    # The refused ticket is still good: once a slot is free, it opens.
+    assert capped.upload_status(OTHER, upload_id, ALICE) == 0
+    capped.cancel_upload(APP, opened[0], ALICE)
+    assert capped.append_upload(OTHER, upload_id, ALICE, [b"first bytes"]) == 11
+    assert store.get_upload(session_of(upload_id)).repository == OTHER
 
 
-def test_the_cap_counts_each_account_on_its_own(capped):
+def test_tickets_alone_take_no_slot(capped, store, blobs):
+    tickets = [capped.start_upload(APP, ALICE) for _ in range(10)]
+    assert store.uploads == {} and blobs.uploads == {}
+    for upload_id in tickets[:3]:
+        capped.append_upload(APP, upload_id, ALICE, [b"x"])
+    for upload_id in tickets[3:]:
+        with pytest.raises(TooManyUploads):
+            capped.append_upload(APP, upload_id, ALICE, [b"x"])
+    assert set(store.uploads) == set(blobs.uploads) == {session_of(u) for u in tickets[:3]}
+    capped.cancel_upload(APP, tickets[3], ALICE)  # tickets are cancelled without a slot
+    assert len(store.uploads) == 3
+
+
+def test_the_cap_counts_each_account_on_its_own(capped, store):
     for _ in range(3):
-        capped.start_upload(APP, ALICE)
-    capped.start_upload(APP, BOB)  # Alice's sessions do not count against Bob
+        open_upload(capped, APP, ALICE)
+    open_upload(capped, APP, BOB)  # Alice's sessions do not count against Bob
+    with pytest.raises(TooManyUploads):
+        open_upload(capped, APP, ALICE)
+    assert len(store.uploads) == 4
 
 
 def test_finished_or_cancelled_uploads_free_their_slot(capped):
-    first, second, _third = (capped.start_upload(APP, ALICE) for _ in range(3))
+    first, second, _third = (open_upload(capped) for _ in range(3))
     capped.cancel_upload(APP, first, ALICE)
-    capped.start_upload(APP, ALICE)
+    open_upload(capped)
     capped.finish_upload(APP, second, ALICE, Digest.of(b""))
-    capped.start_upload(APP, ALICE)
+    open_upload(capped)
     with pytest.raises(TooManyUploads):
-        capped.start_upload(APP, ALICE)
+        open_upload(capped)
 
 
 def test_monolithic_pushes_and_mounts_need_no_slot(capped, store):
+    upload_id = capped.start_upload(APP, ALICE)  # handed out below the cap
     for _ in range(3):
-        capped.start_upload(APP, ALICE)
+        open_upload(capped)
     digest = Digest.of(b"whole")
     assert capped.push_blob(OTHER, digest, [b"whole"]) == BlobInfo(digest, 5)
     assert capped.mount_blob(APP, OTHER, digest) == BlobInfo(digest, 5)
     assert capped.mount_blob_from_any(RepositoryName.parse("team/third"), digest, lambda _repo: True) is not None
+    # A POST's ticket, then a PUT with the whole body (docker's small blobs): never a row, so no slot either.
+    body = Digest.of(b"the whole body")
+    assert capped.finish_upload(APP, upload_id, ALICE, body, [b"the whole body"]) == BlobInfo(body, 14)
+    assert store.linked_blob(APP, body) == BlobInfo(body, 14)
     assert len(store.uploads) == 3
 
 
 def test_a_cap_of_zero_is_no_cap(store, blobs):
     service = RegistryService(store, blobs, FixedClock(), max_open_uploads_per_account=0)
     for _ in range(150):
-        service.start_upload(APP, ALICE)
+        open_upload(service)
     assert len(store.uploads) == 150
 
 
 def test_the_default_cap_is_a_hundred(service, store):
-    for _ in range(100):
-        service.start_upload(APP, ALICE)
+    tickets = [service.start_upload(APP, ALICE) for _ in range(101)]
+    for upload_id in tickets[:100]:
+        service.append_upload(APP, upload_id, ALICE, [b""])
+    with pytest.raises(TooManyUploads):
+        service.append_upload(APP, tickets[100], ALICE, [b""])
     with pytest.raises(TooManyUploads):
         service.start_upload(APP, ALICE)
+    assert len(store.uploads) == 100
 
 
 def test_an_account_s_uploads_are_forgotten_then_their_bytes_aborted(service, store, blobs):
-    mine = [service.start_upload(APP, ALICE), service.start_upload(OTHER, ALICE)]
+    mine = [open_upload(service, APP), open_upload(service, OTHER)]
     service.append_upload(APP, mine[0], ALICE, [b"half a layer"])
-    theirs = service.start_upload(APP, BOB)
+    theirs = session_of(open_upload(service, APP, BOB))
+    sessions = [session_of(upload_id) for upload_id in mine]
     upload_ids = service.account_upload_ids(ALICE)
-    assert sorted(upload_ids) == sorted(mine)
+    assert sorted(upload_ids) == sorted(sessions)
     service.forget_uploads(upload_ids)
-    assert set(store.uploads) == {theirs} and set(blobs.uploads) == {*mine, theirs}  # the bytes wait for the commit
+    assert set(store.uploads) == {theirs} and set(blobs.uploads) == {*sessions, theirs}  # bytes wait for the commit
     service.abort_upload_bytes(upload_ids)
     service.abort_upload_bytes(upload_ids)  # idempotent
     assert set(store.uploads) == {theirs} and set(blobs.uploads) == {theirs}
-    for upload_id in mine:
+    # Their tickets are still within their lifetime: only the tombstones keep them from opening again.
+    for upload_id, name in zip(mine, (APP, OTHER), strict=True):
+        assert store.upload_closed(session_of(upload_id))
         with pytest.raises(UploadUnknown):
-            service.upload_status(APP, upload_id, ALICE)
+            service.upload_status(name, upload_id, ALICE)
+        with pytest.raises(UploadUnknown):
+            service.append_upload(name, upload_id, ALICE, [b"again"])
     assert service.account_upload_ids(ALICE) == []
+    assert set(store.uploads) == {theirs}
 
 
 # --- abandoned uploads: reclaimed at the cap -------------------------------------------------------------
@@ -309,67 +605,85 @@ def reclaiming(store, blobs, clock):
     return RegistryService(store, blobs, clock, max_open_uploads_per_account=3, abandoned_upload_seconds=3600)
 
 
-def test_at_the_cap_abandoned_uploads_are_reclaimed_and_the_new_one_starts(reclaiming, store, blobs, clock):
-    old = [reclaiming.start_upload(APP, ALICE) for _ in range(3)]
+def test_at_the_cap_abandoned_uploads_are_reclaimed_and_the_new_one_opens(reclaiming, store, blobs, clock):
+    old = [open_upload(reclaiming) for _ in range(3)]
     reclaiming.append_upload(APP, old[0], ALICE, [b"never finished"])
     clock.advance(seconds=3601)
-    fresh = reclaiming.start_upload(OTHER, ALICE)
-    assert set(store.uploads) == {fresh} and set(blobs.uploads) == {fresh}
+    fresh = reclaiming.start_upload(OTHER, ALICE)  # at the cap, the POST reclaims
+    assert store.uploads == {} and blobs.uploads == {}
+    reclaiming.append_upload(OTHER, fresh, ALICE, [b"new"])
+    assert set(store.uploads) == {session_of(fresh)} and set(blobs.uploads) == {session_of(fresh)}
+    assert all(store.upload_closed(session_of(u)) for u in old)
     with pytest.raises(UploadUnknown):
         reclaiming.append_upload(APP, old[0], ALICE, [b"too late"])
 
 
 def test_only_uploads_older_than_the_age_are_reclaimed_oldest_first(reclaiming, store, clock):
-    oldest = reclaiming.start_upload(APP, ALICE)
+    oldest = session_of(open_upload(reclaiming))
     clock.advance(seconds=1800)
-    younger = [reclaiming.start_upload(APP, ALICE) for _ in range(2)]
+    younger = [session_of(open_upload(reclaiming)) for _ in range(2)]
     clock.advance(seconds=1801)  # the oldest is 3601 seconds old, the others 1801
-    fresh = reclaiming.start_upload(APP, ALICE)
+    fresh = session_of(open_upload(reclaiming))
     assert set(store.uploads) == {*younger, fresh}
     assert oldest not in store.uploads
     with pytest.raises(TooManyUploads) as refused:
-        reclaiming.start_upload(APP, ALICE)
-    # The oldest left was started at 00:30:00 and is abandoned an hour later, 1799 seconds from now (01:00:01).
+        open_upload(reclaiming)
+    # The oldest left was opened at 00:30:00 and is abandoned an hour later, 1799 seconds from now (01:00:01).
     assert "after 2026-01-01 01:30:00 UTC (in 1799 seconds)" in refused.value.message
     assert refused.value.detail["reclaimable_at"] == "2026-01-01T01:30:00+00:00"
 
 
+def test_a_session_s_age_counts_from_its_first_bytes_not_its_ticket(reclaiming, store, clock):
+    early = [reclaiming.start_upload(APP, ALICE) for _ in range(3)]
+    clock.advance(seconds=3000)
+    for upload_id in early:  # opened 3000 seconds after their POST
+        reclaiming.append_upload(APP, upload_id, ALICE, [b"x"])
+    clock.advance(seconds=601)  # 3601 seconds after the POSTs, 601 after the first bytes
+    with pytest.raises(TooManyUploads):
+        open_upload(reclaiming)
+    assert set(store.uploads) == {session_of(u) for u in early}
+    # Opened, they no longer expire by their tickets: they go on.
+    assert reclaiming.append_upload(APP, early[0], ALICE, [b"y"]) == 2
+
+
 def test_an_upload_exactly_as_old_as_the_age_is_not_reclaimed_yet(reclaiming, clock):
     for _ in range(3):
-        reclaiming.start_upload(APP, ALICE)
+        open_upload(reclaiming)
     clock.advance(seconds=3600)
     with pytest.raises(TooManyUploads) as refused:
-        reclaiming.start_upload(APP, ALICE)
+        open_upload(reclaiming)
     assert "(in 1 seconds)" in refused.value.message
     clock.advance(seconds=1)
-    reclaiming.start_upload(APP, ALICE)
+    open_upload(reclaiming)
 
 
 def test_the_refusal_says_when_the_oldest_upload_becomes_reclaimable(reclaiming, store, blobs, clock):
     for _ in range(3):
-        reclaiming.start_upload(APP, ALICE)
+        open_upload(reclaiming)
         clock.advance(seconds=60)
     with pytest.raises(TooManyUploads) as refused:
-        reclaiming.start_upload(APP, ALICE)
+        open_upload(reclaiming)
     message = refused.value.message
     assert "3 uploads are open" in message and "DELETE" in message
     assert "the oldest, started 2026-01-01 00:00:00 UTC, counts as abandoned after 2026-01-01 01:00:00 UTC" in message
     assert "(in 3420 seconds)" in message
+    assert refused.value.retry_after_seconds == 3420
     assert len(store.uploads) == 3 and len(blobs.uploads) == 3
 
 
 def test_below_the_cap_old_uploads_are_left_alone(reclaiming, store, clock):
-    old = reclaiming.start_upload(APP, ALICE)
+    old = open_upload(reclaiming)
     clock.advance(days=2)
-    reclaiming.start_upload(APP, ALICE)
-    assert old in store.uploads
+    open_upload(reclaiming)
+    assert session_of(old) in store.uploads
+    assert not store.upload_closed(session_of(old))
 
 
 def test_only_the_account_s_own_abandoned_uploads_are_reclaimed(reclaiming, store, clock):
-    bobs = [reclaiming.start_upload(APP, BOB) for _ in range(3)]
-    alices = [reclaiming.start_upload(APP, ALICE) for _ in range(3)]
+    bobs = [session_of(open_upload(reclaiming, APP, BOB)) for _ in range(3)]
+    alices = [session_of(open_upload(reclaiming, APP, ALICE)) for _ in range(3)]
     clock.advance(hours=2)
-    reclaiming.start_upload(APP, ALICE)
+    open_upload(reclaiming, APP, ALICE)
     assert set(bobs) <= set(store.uploads)
     assert not set(alices) & set(store.uploads)
 
@@ -377,29 +691,30 @@ def test_only_the_account_s_own_abandoned_uploads_are_reclaimed(reclaiming, stor
 def test_an_age_of_zero_never_reclaims(store, blobs, clock):
     service = RegistryService(store, blobs, clock, max_open_uploads_per_account=3, abandoned_upload_seconds=0)
     for _ in range(3):
-        service.start_upload(APP, ALICE)
+        open_upload(service)
     clock.advance(days=30)
     with pytest.raises(TooManyUploads) as refused:
-        service.start_upload(APP, ALICE)
+        open_upload(service)
     assert refused.value.detail == {"open": 3, "limit": 3}
     assert len(store.uploads) == 3
 
 
 def test_the_default_age_is_an_hour(store, blobs, clock):
     service = RegistryService(store, blobs, clock, max_open_uploads_per_account=1)
-    service.start_upload(APP, ALICE)
+    open_upload(service)
     clock.advance(seconds=3600)
     with pytest.raises(TooManyUploads):
-        service.start_upload(APP, ALICE)
+        open_upload(service)
     clock.advance(seconds=1)
-    service.start_upload(APP, ALICE)
+    open_upload(service)
 
 
 def test_account_uploads_lists_the_oldest_first_and_filters_by_age(reclaiming, store, clock):
-    first = reclaiming.start_upload(APP, ALICE)
+    first = session_of(open_upload(reclaiming, APP))
     clock.advance(seconds=100)
-    second = reclaiming.start_upload(OTHER, ALICE)
-    reclaiming.start_upload(APP, BOB)
+    second = session_of(open_upload(reclaiming, OTHER))
+    open_upload(reclaiming, APP, BOB)
+    reclaiming.start_upload(APP, ALICE)  # a ticket without bytes is no open session
     clock.advance(seconds=50)
     listed = reclaiming.account_uploads(ALICE)
     assert [u.id for u in listed] == [first, second]
@@ -411,10 +726,11 @@ def test_account_uploads_lists_the_oldest_first_and_filters_by_age(reclaiming, s
 
 def test_received_bytes_is_what_the_upload_holds_or_none(service):
     upload_id = service.start_upload(APP, ALICE)
+    assert service.received_bytes(session_of(upload_id)) is None  # a ticket alone holds nothing
     service.append_upload(APP, upload_id, ALICE, [b"12345"])
-    assert service.received_bytes(upload_id) == 5
-    service.abort_upload_bytes([upload_id])
-    assert service.received_bytes(upload_id) is None
+    assert service.received_bytes(session_of(upload_id)) == 5
+    service.abort_upload_bytes([session_of(upload_id)])
+    assert service.received_bytes(session_of(upload_id)) is None
 
 
 # --- mounts without `from` -----------------------------------------------------------------------------
@@ -694,7 +1010,7 @@ def test_unknown_reference_in_a_known_repository_is_manifest_unknown(service):
 
 def test_manifest_of_another_repository_is_not_found_here(service):
     body = push_image(service, name=OTHER, tag="v1")
-    service.start_upload(APP, ALICE)  # the repository exists, without manifests
+    open_upload(service, APP)  # the repository exists, without manifests
     with pytest.raises(ManifestUnknown):
         service.get_manifest(APP, ref(str(Digest.of(body))))
 
@@ -779,7 +1095,7 @@ def test_tags_of_an_unknown_repository_are_name_unknown(service):
 
 
 def test_repository_without_tags_lists_none(service):
-    service.start_upload(APP, ALICE)
+    open_upload(service, APP)  # its first bytes create the repository
     assert service.list_tags(APP, None, None) == Page([], False)
 
 

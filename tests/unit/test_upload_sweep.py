@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from stevedore.domain import registry
 from stevedore.domain.errors import UploadUnknown
 from stevedore.domain.fsck import (
     DatabaseView,
@@ -45,40 +46,57 @@ def service(store, blobs, clock):
     return RegistryService(store, blobs, clock)
 
 
+def session_of(upload_id: str) -> str:
+    """The session id a ticket names (its first part): the key of the session's row and of its bytes."""
+    return upload_id.split(".")[0]
+
+
+def open_upload(service, name=APP, account_id=ALICE) -> str:
+    """A POST's ticket whose session a first (empty) chunk opened: it has a row, which a sweep can take."""
+    upload_id = service.start_upload(name, account_id)
+    service.append_upload(name, upload_id, account_id, [b""])
+    return upload_id
+
+
 def test_every_account_s_old_sessions_are_swept_and_young_ones_kept(service, store, blobs, clock):
-    old = [service.start_upload(APP, ALICE), service.start_upload(OTHER, BOB), service.start_upload(APP, None)]
+    old = [open_upload(service, APP, ALICE), open_upload(service, OTHER, BOB), open_upload(service, APP, None)]
     service.append_upload(APP, old[0], ALICE, [b"never finished"])
     clock.advance(seconds=1800)
-    young = service.start_upload(APP, ALICE)
+    young = open_upload(service, APP, ALICE)
     clock.advance(seconds=1801)  # the old ones are 3601 seconds old, the young one 1801
 
     swept = service.sweep_abandoned_uploads(3600)
 
-    assert sorted(swept) == sorted(old)
-    assert set(store.uploads) == {young}
-    assert set(blobs.uploads) == set(old) | {young}  # the bytes wait for the rows' commit
+    old_sessions = {session_of(u) for u in old}
+    assert sorted(swept) == sorted(old_sessions)
+    assert set(store.uploads) == {session_of(young)}
+    assert set(blobs.uploads) == old_sessions | {session_of(young)}  # the bytes wait for the rows' commit
     service.abort_upload_bytes(swept)
-    assert set(blobs.uploads) == {young}
+    assert set(blobs.uploads) == {session_of(young)}
+    assert all(store.upload_closed(session) for session in old_sessions)
     with pytest.raises(UploadUnknown):
         service.append_upload(APP, old[0], ALICE, [b"too late"])
     assert service.append_upload(APP, young, ALICE, [b"still going"]) == len(b"still going")
 
 
 def test_a_session_exactly_as_old_as_the_limit_is_kept(service, store, clock):
-    upload = service.start_upload(APP, ALICE)
+    upload = open_upload(service)
     clock.advance(seconds=3600)
     assert service.sweep_abandoned_uploads(3600) == []
-    assert set(store.uploads) == {upload}
+    assert set(store.uploads) == {session_of(upload)}
+    assert not store.upload_closed(session_of(upload))
 
 
 def test_now_may_be_given(service, store, clock):
-    upload = service.start_upload(APP, ALICE)
-    assert service.sweep_abandoned_uploads(60, now=clock.now() + timedelta(seconds=61)) == [upload]
+    upload = open_upload(service)
+    later = clock.now() + timedelta(seconds=61)
+    assert service.sweep_abandoned_uploads(60, now=later) == [session_of(upload)]
     assert store.uploads == {}
+    assert store.closed_uploads == {session_of(upload): later}
 
 
 def test_a_finish_that_deleted_the_row_first_is_not_swept(service, store, blobs, clock):
-    upload = service.start_upload(APP, ALICE)
+    upload = service.start_upload(APP, ALICE)  # opened by its first bytes
     service.append_upload(APP, upload, ALICE, [b"layer"])
     clock.advance(seconds=7200)
     info = service.finish_upload(APP, upload, ALICE, Digest.of(b"layer"))
@@ -131,7 +149,7 @@ def test_a_finish_whose_session_was_swept_meanwhile_records_no_blob():
     store, blobs = InMemoryRegistryStore(), InMemoryBlobStore()
     service = RegistryService(store, blobs, FixedClock())
     name = RepositoryName.parse("ada/app")
-    upload_id = service.start_upload(name, None)
+    upload_id = open_upload(service, name, None)  # a row, which the sweep can take
     real_finish = blobs.finish
 
     def finish_while_swept(upload_id, digest, chunks=()):
@@ -142,3 +160,55 @@ def test_a_finish_whose_session_was_swept_meanwhile_records_no_blob():
     blobs.finish = finish_while_swept  # type: ignore[method-assign]
     with pytest.raises(UploadUnknown, match="swept"):
         service.finish_upload(name, upload_id, None, Digest.of(b"late"), [b"late"])
+
+
+def test_a_swept_session_s_ticket_is_spent(service, store, blobs, clock):
+    """Swept a minute after it opened, the session's ticket is still within its lifetime (an hour): only the
+    tombstone keeps it from opening a new session under the same id."""
+    upload = open_upload(service)
+    service.append_upload(APP, upload, ALICE, [b"some bytes"])
+    clock.advance(seconds=61)
+    swept = service.sweep_abandoned_uploads(60)
+    service.abort_upload_bytes(swept)
+    assert swept == [session_of(upload)]
+    assert store.upload_closed(session_of(upload))
+    with pytest.raises(UploadUnknown):
+        service.upload_status(APP, upload, ALICE)
+    with pytest.raises(UploadUnknown):
+        service.append_upload(APP, upload, ALICE, [b"again"])
+    with pytest.raises(UploadUnknown):
+        service.finish_upload(APP, upload, ALICE, Digest.of(b"whole"), [b"whole"])
+    with pytest.raises(UploadUnknown):
+        service.cancel_upload(APP, upload, ALICE)
+    assert store.uploads == {} and blobs.uploads == {} and blobs.blobs == {}
+
+
+def test_a_sweep_leaves_fresh_tickets_alone(service, store, clock):
+    upload = service.start_upload(APP, ALICE)
+    clock.advance(seconds=61)
+    assert service.sweep_abandoned_uploads(60) == []
+    assert not store.upload_closed(session_of(upload))
+    assert service.upload_status(APP, upload, ALICE) == 0
+
+
+@pytest.mark.parametrize(("abandoned", "lifetime"), [(3600, 3600), (0, 7 * 24 * 3600)])
+def test_a_sweep_prunes_tombstones_older_than_the_ticket_lifetime(
+    store, blobs, clock, monkeypatch, abandoned, lifetime
+):
+    monkeypatch.setattr(registry, "PRUNE_CLOSED_UPLOADS_CHANCE", 0.0)  # only the sweep prunes here
+    service = RegistryService(store, blobs, clock, abandoned_upload_seconds=abandoned)
+    old = service.start_upload(APP, ALICE)
+    service.cancel_upload(APP, old, ALICE)
+    clock.advance(seconds=1)
+    exact = service.start_upload(APP, ALICE)
+    service.cancel_upload(APP, exact, ALICE)
+    clock.advance(seconds=lifetime)  # `old` was closed lifetime + 1 seconds ago, `exact` lifetime seconds ago
+    young = service.start_upload(APP, ALICE)
+    service.cancel_upload(APP, young, ALICE)
+
+    service.sweep_abandoned_uploads(24 * 3600)
+
+    assert set(store.closed_uploads) == {session_of(exact), session_of(young)}
+    clock.advance(seconds=1)  # now `exact` too is older than the lifetime
+    service.sweep_abandoned_uploads(24 * 3600)
+    assert set(store.closed_uploads) == {session_of(young)}
