@@ -89,6 +89,13 @@ def test_a_ticket_altered_in_any_character_is_refused(tickets, ticket):
         assert tickets.read(ticket[:position] + "0" + ticket[position:], APP, ALICE) is None  # one more
 
 
+def test_a_ticket_altered_with_a_non_ascii_character_is_refused_not_an_error(tickets, ticket):
+    """Upload ids come from the URL's path, which may hold any character: none may raise (a 500)."""
+    for position in range(len(ticket)):
+        assert tickets.read(_altered(ticket, position, "é"), APP, ALICE) is None, position
+    assert tickets.read("é.é.é.é", APP, ALICE) is None
+
+
 def test_a_ticket_with_its_created_time_moved_is_refused(tickets, ticket):
     session_id, created, algorithm, mac = ticket.split(".")
     later = f"{int(created, 16) + 3600:x}"
