@@ -258,6 +258,7 @@ class InMemoryRegistryStore:
         self.blobs: dict[Digest, BlobInfo] = {}
         self.links: dict[str, set[Digest]] = {}
         self.uploads: dict[str, UploadSession] = {}
+        self.closed_uploads: dict[str, datetime] = {}  # tombstones: id -> when closed
         self.manifests: dict[str, dict[Digest, StoredManifest]] = {}
         self.references: dict[tuple[str, Digest], tuple[frozenset[Digest], frozenset[Digest]]] = {}
         self.tags: dict[str, dict[str, Digest]] = {}
@@ -300,11 +301,12 @@ class InMemoryRegistryStore:
         return True
 
     # --- uploads -------------------------------------------------------------------------------------
-    def add_upload(self, upload: UploadSession) -> None:
+    def add_upload(self, upload: UploadSession) -> bool:
         if upload.id in self.uploads:
-            raise ValueError(f"upload {upload.id} exists")  # the primary key
+            return False  # the primary key: the SQL store inserts with ON CONFLICT DO NOTHING
         self.ensure_repository(upload.repository, upload.created_at)
         self.uploads[upload.id] = upload
+        return True
 
     def get_upload(self, upload_id: str) -> UploadSession | None:
         return self.uploads.get(upload_id)
@@ -317,6 +319,21 @@ class InMemoryRegistryStore:
         for upload_id in old:
             del self.uploads[upload_id]
         return old
+
+    def close_upload(self, upload_id: str, now: datetime) -> bool:
+        if upload_id in self.closed_uploads:
+            return False
+        self.closed_uploads[upload_id] = now
+        return True
+
+    def upload_closed(self, upload_id: str) -> bool:
+        return upload_id in self.closed_uploads
+
+    def prune_closed_uploads(self, closed_before: datetime) -> int:
+        old = [upload_id for upload_id, closed in self.closed_uploads.items() if closed < closed_before]
+        for upload_id in old:
+            del self.closed_uploads[upload_id]
+        return len(old)
 
     def count_uploads(self, account_id: int | None) -> int:
         return sum(1 for u in self.uploads.values() if u.account_id == account_id)

@@ -19,7 +19,7 @@ from stevedore.adapters.sql.tables import accounts, uploads
 from stevedore.domain.accounts import AccountService
 from stevedore.web.app import build_components, make_app
 from stevedore.web.settings import Settings
-from tests.integration.protocol.helpers import basic
+from tests.integration.protocol.helpers import basic, open_upload, path_of, session_id
 from tests.integration.services import free_port, stevedore_cli, write_ini
 
 pytestmark = pytest.mark.server
@@ -198,10 +198,12 @@ def upload_folders(components) -> set[str]:
 def test_upload_list_and_abort_an_account_s_open_uploads(ini, registry):
     components, app = registry
     dave, erin = make_user(components, "dave"), make_user(components, "erin")
-    started = [app.post(f"/v2/team/{repo}/blobs/uploads/", headers=dave, status=202) for repo in ("old", "new")]
-    old, new = (response.headers["Location"].rstrip("/").rsplit("/", 1)[-1] for response in started)
-    app.patch(f"/v2/team/old/blobs/uploads/{old}", params=b"12345", headers=dave, status=202)
-    erins = app.post("/v2/erin/old/blobs/uploads/", headers=erin, status=202).headers["Location"].rsplit("/", 1)[-1]
+    started = [open_upload(app, dave, f"team/{repo}") for repo in ("old", "new")]
+    old_url, new_url = (path_of(location) for location in started)
+    old, new = (session_id(location) for location in started)  # the rows' ids, which the command lists
+    app.patch(old_url, params=b"12345", headers=dave, status=202)
+    erins_url = path_of(open_upload(app, erin, "erin/old"))
+    erins = session_id(erins_url)
     two_hours_ago = datetime.now(UTC) - timedelta(hours=2)
     with components.engine.begin() as connection:
         connection.execute(sa.update(uploads).where(uploads.c.id == old).values(created_at=two_hours_ago))
@@ -220,13 +222,13 @@ def test_upload_list_and_abort_an_account_s_open_uploads(ini, registry):
     assert aborted.returncode == 0, aborted.stderr
     assert aborted.stdout == "aborted 1 open upload of user dave\n"
     assert upload_folders(components) == {new, erins}
-    app.get(f"/v2/team/old/blobs/uploads/{old}", headers=dave, status=404)
-    app.get(f"/v2/team/new/blobs/uploads/{new}", headers=dave, status=204)
+    app.get(old_url, headers=dave, status=404)
+    app.get(new_url, headers=dave, status=204)
 
     assert stevedore_cli(ini, "upload", "abort", "dave").stdout == "aborted 1 open upload of user dave\n"
     assert upload_folders(components) == {erins}
     assert stevedore_cli(ini, "upload", "list", "dave").stdout == "user dave has no open uploads\n"
-    app.get(f"/v2/erin/old/blobs/uploads/{erins}", headers=erin, status=204)  # another account's are untouched
+    app.get(erins_url, headers=erin, status=204)  # another account's are untouched
 
 
 def test_upload_commands_name_an_existing_user_and_a_real_age(ini):
@@ -241,7 +243,7 @@ def test_user_delete_removes_the_account_s_upload_rows_and_bytes(ini, registry):
     components, app = registry
     frank = make_user(components, "frank")
     for _ in range(3):
-        app.post("/v2/team/app/blobs/uploads/", headers=frank, status=202)
+        open_upload(app, frank, "team/app")
     assert len(upload_folders(components)) == 3
     deleted = stevedore_cli(ini, "user", "delete", "frank")
     assert deleted.returncode == 0, deleted.stderr

@@ -14,7 +14,7 @@ from stevedore.adapters.blobs_fs import FolderBlobStore
 from stevedore.adapters.sql.engine import make_engine
 from stevedore.adapters.sql.tables import accounts, uploads
 from stevedore.domain.accounts import AccountService
-from tests.integration.protocol.helpers import basic
+from tests.integration.protocol.helpers import basic, open_upload, path_of, session_id
 from tests.integration.services import free_port, write_ini
 
 PASSWORD = "correct horse battery"
@@ -33,10 +33,9 @@ def ini(settings, tmp_path):
 @pytest.fixture
 def alice_uploads(testapp, make_user):
     make_user("alice", PASSWORD)
-    started = [testapp.post("/v2/team/app/blobs/uploads/", headers=basic("alice", PASSWORD), status=202) for _ in "ab"]
-    ids = [response.headers["Location"].rstrip("/").rsplit("/", 1)[-1] for response in started]
-    testapp.patch(f"/v2/team/app/blobs/uploads/{ids[0]}", params=b"half a layer", headers=basic("alice", PASSWORD))
-    return ids
+    started = [open_upload(testapp, basic("alice", PASSWORD), "team/app") for _ in "ab"]
+    testapp.patch(path_of(started[0]), params=b"half a layer", headers=basic("alice", PASSWORD))
+    return [session_id(location) for location in started]  # the rows' and the folders' ids
 
 
 def upload_folders(settings) -> set[str]:

@@ -18,7 +18,7 @@ from stevedore.adapters.sql.registry import SqlRegistryStore
 from stevedore.adapters.sql.tables import uploads
 from stevedore.domain.model import Digest, RepositoryName
 from stevedore.domain.registry import RegistryService
-from tests.integration.protocol.helpers import basic, digest, upload_id, with_query
+from tests.integration.protocol.helpers import basic, digest, session_id, with_query
 from tests.integration.test_fsck import USER, make_ini, open_app, prepare, run
 
 pytestmark = pytest.mark.server
@@ -27,12 +27,12 @@ AUTH = basic(*USER)
 
 
 def start(testapp, data: bytes = b"") -> tuple[str, str]:
-    """An upload session of alice's with `data` sent; (its id, its Location)."""
+    """An upload session of alice's with `data` sent (its first PATCH opens it: its row, its folder); (its session
+    id, its Location)."""
     location = testapp.post("/v2/alice/app/blobs/uploads/", headers=AUTH, status=202).headers["Location"]
-    if data:
-        patched = testapp.patch(location, params=data, headers=AUTH, content_type="application/octet-stream")
-        location = patched.headers["Location"]
-    return upload_id(location), location
+    patched = testapp.patch(location, params=data, headers=AUTH, content_type="application/octet-stream")
+    location = patched.headers["Location"]
+    return session_id(location), location
 
 
 def backdate(database_url: str, upload_ids: list[str], seconds: int) -> None:

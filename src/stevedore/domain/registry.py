@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import random
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from stevedore.domain.errors import (
 from stevedore.domain.manifests import parse_manifest
 from stevedore.domain.model import BlobInfo, ByteRange, Digest, Reference, RepositoryName, Tag
 from stevedore.domain.ports import BlobStore, Clock
+from stevedore.domain.upload_tickets import UploadTickets
 
 DEFAULT_MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 # docker pushes at most five layers at once; a hundred open sessions is far more than any client needs.
@@ -38,6 +41,8 @@ DEFAULT_MAX_OPEN_UPLOADS_PER_ACCOUNT = 100
 # docker never cancels a failed upload (it retries with a fresh session), so sessions pile up: at the cap, those
 # started longer ago than this are taken to be abandoned and reclaimed.
 DEFAULT_ABANDONED_UPLOAD_SECONDS = 3600
+# How often the end of a session also forgets the tombstones of long-expired tickets (one indexed DELETE).
+PRUNE_CLOSED_UPLOADS_CHANCE = 1 / 64
 MAX_PAGE = 10_000
 
 
@@ -95,7 +100,9 @@ class RegistryStore(Protocol):
 
     def unlink_blob(self, name: RepositoryName, digest: Digest) -> bool: ...
 
-    def add_upload(self, upload: UploadSession) -> None: ...
+    def add_upload(self, upload: UploadSession) -> bool:
+        """Record an opened session; False when one with its id is recorded already (a concurrent first chunk)."""
+        ...
 
     def get_upload(self, upload_id: str) -> UploadSession | None: ...
 
@@ -105,6 +112,19 @@ class RegistryStore(Protocol):
 
     def delete_uploads_created_before(self, cutoff: datetime) -> list[str]:
         """Delete every account's upload sessions started before `cutoff`; the ids of the rows this call deleted."""
+        ...
+
+    def close_upload(self, upload_id: str, now: datetime) -> bool:
+        """Leave the session's tombstone (its ticket is spent); False when it had one already (another request
+        finished or cancelled it first). Its row, if any, is deleted separately (`delete_upload`)."""
+        ...
+
+    def upload_closed(self, upload_id: str) -> bool:
+        """Whether the session was finished or cancelled (has a tombstone)."""
+        ...
+
+    def prune_closed_uploads(self, closed_before: datetime) -> int:
+        """Forget the tombstones of sessions closed before `closed_before`; how many."""
         ...
 
     def count_uploads(self, account_id: int | None) -> int:
@@ -181,6 +201,8 @@ class RegistryService:
         abandoned_upload_seconds: int = DEFAULT_ABANDONED_UPLOAD_SECONDS,
         before_push: Callable[[RepositoryName], None] | None = None,
         confirm_blob_bytes: bool = True,
+        upload_tickets: UploadTickets | None = None,
+        upload_sessions: Callable[[], contextlib.AbstractContextManager[RegistryStore]] | None = None,
     ) -> None:
         self.store = store
         self.lookups = lookups or store
@@ -195,6 +217,12 @@ class RegistryService:
         # Whether existence checks (HEAD, mounts) also ask the blob store that the bytes are there: a stat of a local
         # file is free, but against S3 each is a billed request, so there the database alone answers.
         self.confirm_blob_bytes = confirm_blob_bytes
+        # Upload ids are tickets (upload_tickets.py): a POST writes nothing. Without a key, one of this process's own.
+        self.upload_tickets = upload_tickets or UploadTickets(os.urandom(32))
+        # A unit of work of its own, committed when its block ends: where a session's row is written before its
+        # first bytes (so that a sweep or fsck never sees bytes that no committed row owns), while the request's own
+        # transaction has not begun. Without one, the request's store (the fakes of the unit tests).
+        self.upload_sessions = upload_sessions or (lambda: contextlib.nullcontext(self.store))
 
     # --- pull ----------------------------------------------------------------------------------------
     # Pulls and discovery only read: through `lookups`, outside the unit of work, so they pay for no transaction.
@@ -229,20 +257,30 @@ class RegistryService:
 
     # --- push: uploads -------------------------------------------------------------------------------
     def start_upload(self, name: RepositoryName, account_id: int | None, digest_algorithm: str = "sha256") -> str:
+        """A new session's ticket. Nothing is written (unless `before_push` claims the namespace, or abandoned
+        sessions are reclaimed at the cap): the session's row and bytes come with its first bytes (`append_upload`),
+        or never (a whole blob in `finish_upload`)."""
         if not Digest.is_supported_algorithm(digest_algorithm):
             raise DigestInvalid(f"unsupported digest algorithm {digest_algorithm!r}")
         self.before_push(name)
-        self._check_upload_limit(account_id)
-        upload_id = str(uuid.uuid4())
-        self.blobs.start_upload(upload_id, digest_algorithm)
-        now = self.clock.now()
-        self.store.ensure_repository(name, now)
-        self.store.add_upload(UploadSession(upload_id, name, account_id, digest_algorithm, now))
-        return upload_id
+        limit = self.max_open_uploads_per_account
+        if limit > 0 and self.lookups.count_uploads(account_id) >= limit:
+            # Already at the cap: refused now, before any byte is sent, unless abandoned sessions can be reclaimed
+            # in this request's transaction (the first bytes check again, exactly: `_open_upload`). Below the cap,
+            # a read and no write.
+            self._check_upload_limit(self.store, account_id)
+        return self.upload_tickets.issue(name, account_id, digest_algorithm, self.clock.now())
 
-    def _check_upload_limit(self, account_id: int | None) -> None:
-        """Refuse a new session when the account already has the most it may hold open, after reclaiming those of
-        its sessions that look abandoned (started more than `abandoned_upload_seconds` ago), oldest first.
+    @property
+    def ticket_lifetime_seconds(self) -> int:
+        """How long a ticket whose session has no row stays valid: as long as an open session counts as abandoned
+        (a week when those are never reclaimed). Its tombstone, once closed, is kept as long."""
+        return self.abandoned_upload_seconds if self.abandoned_upload_seconds > 0 else 7 * 24 * 3600
+
+    def _check_upload_limit(self, store: RegistryStore, account_id: int | None) -> None:
+        """Refuse to open a session (write its row) when the account already has the most it may hold open, after
+        reclaiming those of its sessions that look abandoned (started more than `abandoned_upload_seconds` ago),
+        oldest first.
 
         Counted in the transaction that then inserts the session. On SQLite writers hold the database lock from the
         start, so the limit is exact; on PostgreSQL two concurrent starts can both see one slot left and both pass,
@@ -251,11 +289,11 @@ class RegistryService:
         limit = self.max_open_uploads_per_account
         if limit <= 0:
             return
-        open_uploads = self.store.count_uploads(account_id)
+        open_uploads = store.count_uploads(account_id)
         if open_uploads < limit:
             return
-        if self.abandoned_upload_seconds > 0 and self._reclaim_abandoned_uploads(account_id):
-            open_uploads = self.store.count_uploads(account_id)
+        if self.abandoned_upload_seconds > 0 and self._reclaim_abandoned_uploads(store, account_id):
+            open_uploads = store.count_uploads(account_id)
             if open_uploads < limit:
                 return
         message = (
@@ -263,7 +301,7 @@ class RegistryService:
             "you no longer need (DELETE on their upload URL), before starting another"
         )
         detail: dict[str, Any] = {"open": open_uploads, "limit": limit}
-        oldest = self.store.account_uploads(account_id, limit=1) if self.abandoned_upload_seconds > 0 else []
+        oldest = store.account_uploads(account_id, limit=1) if self.abandoned_upload_seconds > 0 else []
         if oldest:
             started = _utc(oldest[0].created_at)
             reclaimable_at = started + timedelta(seconds=self.abandoned_upload_seconds)
@@ -278,7 +316,7 @@ class RegistryService:
             refusal.retry_after_seconds = wait
         raise refusal
 
-    def _reclaim_abandoned_uploads(self, account_id: int | None) -> int:
+    def _reclaim_abandoned_uploads(self, store: RegistryStore, account_id: int | None) -> int:
         """Abort the account's sessions started more than `abandoned_upload_seconds` ago; how many.
 
         Their age is when they were started: a session still receiving chunks after that long is reclaimed too
@@ -286,9 +324,10 @@ class RegistryService:
         `cancel_upload`; it happens in the request's transaction, so should that roll back the rows come back
         without their bytes: such an upload answers BLOB_UPLOAD_UNKNOWN and is reclaimed again the next time."""
         cutoff = self.clock.now() - timedelta(seconds=self.abandoned_upload_seconds)
-        abandoned = self.store.account_uploads(account_id, created_before=cutoff)
+        abandoned = store.account_uploads(account_id, created_before=cutoff)
         for upload in abandoned:
-            self.store.delete_upload(upload.id)
+            if store.delete_upload(upload.id):
+                store.close_upload(upload.id, self.clock.now())
             self.blobs.abort(upload.id)
         return len(abandoned)
 
@@ -314,7 +353,8 @@ class RegistryService:
         """Delete upload sessions' rows. Their bytes stay: abort them with `abort_upload_bytes` once this
         transaction has committed, so that no committed row ever points at bytes that are gone."""
         for upload_id in upload_ids:
-            self.store.delete_upload(upload_id)
+            if self.store.delete_upload(upload_id):
+                self.store.close_upload(upload_id, self.clock.now())
 
     def sweep_abandoned_uploads(self, older_than_seconds: float, now: datetime | None = None) -> list[str]:
         """Delete the rows of every account's upload sessions started more than `older_than_seconds` before `now`;
@@ -323,8 +363,12 @@ class RegistryService:
         is not among the ids (the store deletes and reports in one statement), so its bytes are left alone."""
         if older_than_seconds < 0:
             raise ValueError("older_than_seconds must be 0 or more")
-        cutoff = (now or self.clock.now()) - timedelta(seconds=older_than_seconds)
-        return self.store.delete_uploads_created_before(cutoff)
+        now = now or self.clock.now()
+        swept = self.store.delete_uploads_created_before(now - timedelta(seconds=older_than_seconds))
+        for upload_id in swept:  # their tickets are spent
+            self.store.close_upload(upload_id, now)
+        self.store.prune_closed_uploads(now - timedelta(seconds=self.ticket_lifetime_seconds))
+        return swept
 
     def abort_upload_bytes(self, upload_ids: Iterable[str]) -> None:
         """Remove uploads' bytes from the blob store, after the transaction that removed their rows has committed.
@@ -332,16 +376,25 @@ class RegistryService:
         for upload_id in upload_ids:
             self.blobs.abort(upload_id)
 
-    def _owned_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> UploadSession:
-        """The upload, if it belongs to this repository and this caller; otherwise it does not exist for them."""
-        upload = self.lookups.get_upload(upload_id) if _is_upload_id(upload_id) else None
-        if upload is None or upload.repository != name or upload.account_id != account_id:
+    def _owned_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> _OwnedUpload:
+        """The session `upload_id` names, if its ticket was issued for this repository and this caller and it is
+        still open; otherwise it does not exist for them. `opened` tells whether it has a row (and bytes)."""
+        ticket = self.upload_tickets.read(upload_id, name, account_id)
+        if ticket is None:
             raise UploadUnknown(detail={"upload": upload_id})
-        return upload
+        upload = self.lookups.get_upload(ticket.session_id)
+        if upload is not None:
+            if upload.repository != name or upload.account_id != account_id:
+                raise UploadUnknown(detail={"upload": upload_id})
+            return _OwnedUpload(ticket.session_id, upload.digest_algorithm, opened=True)
+        expires = ticket.created_at + timedelta(seconds=self.ticket_lifetime_seconds)
+        if not ticket.signed or self.clock.now() >= expires or self.lookups.upload_closed(ticket.session_id):
+            raise UploadUnknown(detail={"upload": upload_id})
+        return _OwnedUpload(ticket.session_id, ticket.digest_algorithm, opened=False)
 
     def upload_status(self, name: RepositoryName, upload_id: str, account_id: int | None) -> int:
-        self._owned_upload(name, upload_id, account_id)
-        return self.blobs.upload_size(upload_id)
+        upload = self._owned_upload(name, upload_id, account_id)
+        return self.blobs.upload_size(upload.id) if upload.opened else 0
 
     def append_upload(
         self,
@@ -351,9 +404,29 @@ class RegistryService:
         chunks: Iterable[bytes],
         start: int | None = None,
     ) -> int:
-        """Append a chunk; with `start` (from Content-Range) it must continue exactly where the upload is."""
-        self._owned_upload(name, upload_id, account_id)
-        return self.blobs.append(upload_id, chunks, start)  # checks `start` under the upload's lock
+        """Append a chunk; with `start` (from Content-Range) it must continue exactly where the upload is. The
+        session's first chunk opens it: its row is committed (`upload_sessions`), then its bytes are started."""
+        upload = self._owned_upload(name, upload_id, account_id)
+        if not upload.opened:
+            if start not in (None, 0):
+                raise RangeInvalid("the upload has received no bytes: a first chunk starts at 0")
+            self._open_upload(name, upload, account_id)
+        return self.blobs.append(upload.id, chunks, start)  # checks `start` under the upload's lock
+
+    def _open_upload(self, name: RepositoryName, upload: _OwnedUpload, account_id: int | None) -> None:
+        now = self.clock.now()
+        with self.upload_sessions() as store:
+            self._check_upload_limit(store, account_id)
+            if not store.add_upload(UploadSession(upload.id, name, account_id, upload.digest_algorithm, now)):
+                return  # another request's first chunk opened it just now (PATCHes must come one at a time)
+        try:
+            self.blobs.start_upload(upload.id, upload.digest_algorithm)
+        except BaseException:
+            # Storage unavailable or full: the row goes again (best effort), so the ticket is as fresh as before
+            # and the client's retry opens it anew; a row left behind is reclaimed like any abandoned session.
+            with contextlib.suppress(Exception), self.upload_sessions() as store:
+                store.delete_upload(upload.id)
+            raise
 
     def finish_upload(
         self,
@@ -364,17 +437,41 @@ class RegistryService:
         chunks: Iterable[bytes] = (),
         start: int | None = None,
     ) -> BlobInfo:
-        self._owned_upload(name, upload_id, account_id)
-        if start is not None and start != self.blobs.upload_size(upload_id):
-            raise RangeInvalid("the final chunk does not continue the upload")
+        upload = self._owned_upload(name, upload_id, account_id)
+        if upload.opened:
+            if start is not None and start != self.blobs.upload_size(upload.id):
+                raise RangeInvalid("the final chunk does not continue the upload")
+        elif start not in (None, 0):
+            raise RangeInvalid("the upload has received no bytes: the final chunk starts at 0")
         self.before_push(name)
-        info = self.blobs.finish(upload_id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
+        if upload.opened:
+            info = self.blobs.finish(upload.id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
+        else:
+            # The whole blob is in this request (docker's small blobs): as a POST ?digest=, never a row. On a digest
+            # mismatch the ticket stays valid with nothing received, as an opened session stays as it was.
+            try:
+                self.blobs.start_upload(upload.id, upload.digest_algorithm)
+            except FileExistsError:
+                raise UploadUnknown(f"upload {upload_id} is being written by another request") from None
+            try:
+                info = self.blobs.finish(upload.id, digest, chunks)
+            except BaseException:
+                self.blobs.abort(upload.id)
+                raise
         info = self._record_blob(name, info)
-        if not self.store.delete_upload(upload_id):
-            # `stevedore upload sweep` (or a cancel) took the session meanwhile and aborts its bytes: the blob row
-            # must not stay behind without them. Raising rolls this push's transaction back; the client starts anew.
+        gone = upload.opened and not self.store.delete_upload(upload.id)
+        if gone or not self._close(upload.id):
+            # `stevedore upload sweep` (or a cancel, or another finish) took the session meanwhile and aborts its
+            # bytes: the blob row must not stay behind without them. Raising rolls this push's transaction back.
             raise UploadUnknown(f"upload {upload_id} was cancelled or swept while it was being finished")
         return info
+
+    def _close(self, upload_id: str) -> bool:
+        """Spend the session's ticket (its tombstone); now and then, forget tombstones of tickets long expired."""
+        now = self.clock.now()
+        if random.random() < PRUNE_CLOSED_UPLOADS_CHANCE:
+            self.store.prune_closed_uploads(now - timedelta(seconds=self.ticket_lifetime_seconds))
+        return self.store.close_upload(upload_id, now)
 
     def _record_blob(self, name: RepositoryName, info: BlobInfo) -> BlobInfo:
         """Record a verified blob and link it into `name`; the blob as recorded. When the digest was recorded
@@ -393,9 +490,13 @@ class RegistryService:
         return recorded
 
     def cancel_upload(self, name: RepositoryName, upload_id: str, account_id: int | None) -> None:
-        self._owned_upload(name, upload_id, account_id)
-        self.store.delete_upload(upload_id)
-        self.blobs.abort(upload_id)
+        upload = self._owned_upload(name, upload_id, account_id)
+        if not upload.opened:
+            self._close(upload.id)
+            return
+        if self.store.delete_upload(upload.id):
+            self._close(upload.id)
+        self.blobs.abort(upload.id)
 
     def push_blob(self, name: RepositoryName, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
         """A whole blob in one request (POST ?digest=): verified and committed, or nothing at all."""
@@ -565,11 +666,11 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _is_upload_id(text: str) -> bool:
-    try:
-        return str(uuid.UUID(text)) == text
-    except ValueError:
-        return False
+@dataclass(frozen=True)
+class _OwnedUpload:
+    id: str  # the session's id (the row's, the blob store's), not its ticket
+    digest_algorithm: str
+    opened: bool  # it has a row and bytes; otherwise only its ticket exists
 
 
 def dump_annotations(annotations: dict[str, str] | None) -> str | None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -45,6 +46,7 @@ from stevedore.domain.namespaces import AccessModel, Right, namespace_of
 from stevedore.domain.ports import BlobStore, Clock, Mailer, PasswordHasher, TokenSigner
 from stevedore.domain.registry import RegistryService
 from stevedore.domain.tokens import TokenService
+from stevedore.domain.upload_tickets import UploadTickets
 from stevedore.web.errors import is_registry_path
 from stevedore.web.security import (
     CredentialCache,
@@ -83,6 +85,7 @@ class Components:
     credential_flights: SingleFlight
     dummy_password_hash: str
     credential_stamp_key: bytes
+    upload_tickets: UploadTickets
     mailer: Mailer | None = None
 
 
@@ -158,6 +161,7 @@ def build_components(settings: Settings, *, blob_store: BlobStore | None = None)
         credential_flights=SingleFlight(settings.secret_key),
         dummy_password_hash=hasher.hash(secrets.token_urlsafe(16)),
         credential_stamp_key=hmac.new(settings.secret_key, b"credential-stamp", hashlib.sha256).digest(),
+        upload_tickets=UploadTickets(settings.secret_key),
         mailer=build_mailer(settings),
     )
 
@@ -306,7 +310,16 @@ def _registry_service(request: Request) -> RegistryService:
         before_push=lambda name: _claim_for_push(request, name),
         # Against S3 a stat is a billed request: HEADs and mounts are answered from the database alone.
         confirm_blob_bytes=not isinstance(components.blob_store, S3BlobStore),
+        upload_tickets=components.upload_tickets,
+        upload_sessions=lambda: _upload_session_unit(components),
     )
+
+
+@contextlib.contextmanager
+def _upload_session_unit(components: Components) -> Iterator[SqlRegistryStore]:
+    """A short write transaction of its own, committed before an upload's first bytes are written."""
+    with components.write_sessions() as session, session.begin():
+        yield SqlRegistryStore(session)
 
 
 def _access_rules(settings: Settings) -> AccessRules:

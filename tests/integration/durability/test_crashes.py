@@ -78,7 +78,8 @@ def test_a_kill_while_the_app_writes_the_layer_leaves_the_registry_consistent(no
     layer = image.layers[0]
     digest = sha256(layer)
     upload = node.client.start_upload(NAME)
-    data_file = os.path.join(node.storage_dir, "uploads", upload.rstrip("/").rsplit("/", 1)[1], "data")
+    session = upload.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1].split(".")[0]  # a ticket's session id
+    data_file = os.path.join(node.storage_dir, "uploads", session, "data")
     path = upload if method == "PATCH" else f"{upload}?digest={digest}"
 
     def send() -> None:

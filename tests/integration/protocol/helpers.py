@@ -60,7 +60,21 @@ def with_query(location: str, **params: str | list[str]) -> str:
 
 
 def upload_id(location: str) -> str:
+    """The upload's id in its URL: a ticket (domain/upload_tickets.py)."""
     return urlsplit(location).path.rstrip("/").rsplit("/", 1)[-1]
+
+
+def session_id(location: str) -> str:
+    """The session's id (its row's, its folder's, its S3 keys'): the first part of the ticket in its URL."""
+    return upload_id(location).split(".")[0]
+
+
+def open_upload(testapp: Any, auth: dict[str, str], repo: str, **kwargs: Any) -> str:
+    """A session with a row and bytes, as docker's first PATCH leaves it (a POST alone writes nothing); its
+    Location."""
+    location = testapp.post(f"/v2/{repo}/blobs/uploads/", headers=auth, status=202, **kwargs).headers["Location"]
+    testapp.patch(path_of(location), params=b"", headers=auth, status=202)
+    return location
 
 
 def error_codes(response: Any) -> list[str]:

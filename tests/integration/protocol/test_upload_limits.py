@@ -39,8 +39,27 @@ def start(testapp, auth, repo="limits/app", status=202):
     return testapp.post(f"/v2/{repo}/blobs/uploads/", headers=auth, status=status)
 
 
+def opened(testapp, auth, repo="limits/app"):
+    """A session that holds a slot: a POST writes nothing, its first PATCH opens it (its row, its folder)."""
+    location = start(testapp, auth, repo).headers["Location"]
+    testapp.patch(path_of(location), params=b"", headers=auth, status=202)
+    return location
+
+
 def fill(testapp, auth, repo="limits/app"):
-    return [start(testapp, auth, repo).headers["Location"] for _ in range(CAP)]
+    return [opened(testapp, auth, repo) for _ in range(CAP)]
+
+
+def test_a_post_below_the_cap_takes_no_slot_and_the_first_patch_past_it_is_refused(testapp, auth, settings, db):
+    tickets = [start(testapp, auth).headers["Location"] for _ in range(CAP + 2)]
+    assert count_rows(db, uploads) == 0 and upload_folders(settings) == set()
+    for location in tickets[:CAP]:
+        testapp.patch(path_of(location), params=b"bytes", headers=auth, status=202)
+    refused = testapp.patch(path_of(tickets[CAP]), params=b"one too many", headers=auth, status=429)
+    assert error_codes(refused) == ["TOOMANYREQUESTS"]
+    assert count_rows(db, uploads) == CAP and len(upload_folders(settings)) == CAP
+    data = b"sent whole in the closing PUT"
+    testapp.put(with_query(tickets[CAP + 1], digest=digest(data)), params=data, headers=auth, status=201)
 
 
 def test_upload_past_the_cap_is_429_toomanyrequests_and_opens_nothing(testapp, auth, settings, db):
@@ -60,11 +79,11 @@ def test_cancelling_or_finishing_an_upload_frees_its_slot(testapp, auth):
     first, second, _third = fill(testapp, auth)
     start(testapp, auth, status=429)
     testapp.delete(path_of(first), headers=auth, status=204)
-    start(testapp, auth)
+    opened(testapp, auth)
     start(testapp, auth, status=429)
     data = b"finished"
     testapp.put(with_query(second, digest=digest(data)), params=data, headers=auth, status=201)
-    start(testapp, auth)
+    opened(testapp, auth)
 
 
 def test_the_cap_is_per_account(testapp, auth, make_user):
@@ -109,7 +128,8 @@ def test_the_abandoned_age_is_a_setting_of_an_hour_by_default():
 
 
 def upload_id(location: str) -> str:
-    return location.rstrip("/").rsplit("/", 1)[-1]
+    """The session's id (its row's, its folder's): the first part of the ticket in the URL."""
+    return location.rstrip("/").rsplit("/", 1)[-1].split(".")[0]
 
 
 def backdate(db, location: str, seconds: float) -> None:
@@ -125,13 +145,13 @@ def test_at_the_cap_abandoned_uploads_are_reclaimed_oldest_first(testapp, auth, 
     backdate(db, oldest, 3 * 3600)
     backdate(db, older, 2 * 3600)
     backdate(db, recent, 3000)  # not abandoned yet
-    fresh = start(testapp, auth, "limits/elsewhere").headers["Location"]
+    fresh = opened(testapp, auth, "limits/elsewhere")
     assert upload_folders(settings) == {upload_id(recent), upload_id(fresh)}
     assert count_rows(db, uploads) == 2
     testapp.get(path_of(oldest), headers=auth, status=404)
     testapp.patch(path_of(older), params=b"too late", headers=auth, status=404)
     testapp.get(path_of(recent), headers=auth, status=204)
-    start(testapp, auth)  # the second slot freed
+    opened(testapp, auth)  # the second slot freed
     refused = start(testapp, auth, status=429)  # `recent` is 40 minutes from abandoned
     message = refused.json["errors"][0]["message"]
     waiting = re.search(r"counts as abandoned after .* UTC \(in (\d+) seconds\)", message)
@@ -142,7 +162,7 @@ def test_at_the_cap_abandoned_uploads_are_reclaimed_oldest_first(testapp, auth, 
 def test_reclaiming_leaves_other_accounts_alone(testapp, auth, make_user, settings, db):
     make_user("bob", "another good password")
     bob_auth = basic("bob", "another good password")
-    bobs = [start(testapp, bob_auth, "bob/app").headers["Location"] for _ in range(CAP)]
+    bobs = [opened(testapp, bob_auth, "bob/app") for _ in range(CAP)]
     for location in bobs:
         backdate(db, location, 2 * 3600)
     fill(testapp, auth)
@@ -158,7 +178,7 @@ def test_forgetting_an_account_s_uploads_then_aborting_their_bytes(testapp, auth
     bob_auth = basic("bob", "another good password")
     alice_uploads = fill(testapp, auth)
     testapp.patch(path_of(alice_uploads[0]), params=b"half a layer", headers=auth, status=202)
-    bob_upload = start(testapp, bob_auth, "bob/app").headers["Location"]
+    bob_upload = opened(testapp, bob_auth, "bob/app")
     assert len(upload_folders(settings)) == CAP + 1
 
     session = components.write_sessions()

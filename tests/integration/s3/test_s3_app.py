@@ -147,7 +147,18 @@ def test_s3_down_is_a_503_in_the_spec_body_and_health_says_so(settings, user, au
             status=503,
         )
         assert error_codes(patch) == ["UNAVAILABLE"]
-        assert error_codes(app.post("/v2/s3/down/blobs/uploads/", headers=auth, status=503)) == ["UNAVAILABLE"]
+        # A POST writes nothing, in the bucket or the database (its ticket is the session): its first bytes meet
+        # the outage, and the session stays unopened, so the same ticket works once the bucket is back.
+        fresh = app.post("/v2/s3/down/blobs/uploads/", headers=auth, status=202).headers["Location"]
+        refused = app.request(
+            path_of(fresh),
+            method="PATCH",
+            body=b"z" * 10,
+            headers={**auth, "Content-Type": "application/octet-stream"},
+            status=503,
+        )
+        assert error_codes(refused) == ["UNAVAILABLE"]
+        assert app.get(path_of(fresh), headers=auth, status=204).headers["Range"] == "0-0"
         pull = app.get(f"/v2/s3/down/blobs/{digest(pushed.blobs[0])}", headers=auth, status=503)
         assert error_codes(pull) == ["UNAVAILABLE"]
         # HEADs come from the database: they still answer

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from stevedore.adapters.storage_inventory import s3_multipart_uploads
-from tests.integration.protocol.helpers import basic, path_of, upload_id
+from tests.integration.protocol.helpers import basic, path_of, session_id
 from tests.integration.s3.moto_server import DUMMY_CREDENTIALS
 from tests.integration.test_fsck import USER, make_ini, open_app, prepare, run
 
@@ -53,7 +53,7 @@ def test_an_orphan_multipart_upload_is_reported_by_fsck_then_aborted_by_the_swee
     testapp, components = open_app(ini)
     try:
         location = testapp.post("/v2/alice/app/blobs/uploads/", headers=basic(*USER), status=202).headers["Location"]
-        live = upload_id(location)
+        live = session_id(location)
         assert f"registry/objects/{live}" not in multipart_keys(client, bucket)  # started by the first whole part
         part = b"p" * (5 * 1024 * 1024)
         patch_headers = {**basic(*USER), "Content-Type": "application/octet-stream"}

@@ -42,7 +42,8 @@ def client(fleet: Fleet, index: int) -> Client:
 
 
 def upload_id(upload: str) -> str:
-    return upload.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1]
+    """The session id (the S3 keys') of an upload URL: the first part of its ticket."""
+    return upload.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1].split(".")[0]
 
 
 def multipart_parts(fleet: Fleet, upload: str) -> list[int] | None:

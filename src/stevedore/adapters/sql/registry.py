@@ -14,6 +14,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from stevedore.adapters.sql.engine import Database, dialect_name
 from stevedore.adapters.sql.tables import (
     blobs,
+    closed_uploads,
     manifest_references,
     manifests,
     repositories,
@@ -62,6 +63,9 @@ _LINKED_BLOB = _ByRepository.of(
     .where(blobs.c.digest == sa.bindparam("digest")),
     repository_blobs.c.repository_id,
 )
+
+
+_CLOSED_UPLOAD = sa.select(closed_uploads.c.id).where(closed_uploads.c.id == sa.bindparam("id"))
 
 
 class SqlRegistryStore:
@@ -181,17 +185,20 @@ class SqlRegistryStore:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     # --- uploads -------------------------------------------------------------------------------------
-    def add_upload(self, upload: UploadSession) -> None:
+    def add_upload(self, upload: UploadSession) -> bool:
         repository_id = self._require_repository(upload.repository, upload.created_at)
-        self.session.execute(
-            sa.insert(uploads).values(
+        added = self.session.execute(
+            self._insert(uploads)
+            .values(
                 id=upload.id,
                 repository_id=repository_id,
                 account_id=upload.account_id,
                 digest_algorithm=upload.digest_algorithm,
                 created_at=upload.created_at,
             )
+            .on_conflict_do_nothing(index_elements=["id"])
         )
+        return bool(added.rowcount)  # type: ignore[attr-defined]
 
     def get_upload(self, upload_id: str) -> UploadSession | None:
         row = self.session.execute(
@@ -220,6 +227,21 @@ class SqlRegistryStore:
         returned, so its bytes are never aborted by the caller."""
         deleted = self.session.execute(sa.delete(uploads).where(uploads.c.created_at < cutoff).returning(uploads.c.id))
         return sorted(str(upload_id) for upload_id in deleted.scalars())
+
+    def close_upload(self, upload_id: str, now: datetime) -> bool:
+        inserted = self.session.execute(
+            self._insert(closed_uploads)
+            .values(id=upload_id, closed_at=now)
+            .on_conflict_do_nothing(index_elements=["id"])
+        )
+        return bool(inserted.rowcount)  # type: ignore[attr-defined]
+
+    def upload_closed(self, upload_id: str) -> bool:
+        return self.session.execute(_CLOSED_UPLOAD, {"id": upload_id}).first() is not None
+
+    def prune_closed_uploads(self, closed_before: datetime) -> int:
+        pruned = self.session.execute(sa.delete(closed_uploads).where(closed_uploads.c.closed_at < closed_before))
+        return int(pruned.rowcount)  # type: ignore[attr-defined]
 
     def count_uploads(self, account_id: int | None) -> int:
         owner = uploads.c.account_id.is_(None) if account_id is None else uploads.c.account_id == account_id

@@ -138,6 +138,16 @@ uploads = sa.Table(
     sa.Index("ix_uploads_account_id", "account_id"),
 )
 
+# Tombstones of finished and cancelled upload sessions, kept while their tickets are valid (domain/upload_tickets.py):
+# a ticket works once. No foreign key: a session closed before its first byte never had a row.
+closed_uploads = sa.Table(
+    "closed_uploads",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("closed_at", Timestamp, nullable=False),
+    sa.Index("ix_closed_uploads_closed_at", "closed_at"),
+)
+
 # A page session: a signed cookie carries a random id, the state lives here (keyed by the id's SHA-256) so every
 # process and node sees it.
 web_sessions = sa.Table(
