@@ -389,7 +389,14 @@ def _registry_service(settings: Settings, session: Session) -> RegistryService:
     from stevedore.adapters.sql.registry import SqlRegistryStore
     from stevedore.web.app import build_blob_store
 
-    return RegistryService(SqlRegistryStore(session), build_blob_store(settings), SystemClock())
+    return RegistryService(
+        SqlRegistryStore(session),
+        build_blob_store(settings),
+        SystemClock(),
+        # The app's: the sweep keeps tombstones as long as the app's tickets live.
+        max_open_uploads_per_account=settings.max_open_uploads_per_account,
+        abandoned_upload_seconds=settings.abandoned_upload_seconds,
+    )
 
 
 def _create_token_key(path: str) -> int:

@@ -464,7 +464,7 @@ def test_closing_a_session_now_and_then_prunes_expired_tombstones(store, blobs, 
     service = RegistryService(store, blobs, clock)
     old = service.start_upload(APP, ALICE)
     service.cancel_upload(APP, old, ALICE)
-    clock.advance(seconds=3601)
+    clock.advance(seconds=registry.TOMBSTONE_SLACK * 3600 + 1)  # tombstones outlive tickets, for clock skew
     young = service.start_upload(APP, ALICE)
     service.cancel_upload(APP, young, ALICE)
     expected = {session_of(young)} if pruned else {session_of(old), session_of(young)}
@@ -1179,3 +1179,42 @@ def test_referrers_of_an_unknown_subject_or_repository_are_empty(service):
     push_image(service)
     assert service.referrers(APP, Digest.of(b"nothing refers")) == []
     assert service.referrers(OTHER, Digest.of(b"nothing refers")) == []
+
+
+# --- two requests on one ticket (the reviewer's findings) ----------------------------------------------------------
+def test_a_whole_body_put_writes_its_bytes_under_an_id_of_its_own_never_the_ticket_s(store, blobs, clock):
+    """On S3 a blob stays at its upload's key: were it the ticket's session id, a second request on the same ticket
+    (a retry, a PATCH) would abort or overwrite a committed blob's object."""
+    service = RegistryService(store, blobs, clock)
+    ticket = service.start_upload(APP, ALICE)
+    started: list[str] = []
+    original = blobs.start_upload
+    blobs.start_upload = lambda upload_id, algorithm="sha256": (
+        started.append(upload_id),
+        original(upload_id, algorithm),
+    )[1]
+    data = b"the whole blob"
+    service.finish_upload(APP, ticket, ALICE, Digest.of(data), [data])
+    assert len(started) == 1 and started[0] != session_of(ticket)
+    assert session_of(ticket) in store.closed_uploads
+
+
+def test_a_first_patch_on_a_ticket_spent_since_it_was_read_is_refused_and_starts_no_bytes(store, blobs, clock):
+    service = RegistryService(store, blobs, clock)
+    ticket = service.start_upload(APP, ALICE)
+    store.close_upload(session_of(ticket), clock.now())  # another node's PUT finished it after this request's read
+    stale_read = RegistryService(
+        store, blobs, clock, lookups=InMemoryRegistryStore(), upload_tickets=service.upload_tickets
+    )
+    with pytest.raises(UploadUnknown):
+        stale_read.append_upload(APP, ticket, ALICE, [b"late bytes"])
+    assert session_of(ticket) not in blobs.uploads
+
+
+def test_a_first_patch_whose_bytes_exist_already_is_unknown_not_an_error(store, blobs, clock):
+    service = RegistryService(store, blobs, clock)
+    ticket = service.start_upload(APP, ALICE)
+    blobs.start_upload(session_of(ticket))  # left by a crash, or being written by another request
+    with pytest.raises(UploadUnknown):
+        service.append_upload(APP, ticket, ALICE, [b"bytes"])
+    assert session_of(ticket) not in store.uploads  # its row went again: the ticket is as fresh as before

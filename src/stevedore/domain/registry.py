@@ -43,6 +43,9 @@ DEFAULT_MAX_OPEN_UPLOADS_PER_ACCOUNT = 100
 DEFAULT_ABANDONED_UPLOAD_SECONDS = 3600
 # How often the end of a session also forgets the tombstones of long-expired tickets (one indexed DELETE).
 PRUNE_CLOSED_UPLOADS_CHANCE = 1 / 64
+# Tombstones are kept twice a ticket's lifetime: the ticket's time, the tombstone's and the pruning's come from the
+# clocks of different nodes.
+TOMBSTONE_SLACK = 2
 MAX_PAGE = 10_000
 
 
@@ -367,7 +370,7 @@ class RegistryService:
         swept = self.store.delete_uploads_created_before(now - timedelta(seconds=older_than_seconds))
         for upload_id in swept:  # their tickets are spent
             self.store.close_upload(upload_id, now)
-        self.store.prune_closed_uploads(now - timedelta(seconds=self.ticket_lifetime_seconds))
+        self.store.prune_closed_uploads(now - timedelta(seconds=TOMBSTONE_SLACK * self.ticket_lifetime_seconds))
         return swept
 
     def abort_upload_bytes(self, upload_ids: Iterable[str]) -> None:
@@ -419,8 +422,14 @@ class RegistryService:
             self._check_upload_limit(store, account_id)
             if not store.add_upload(UploadSession(upload.id, name, account_id, upload.digest_algorithm, now)):
                 return  # another request's first chunk opened it just now (PATCHes must come one at a time)
+            if store.upload_closed(upload.id):  # finished or cancelled since it was read: rolled back
+                raise UploadUnknown(detail={"upload": upload.id})
         try:
             self.blobs.start_upload(upload.id, upload.digest_algorithm)
+        except FileExistsError:
+            with contextlib.suppress(Exception), self.upload_sessions() as store:
+                store.delete_upload(upload.id)
+            raise UploadUnknown(f"upload {upload.id} is being written by another request") from None
         except BaseException:
             # Storage unavailable or full: the row goes again (best effort), so the ticket is as fresh as before
             # and the client's retry opens it anew; a row left behind is reclaimed like any abandoned session.
@@ -447,16 +456,16 @@ class RegistryService:
         if upload.opened:
             info = self.blobs.finish(upload.id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
         else:
-            # The whole blob is in this request (docker's small blobs): as a POST ?digest=, never a row. On a digest
-            # mismatch the ticket stays valid with nothing received, as an opened session stays as it was.
+            # The whole blob is in this request (docker's small blobs): as a POST ?digest=, never a row, and bytes
+            # under an id of their own, never the ticket's (an S3 blob stays at its upload's key: two requests on one
+            # ticket must not share one). On a digest mismatch the ticket stays valid with nothing received, as an
+            # opened session stays as it was.
+            written = str(uuid.uuid4())
+            self.blobs.start_upload(written, upload.digest_algorithm)
             try:
-                self.blobs.start_upload(upload.id, upload.digest_algorithm)
-            except FileExistsError:
-                raise UploadUnknown(f"upload {upload_id} is being written by another request") from None
-            try:
-                info = self.blobs.finish(upload.id, digest, chunks)
+                info = self.blobs.finish(written, digest, chunks)
             except BaseException:
-                self.blobs.abort(upload.id)
+                self.blobs.abort(written)
                 raise
         info = self._record_blob(name, info)
         gone = upload.opened and not self.store.delete_upload(upload.id)
@@ -470,7 +479,7 @@ class RegistryService:
         """Spend the session's ticket (its tombstone); now and then, forget tombstones of tickets long expired."""
         now = self.clock.now()
         if random.random() < PRUNE_CLOSED_UPLOADS_CHANCE:
-            self.store.prune_closed_uploads(now - timedelta(seconds=self.ticket_lifetime_seconds))
+            self.store.prune_closed_uploads(now - timedelta(seconds=TOMBSTONE_SLACK * self.ticket_lifetime_seconds))
         return self.store.close_upload(upload_id, now)
 
     def _record_blob(self, name: RepositoryName, info: BlobInfo) -> BlobInfo:
