@@ -70,8 +70,30 @@ _CLOSED_UPLOAD = sa.select(closed_uploads.c.id).where(closed_uploads.c.id == sa.
 
 class SqlRegistryStore:
     def __init__(self, session: Database) -> None:
-        self.session = session
+        self._database = session
+        self._connection: sa.Connection | None = None
+        self._transaction: object = None  # the Session's transaction `_connection` belongs to
+        # Manifest rows this transaction inserted or locked (FOR UPDATE): (repository id, digest) -> id. Tagging the
+        # manifest just pushed needs no second look-up.
+        self._held_manifests: dict[tuple[int, str], int] = {}
         self._ids: dict[str, int] = {}
+
+    @property
+    def session(self) -> sa.Connection:
+        """Where the statements run: a Session's connection in its transaction (taken at the first statement, which
+        begins it), or the look-up connection. Every statement here is Core, and Connection.execute skips the ORM
+        Session's per-statement bookkeeping, about half of a simple statement's time in Python: time a write
+        transaction would spend holding SQLite's write lock. A store kept across a Session's transactions (the
+        commands') takes the connection of each."""
+        database = self._database
+        if isinstance(database, sa.Connection):
+            return database
+        transaction = database.get_transaction()
+        if self._connection is None or transaction is None or transaction is not self._transaction:
+            self._connection = database.connection()
+            self._transaction = database.get_transaction()
+            self._held_manifests.clear()
+        return self._connection
 
     # --- helpers -------------------------------------------------------------------------------------
     def _insert(self, table: sa.Table) -> Any:
@@ -318,6 +340,7 @@ class SqlRegistryStore:
                 references += [{"manifest_id": inserted, "kind": "manifest", "digest": str(d)} for d in set(children)]
                 if references:
                     self.session.execute(sa.insert(manifest_references), references)
+                self._held_manifests[(repository_id, str(manifest.digest))] = int(inserted)
                 return
             # The same bytes were pushed before: nothing changes, but lock the row so a concurrent DELETE waits for
             # this transaction (and its tags) instead of pulling the manifest from under it. If that DELETE won,
@@ -332,10 +355,18 @@ class SqlRegistryStore:
             .where(manifests.c.repository_id == repository_id)
             .where(manifests.c.digest == str(digest))
         )
+        key = (repository_id, str(digest))
+        connection = self.session  # first: a new transaction forgets what the last one held
+        if lock and key in self._held_manifests:
+            return self._held_manifests[key]  # inserted or locked by this transaction: still there, still ours
         if lock:
             query = query.with_for_update()  # PostgreSQL; SQLite's writers are serialized already
-        found = self.session.execute(query).scalar_one_or_none()
-        return None if found is None else int(found)
+        found = connection.execute(query).scalar_one_or_none()
+        if found is None:
+            return None
+        if lock:
+            self._held_manifests[key] = int(found)
+        return int(found)
 
     def tag_manifest(
         self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime, pushed_by: str | None = None
@@ -366,6 +397,7 @@ class SqlRegistryStore:
         manifest_id = self._manifest_id(repository_id, digest, lock=True)
         if manifest_id is None:
             return False
+        self._held_manifests.pop((repository_id, str(digest)), None)
         # Explicit rather than trusting every database's ON DELETE CASCADE to be switched on.
         self.session.execute(sa.delete(tags).where(tags.c.manifest_id == manifest_id))
         self.session.execute(sa.delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id))
