@@ -243,6 +243,30 @@ def test_the_store_counts_starts_over_resets_and_forgets(components):
         assert store.read([key]) == {}
 
 
+def test_forgetting_stale_keys_never_waits_for_a_key_another_reservation_holds(components):
+    """On PostgreSQL two reservations each holding their own keys' rows and deleting the other's stale rows could
+    deadlock: a stale row another transaction holds is skipped, left for a later cleanup. SQLite's writers hold the
+    whole database, so there every stale row goes."""
+    now = datetime(2026, 3, 1, 12, tzinfo=UTC)
+    held, free = BackoffKey.address(HERE), BackoffKey.address(THERE)
+    with components.write_sessions() as session, session.begin():
+        store = SqlLoginFailureStore(session)
+        store.record_failure(held, now, forget_before=now)
+        store.record_failure(free, now, forget_before=now)
+    later = now + timedelta(days=1)
+    if components.engine.dialect.name != "postgresql":
+        with components.write_sessions() as session, session.begin():
+            SqlLoginFailureStore(session).forget(KeyKind.ADDRESS, before=later)
+            assert SqlLoginFailureStore(session).read([held, free]) == {}
+        return
+    with components.write_sessions() as holder, holder.begin():
+        SqlLoginFailureStore(holder).record_failure(held, now, forget_before=now - timedelta(hours=1))  # row locked
+        with components.write_sessions() as session, session.begin():
+            session.execute(sa.text("SET LOCAL lock_timeout = '5s'"))  # waiting would fail the test, not hang it
+            SqlLoginFailureStore(session).forget(KeyKind.ADDRESS, before=later)
+            assert set(SqlLoginFailureStore(session).read([held, free])) == {held}
+
+
 def test_concurrent_failures_from_several_connections_all_count(components):
     now = datetime.now(UTC)
     key = BackoffKey.address(HERE)

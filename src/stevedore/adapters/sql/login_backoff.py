@@ -79,7 +79,14 @@ class SqlLoginFailureStore:
         self.session.execute(sa.delete(t).where(this, t.c.failures <= 0))
 
     def forget(self, kind: KeyKind, *, before: datetime) -> None:
-        self.session.execute(sa.delete(t).where(t.c.kind == kind.value, t.c.last_failure_at < before))
+        stale = sa.and_(t.c.kind == kind.value, t.c.last_failure_at < before)
+        if dialect_name(self.session) != "postgresql":
+            self.session.execute(sa.delete(t).where(stale))  # SQLite: this transaction holds the database
+            return
+        # Other keys' rows another reservation holds (it is updating them in its own transaction) are skipped, left
+        # for a later cleanup: waiting for them while holding this reservation's own rows could deadlock the two.
+        unlocked = sa.select(t.c.kind, t.c.key).where(stale).with_for_update(skip_locked=True)
+        self.session.execute(sa.delete(t).where(sa.tuple_(t.c.kind, t.c.key).in_(unlocked)))
 
 
 def _lock_id(key: BackoffKey) -> int:
