@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import time
 from dataclasses import dataclass
 
@@ -324,3 +325,76 @@ def test_a_64_mib_monolithic_put_streams_to_the_store_and_is_hashed_right(server
         connection.close()
     status, received, length = server.client.stream_get(f"/v2/streamed/monolithic/blobs/{digest}")
     assert (status, length, "sha256:" + received) == (200, len(data), digest)
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory):
+    """A server that accepts request bodies up to 4 MiB (waitress's max_request_body_size)."""
+    base = tmp_path_factory.mktemp("streamed-small")
+    port = free_port()
+    ini = str(base / "small.ini")
+    write_ini(ini, database_url=f"sqlite:///{base}/db.sqlite", storage_dir=str(base / "blobs"), port=port)
+    with open(ini) as file:
+        text = file.read()
+    assert "max_request_body_size = 1099511627776\n" in text
+    text = text.replace("max_request_body_size = 1099511627776\n", f"max_request_body_size = {4 * MiB}\n")
+    assert "[logger_root]\nlevel = WARN\n" in text
+    text = text.replace("[logger_root]\nlevel = WARN\n", "[logger_root]\nlevel = INFO\n")  # the request log too
+    with open(ini, "w") as file:
+        file.write(text)
+    assert stevedore_cli(ini, "db", "upgrade").returncode == 0
+    created = stevedore_cli(ini, "user", "create", "streamer", "--password-stdin", stdin="streamed bodies pw\n")
+    assert created.returncode == 0, created.stderr
+    process = WaitressProcess(ini, port, str(base / "server.log"))
+    process.start()
+    try:
+        assert process.process is not None
+        host = f"127.0.0.1:{port}"
+        yield Server(
+            host,
+            process.process.pid,
+            "",
+            str(base / "blobs"),
+            Client(host, "streamer", "streamed bodies pw"),
+            str(base / "server.log"),
+        )
+    finally:
+        process.stop()
+
+
+def test_a_chunked_body_past_the_size_limit_is_413_size_invalid_and_stores_nothing(small_server):
+    """A chunked body has no Content-Length for waitress to refuse up front: the app reads it as it arrives and is
+    told once it passes the limit (BodyInterrupted.too_large)."""
+    server = small_server
+    data = os.urandom(5 * MiB)  # past the 4 MiB limit; the client then waits for the answer
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    upload = _new_upload(server, "streamed/toolarge")
+    connection = RawConnection(server.host, timeout=30)
+    try:
+        connection.sock.sendall(_head(server, "PUT", f"{upload}?digest={digest}", "Transfer-Encoding: chunked\r\n"))
+        response = None
+        try:
+            for start in range(0, len(data), MiB):
+                connection.sock.sendall(_chunked(data[start : start + MiB]))
+            response = connection.response(timeout=30)
+        except (OSError, EOFError):
+            pass  # waitress closes at once after its answer, and the client, still sending, may see a reset
+        if response is not None:
+            status, _, payload = response
+            assert status == 413 and b'"SIZE_INVALID"' in payload
+    finally:
+        connection.close()
+    status, _, _ = server.client.request("HEAD", f"/v2/streamed/toolarge/blobs/{digest}")
+    assert status == 404
+    with open(server.log) as log:
+        logged = log.read()
+    assert "unexpected error" not in logged and "Traceback" not in logged, logged[-3000:]
+    # Whatever the client saw, the app read the body until the limit and answered 413 (the request log's line).
+    assert "the request body did not arrive whole" in logged, logged[-3000:]
+    assert re.search(r"PUT /v2/streamed/toolarge/blobs/uploads/\S+ 413 ", logged), logged[-3000:]
+    small = os.urandom(MiB)  # a body under the limit still goes through
+    small_digest = "sha256:" + hashlib.sha256(small).hexdigest()
+    status, _, _ = server.client.request(
+        "PUT", f"{_new_upload(server, 'streamed/toolarge')}?digest={small_digest}", small
+    )
+    assert status == 201
