@@ -5,6 +5,7 @@ push succeeds."""
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import threading
 import time
@@ -78,8 +79,8 @@ def test_a_kill_while_the_app_writes_the_layer_leaves_the_registry_consistent(no
     layer = image.layers[0]
     digest = sha256(layer)
     upload = node.client.start_upload(NAME)
-    session = upload.split("?", 1)[0].rstrip("/").rsplit("/", 1)[1].split(".")[0]  # a ticket's session id
-    data_file = os.path.join(node.storage_dir, "uploads", session, "data")
+    # A PATCH writes under the ticket's session id; a whole-blob PUT on a fresh ticket under an id of its own.
+    uploads = os.path.join(node.storage_dir, "uploads")
     path = upload if method == "PATCH" else f"{upload}?digest={digest}"
 
     def send() -> None:
@@ -90,10 +91,13 @@ def test_a_kill_while_the_app_writes_the_layer_leaves_the_registry_consistent(no
     sender.start()
 
     def writing() -> bool:
-        try:
-            return os.path.getsize(data_file) > 0
-        except FileNotFoundError:
-            return False
+        for data_file in glob.glob(os.path.join(uploads, "*", "data")):
+            try:
+                if os.path.getsize(data_file) > 0:
+                    return True
+            except FileNotFoundError:
+                pass
+        return False
 
     assert wait_for(writing, timeout=60), "the app never started writing the layer"
     node.kill()
