@@ -7,6 +7,7 @@ import os
 import sqlite3
 import stat
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -42,13 +43,40 @@ def make_engine(url: str, **kwargs: Any) -> sa.Engine:
     if parsed.get_backend_name() == "sqlite":
         engine = _make_sqlite_engine(parsed, **kwargs)
     else:
-        kwargs.setdefault("pool_pre_ping", True)
         engine = sa.create_engine(parsed, **kwargs)
+        _ping_when_idle(engine)
     event.listen(engine, "handle_error", _disk_full_is_storage_full)
     return engine
 
 
 _POSTGRES_DISK_FULL = "53100"  # SQLSTATE disk_full
+
+# A pooled connection idle longer than this is pinged before it is handed out (see _ping_when_idle).
+PING_AFTER_IDLE_SECONDS = 5.0
+_IDLE_SINCE = "stevedore_idle_since"
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """Make sure a pooled connection still works before handing it out, as SQLAlchemy's pool_pre_ping does, but only
+    for one that sat idle in the pool longer than PING_AFTER_IDLE_SECONDS: pre_ping pinged at every checkout, a
+    round trip of its own before each request's first statement (17 % of the request threads' time under 8 pushing
+    workers on PostgreSQL). A busy pool's connections were in use a moment ago; a server restart or an idle
+    timeout shows on the long-idle ones, and a failed ping invalidates the whole pool, as pre_ping does. A connection
+    that died within the last seconds fails its statement instead, which invalidates the pool just the same."""
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info[_IDLE_SINCE] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.pop(_IDLE_SINCE, None)
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_SECONDS:
+            return  # fresh, or in use a moment ago
+        try:
+            engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:
+            raise sa.exc.InvalidatePoolError(f"a pooled connection failed its ping: {exc}") from exc
 
 
 def _disk_full_is_storage_full(context: sa.engine.ExceptionContext) -> BaseException | None:
