@@ -311,15 +311,22 @@ def _registry_service(request: Request) -> RegistryService:
         # Against S3 a stat is a billed request: HEADs and mounts are answered from the database alone.
         confirm_blob_bytes=not isinstance(components.blob_store, S3BlobStore),
         upload_tickets=components.upload_tickets,
-        upload_sessions=lambda: _upload_session_unit(components),
+        upload_sessions=lambda: _upload_session_unit(request),
     )
 
 
 @contextlib.contextmanager
-def _upload_session_unit(components: Components) -> Iterator[SqlRegistryStore]:
-    """A short write transaction of its own, committed before an upload's first bytes are written."""
-    with components.write_sessions() as session, session.begin():
+def _upload_session_unit(request: Request) -> Iterator[SqlRegistryStore]:
+    """A short write transaction of its own, committed before an upload's first bytes are written. Should the
+    request's own transaction have begun (no route does that before an upload's first bytes), its store instead: a
+    second writer would wait for the first, on SQLite for the whole database, and the first is this request's."""
+    session: Session | None = request.__dict__.get("dbsession")  # only if the request made one
+    if session is not None and session.in_transaction():
         yield SqlRegistryStore(session)
+        return
+    components: Components = request.registry.stevedore
+    with components.write_sessions() as unit, unit.begin():
+        yield SqlRegistryStore(unit)
 
 
 def _access_rules(settings: Settings) -> AccessRules:
