@@ -28,14 +28,17 @@ class Server:
     log: str
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    base = tmp_path_factory.mktemp("streamed")
+def _serving(base, edit=lambda text: text):
+    """A server on a fresh SQLite database and blob folder under `base`, its ini passed through `edit` first."""
     tmpdir = base / "tmp"
     tmpdir.mkdir()
     port = free_port()
     ini = str(base / "streamed.ini")
     write_ini(ini, database_url=f"sqlite:///{base}/db.sqlite", storage_dir=str(base / "blobs"), port=port)
+    with open(ini) as file:
+        text = edit(file.read())
+    with open(ini, "w") as file:
+        file.write(text)
     assert stevedore_cli(ini, "db", "upgrade").returncode == 0
     created = stevedore_cli(ini, "user", "create", "streamer", "--password-stdin", stdin="streamed bodies pw\n")
     assert created.returncode == 0, created.stderr
@@ -54,6 +57,11 @@ def server(tmp_path_factory):
         )
     finally:
         process.stop()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    yield from _serving(tmp_path_factory.mktemp("streamed"))
 
 
 def _stored_bytes(folder: str) -> int:
@@ -329,37 +337,15 @@ def test_a_64_mib_monolithic_put_streams_to_the_store_and_is_hashed_right(server
 
 @pytest.fixture(scope="module")
 def small_server(tmp_path_factory):
-    """A server that accepts request bodies up to 4 MiB (waitress's max_request_body_size)."""
-    base = tmp_path_factory.mktemp("streamed-small")
-    port = free_port()
-    ini = str(base / "small.ini")
-    write_ini(ini, database_url=f"sqlite:///{base}/db.sqlite", storage_dir=str(base / "blobs"), port=port)
-    with open(ini) as file:
-        text = file.read()
-    assert "max_request_body_size = 1099511627776\n" in text
-    text = text.replace("max_request_body_size = 1099511627776\n", f"max_request_body_size = {4 * MiB}\n")
-    assert "[logger_root]\nlevel = WARN\n" in text
-    text = text.replace("[logger_root]\nlevel = WARN\n", "[logger_root]\nlevel = INFO\n")  # the request log too
-    with open(ini, "w") as file:
-        file.write(text)
-    assert stevedore_cli(ini, "db", "upgrade").returncode == 0
-    created = stevedore_cli(ini, "user", "create", "streamer", "--password-stdin", stdin="streamed bodies pw\n")
-    assert created.returncode == 0, created.stderr
-    process = WaitressProcess(ini, port, str(base / "server.log"))
-    process.start()
-    try:
-        assert process.process is not None
-        host = f"127.0.0.1:{port}"
-        yield Server(
-            host,
-            process.process.pid,
-            "",
-            str(base / "blobs"),
-            Client(host, "streamer", "streamed bodies pw"),
-            str(base / "server.log"),
-        )
-    finally:
-        process.stop()
+    """A server that accepts request bodies up to 4 MiB (waitress's max_request_body_size), logging at INFO."""
+
+    def small(text: str) -> str:
+        assert "max_request_body_size = 1099511627776\n" in text
+        text = text.replace("max_request_body_size = 1099511627776\n", f"max_request_body_size = {4 * MiB}\n")
+        assert "[logger_root]\nlevel = WARN\n" in text
+        return text.replace("[logger_root]\nlevel = WARN\n", "[logger_root]\nlevel = INFO\n")  # the request log too
+
+    yield from _serving(tmp_path_factory.mktemp("streamed-small"), small)
 
 
 def test_a_chunked_body_past_the_size_limit_is_413_size_invalid_and_stores_nothing(small_server):

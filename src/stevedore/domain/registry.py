@@ -460,13 +460,7 @@ class RegistryService:
             # under an id of their own, never the ticket's (an S3 blob stays at its upload's key: two requests on one
             # ticket must not share one). On a digest mismatch the ticket stays valid with nothing received, as an
             # opened session stays as it was.
-            written = str(uuid.uuid4())
-            self.blobs.start_upload(written, upload.digest_algorithm)
-            try:
-                info = self.blobs.finish(written, digest, chunks)
-            except BaseException:
-                self.blobs.abort(written)
-                raise
+            info = self._write_whole(upload.digest_algorithm, digest, chunks)
         info = self._record_blob(name, info)
         gone = upload.opened and not self.store.delete_upload(upload.id)
         if gone or not self._close(upload.id):
@@ -510,14 +504,17 @@ class RegistryService:
     def push_blob(self, name: RepositoryName, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
         """A whole blob in one request (POST ?digest=): verified and committed, or nothing at all."""
         self.before_push(name)
+        return self._record_blob(name, self._write_whole(digest.algorithm, digest, chunks))
+
+    def _write_whole(self, algorithm: str, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
+        """A whole blob written under an upload id of its own, hashed with `algorithm`: verified, or nothing kept."""
         upload_id = str(uuid.uuid4())
-        self.blobs.start_upload(upload_id, digest.algorithm)
+        self.blobs.start_upload(upload_id, algorithm)
         try:
-            info = self.blobs.finish(upload_id, digest, chunks)
+            return self.blobs.finish(upload_id, digest, chunks)
         except BaseException:
             self.blobs.abort(upload_id)
             raise
-        return self._record_blob(name, info)
 
     def mount_blob(self, name: RepositoryName, source: RepositoryName, digest: Digest) -> BlobInfo | None:
         """Link a blob from `source` into `name` without copying bytes; None when the source lacks it."""
