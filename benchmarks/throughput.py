@@ -258,11 +258,38 @@ def proc_status(pid: int, key: str) -> int:
     raise BenchError(f"{key} not in /proc/{pid}/status")
 
 
-def proc_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the process (all its threads) so far."""
+def _stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from its fourth field (the state) on: the name before it may hold spaces."""
     with open(f"/proc/{pid}/stat") as handle:
-        fields = handle.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return handle.read().rsplit(")", 1)[1].split()
+
+
+def server_pids(pid: int) -> list[int]:
+    """The server's process and its children (a Stevedore with `workers = N` serves from N forked workers)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) != pid:
+            try:
+                if int(_stat_fields(int(entry))[1]) == pid:
+                    pids.append(int(entry))
+            except (OSError, IndexError, ValueError):  # gone meanwhile
+                continue
+    return pids
+
+
+def proc_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server so far: its process (all threads), its live children and the children it
+    has reaped."""
+    total = 0
+    for one in server_pids(pid):
+        try:
+            fields = _stat_fields(one)
+        except OSError:  # a child gone meanwhile: its time is in the parent's reaped-children fields
+            continue
+        total += int(fields[11]) + int(fields[12])
+        if one == pid:
+            total += int(fields[13]) + int(fields[14])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -287,8 +314,7 @@ class Server:
 
 
 def _state(pid: int) -> str:
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().rsplit(")", 1)[1].split()[0]
+    return _stat_fields(pid)[0]
 
 
 def start_stevedore(base: Path, fsync: bool, threads: int | None) -> Server:

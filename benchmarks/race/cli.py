@@ -58,6 +58,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", metavar="PATH", help="also write every sample and the verdicts as JSON to PATH")
     p.add_argument("--timeout", type=int, default=1800, help="abort the whole run after this many seconds (1800)")
     p.add_argument("--io-timeout", type=float, default=300, help="socket/curl timeout of every request (300 s)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="Stevedore's worker processes (`workers` in [server:main]; default 1, as development.ini)",
+    )
     p.add_argument("--workdir", help="parent folder of the servers' storage (default: the temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folders (storage, logs) at the end")
     return p
@@ -68,8 +74,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.rounds is None:
         args.rounds = 1 if args.quick else 3
-    if args.rounds < 1 or args.timeout < 1 or args.io_timeout <= 0:
-        p.error("--rounds, --timeout and --io-timeout must be positive")
+    if args.rounds < 1 or args.timeout < 1 or args.io_timeout <= 0 or args.workers < 1:
+        p.error("--rounds, --workers, --timeout and --io-timeout must be positive")
     args.sizes = QUICK if args.quick else FULL
     return args
 

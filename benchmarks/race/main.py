@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.alarm(args.timeout)
     started = time.monotonic()
     workdir = Path(tempfile.mkdtemp(prefix="stevedore-race-", dir=args.workdir))
-    fleet = Fleet(workdir)
+    fleet = Fleet(workdir, workers=args.workers)
     sizes, rounds = args.sizes, args.rounds
     sections = args.only
     data_dir = None
@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         data_dir = data_folder(needed, workdir)
         race = Race(args, fleet, data_dir, variants)
         log(
-            f"variants {','.join(variants)}; sections {','.join(sections)}; {rounds} round(s); work folder {workdir}, "
+            f"variants {','.join(variants)} (Stevedore: {args.workers} worker process(es)); "
+            f"sections {','.join(sections)}; {rounds} round(s); work folder {workdir}, "
             f"data in {data_dir}"
         )
         blobs = []

@@ -60,8 +60,9 @@ class DurablePostgres(PostgresServer):
 class Fleet:
     """Every process and folder this run started, stopped and removed in reverse order by `stop()`."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, workers: int = 1) -> None:
         self.workdir = workdir
+        self.workers = workers  # Stevedore's worker processes
         self.servers: dict[str, Server] = {}  # contestant key -> server
         self._stops: list[tuple[str, Callable[[], None]]] = []
         self._postgres: PostgresServer | None = None
@@ -129,7 +130,7 @@ class Fleet:
                 f"stevedore.s3_addressing = path\n"
                 f"stevedore.s3_redirect = {'true' if variant == 's3-redirect' else 'false'}\n"
             )
-        return _start_stevedore_with(base, database, storage, extra)
+        return _start_stevedore_with(base, database, storage, extra, self.workers)
 
     def _start_bare(self, base: Path) -> Server:
         """The bare app under Stevedore's own runner and [server:main] settings (write_ini's)."""
@@ -155,7 +156,9 @@ class Fleet:
         return Server("bare app", "127.0.0.1", port, USER, PASSWORD, process.process.pid, process.stop, log_path)
 
 
-def _start_stevedore_with(base: Path, database_url: str | None, storage_url: str | None, extra: str) -> Server:
+def _start_stevedore_with(
+    base: Path, database_url: str | None, storage_url: str | None, extra: str, workers: int = 1
+) -> Server:
     """What benchmarks.throughput.start_stevedore does (the integration fixture's ini, `db upgrade`, one user,
     waitress), with the database and the storage of the variant."""
     base.mkdir(parents=True)
@@ -169,6 +172,7 @@ def _start_stevedore_with(base: Path, database_url: str | None, storage_url: str
         storage_dir=storage_dir,
         port=port,
         extra=f"stevedore.blob_fsync = true\n{extra}",
+        server_extra=f"workers = {workers}",
     )
     text = ini.read_text()
     if database_url is not None:

@@ -59,6 +59,7 @@ from waitress.server import BaseWSGIServer
 from waitress.utilities import Error, RequestEntityTooLarge
 
 from stevedore.domain.tokens import CLOCK_SKEW_SECONDS
+from stevedore.web import workers as workers_module
 from stevedore.web.app import Components
 from stevedore.web.registry.token import MAX_FORM_BYTES
 from stevedore.web.request_log import escaped_for_log
@@ -741,10 +742,21 @@ def create_server(app: Any, **settings: Any) -> Any:
 
 
 def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
-    """The paste.server_runner entry point."""
+    """The paste.server_runner entry point. `workers = N` (default 1) serves the port from N processes
+    (web/workers.py)."""
     logging.basicConfig()
+    workers = int(settings.pop("workers", 1) or 1)
+    if workers > 1:
+        unsafe = workers_module.fork_safe()
+        if unsafe is not None:
+            log.warning("serving from one process instead of %d workers: %s", workers, unsafe)
+            workers = 1
     try:
-        server = create_server(app, **settings)
+        if workers > 1:
+            header_timeout = settings.pop("header_timeout", DEFAULT_HEADER_TIMEOUT)
+            sockets = workers_module.bind_sockets(settings)
+            settings = {**workers_module.serving_settings(settings, sockets), "header_timeout": header_timeout}
+        server = create_server(app, **settings) if workers == 1 else None
     except OSError as exc:
         log.error(
             "cannot listen on %s: %s (another server there? PORT=8080 make run picks another port)",
@@ -752,6 +764,26 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
             exc.strerror or exc,
         )
         raise SystemExit(1) from exc
-    server.print_listen("Serving on http://{}:{}")
-    server.run()
-    return 0
+    if server is not None:
+        server.print_listen("Serving on http://{}:{}")
+        server.run()
+        return 0
+    for sock in sockets:
+        print(f"Serving on {_address_of(sock)} with {workers} worker processes", flush=True)
+    components = find_components(app)
+    if components is not None:
+        components.engine.dispose()  # no connection of this process is inherited by a worker
+
+    def serve() -> None:
+        create_server(app, **settings).run()
+
+    return workers_module.Supervisor(workers, serve).run()
+
+
+def _address_of(sock: socket.socket) -> str:
+    address = sock.getsockname()
+    if sock.family == socket.AF_INET:
+        return f"http://{address[0]}:{address[1]}"
+    if sock.family == socket.AF_INET6:
+        return f"http://[{address[0]}]:{address[1]}"
+    return f"unix:{address}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import sqlite3
 import stat
@@ -94,21 +95,30 @@ def _disk_full_is_storage_full(context: sa.engine.ExceptionContext) -> BaseExcep
 
 
 _SQLITE_BUSY_SECONDS = 30
+# How often at most a writer waiting for another process's write transaction tries the gate's file lock again.
+WRITER_FILE_POLL_SECONDS = 0.002
 
 
 class _WriterGate:
-    """This process's queue for one SQLite database's write lock.
+    """This machine's queue for one SQLite database's write lock.
 
     SQLite's own wait for its lock (busy_timeout) polls: a writer that finds the database locked sleeps 1, 2, 5, 10,
     ... up to 100 ms between tries, so under concurrent pushes most of a write transaction's time was spent asleep
     after the lock had long been freed (8 workers pushing small images: 56 % of the server threads' time in BEGIN
     IMMEDIATE). Writers of one process queue here first, on a lock that wakes the next one as soon as the holder
-    commits or rolls back; SQLite's lock still decides between processes. A thread that already holds the gate (a
-    second writer opened inside its own transaction) does not queue again: it meets SQLite's lock as before."""
+    commits or rolls back. The one that has it then takes a file lock (flock) beside the database, which the
+    writers of other processes on this machine (`workers = N`, a command) take the same way: it is tried every
+    WRITER_FILE_POLL_SECONDS at most, instead of SQLite's 100 ms. SQLite's lock still decides; the gate only orders
+    the queue. A thread that already holds the gate (a second writer opened inside its own transaction) does not
+    queue again: it meets SQLite's lock as before."""
 
-    def __init__(self) -> None:
+    def __init__(self, lock_path: str | None = None) -> None:
         self._lock = threading.Lock()
         self._owner: int | None = None
+        self._lock_path = lock_path
+        self._lock_file: int | None = None  # this process's descriptor of the lock file (flock is per open file)
+        self._lock_file_pid = 0
+        self._file_locked = False
 
     def enter(self) -> bool:
         """Queue for the gate; True when this call took it (then `leave` must follow), False when the thread holds
@@ -117,11 +127,51 @@ class _WriterGate:
         if self._owner == me or not self._lock.acquire(timeout=_SQLITE_BUSY_SECONDS):
             return False
         self._owner = me
+        self._file_locked = self._lock_across_processes()
         return True
 
     def leave(self) -> None:
+        if self._file_locked and self._lock_file is not None:
+            self._file_locked = False
+            with contextlib.suppress(OSError):
+                fcntl.flock(self._lock_file, fcntl.LOCK_UN)
         self._owner = None
         self._lock.release()
+
+    def _lock_across_processes(self) -> bool:
+        """Take the file lock, waiting at most as long as SQLite would; False (go on to SQLite's lock alone) when
+        there is no lock file or it could not be had in time."""
+        descriptor = self._descriptor()
+        if descriptor is None:
+            return False
+        deadline = time.monotonic() + _SQLITE_BUSY_SECONDS
+        pause = 0.0002
+        while True:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    return False
+                time.sleep(pause)
+                pause = min(pause * 2, WRITER_FILE_POLL_SECONDS)
+            except OSError:
+                return False
+
+    def _descriptor(self) -> int | None:
+        """The lock file, opened once per process: a forked worker must not share its parent's open file, whose
+        flock they would hold together."""
+        if self._lock_path is None:
+            return None
+        if self._lock_file is not None and self._lock_file_pid == os.getpid():
+            return self._lock_file
+        try:
+            self._lock_file = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError:  # a read-only folder: SQLite's lock alone orders the processes
+            self._lock_path = None
+            return None
+        self._lock_file_pid = os.getpid()
+        return self._lock_file
 
 
 _writer_gates: dict[str, _WriterGate] = {}
@@ -133,9 +183,13 @@ def _writer_gate(database: str) -> _WriterGate | None:
     a private in-memory database."""
     if database in ("", ":memory:"):
         return None
-    key = database if database.startswith("file:") else os.path.abspath(database)
+    if database.startswith("file:"):
+        key, lock_path = database, None  # a URI: its file is SQLite's to find; processes meet at SQLite's lock
+    else:
+        key = os.path.abspath(database)
+        lock_path = f"{key}-writer.lock"
     with _writer_gates_lock:
-        return _writer_gates.setdefault(key, _WriterGate())
+        return _writer_gates.setdefault(key, _WriterGate(lock_path))
 
 
 class _GatedSqliteConnection(sqlite3.Connection):
@@ -221,7 +275,7 @@ def _private_database_file(path: str) -> None:
     # An empty file is an empty database. Already there, or not creatable (SQLite says so when it connects): fine.
     with contextlib.suppress(OSError):
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal"):
+    for name in (path, f"{path}-wal", f"{path}-shm", f"{path}-journal", f"{path}-writer.lock"):
         try:
             mode = stat.S_IMODE(os.stat(name).st_mode)
             if mode & 0o077:
