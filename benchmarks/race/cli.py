@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 VARIANTS = ("sqlite", "postgres", "s3", "s3-redirect")
@@ -61,8 +62,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--workers",
         type=int,
-        default=1,
-        help="Stevedore's worker processes (`workers` in [server:main]; default 1, as development.ini)",
+        default=len(os.sched_getaffinity(0)),
+        help="Stevedore's worker processes (`workers` in [server:main]); default: one per core, as production.ini's "
+        "`workers = auto`",
     )
     p.add_argument("--workdir", help="parent folder of the servers' storage (default: the temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the work folders (storage, logs) at the end")

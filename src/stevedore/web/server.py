@@ -742,10 +742,14 @@ def create_server(app: Any, **settings: Any) -> Any:
 
 
 def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
-    """The paste.server_runner entry point. `workers = N` (default 1) serves the port from N processes
-    (web/workers.py)."""
+    """The paste.server_runner entry point. `workers = N` (default 1; `auto`: one per core) serves the port from N
+    processes (web/workers.py)."""
     logging.basicConfig()
-    workers = int(settings.pop("workers", 1) or 1)
+    try:
+        workers = workers_module.worker_count(settings.pop("workers", 1))
+    except ValueError as exc:
+        log.error("%s", exc)
+        raise SystemExit(1) from exc
     if workers > 1:
         unsafe = workers_module.fork_safe()
         if unsafe is not None:
@@ -777,7 +781,10 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
     def serve() -> None:
         create_server(app, **settings).run()
 
-    return workers_module.Supervisor(workers, serve).run()
+    status = workers_module.Supervisor(workers, serve).run()
+    if status:
+        raise SystemExit(status)  # pserve would exit 0 whatever a runner returns
+    return 0
 
 
 def _address_of(sock: socket.socket) -> str:

@@ -42,6 +42,25 @@ STOP_TIMEOUT_SECONDS = 10.0  # after SIGTERM, workers still there are killed
 _PR_SET_PDEATHSIG = 1
 
 
+def worker_count(setting: object) -> int:
+    """The `workers` setting: a positive number, or `auto` for one per core this process may run on."""
+    text = str(setting).strip().lower() if setting is not None else ""
+    if text in ("", "auto"):
+        if not text:
+            return 1
+        try:
+            return max(1, len(os.sched_getaffinity(0)))
+        except (AttributeError, OSError):  # not on Linux
+            return max(1, os.cpu_count() or 1)
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise ValueError(f"workers = {setting!r}: a positive number of processes, or auto (one per core)")
+    return count
+
+
 def bind_sockets(settings: dict[str, Any]) -> list[socket.socket]:
     """The listening sockets waitress would open for these [server:main] settings (listen, host/port, unix_socket or
     sockets), bound and listening, to be shared by the workers."""
