@@ -28,6 +28,14 @@ def reset_peak(pid: int) -> bool:
         return False
 
 
+def _peak(pid: int) -> int:
+    """VmHWM of the process, 0 when it is gone (a worker replaced meanwhile: the server's log says why)."""
+    try:
+        return proc_status(pid, "VmHWM")
+    except OSError:
+        return 0
+
+
 def pull_and_hash(server: Server, path: str, blob: Blob, timeout: float) -> None:
     """curl to stdout, hashed here as it arrives (untimed: only the server's memory matters)."""
     command = curl_command(server, path, "-", timeout, write_out=False)
@@ -52,7 +60,7 @@ def run(race: Race, blob: Blob) -> None:
         before = {pid: proc_status(pid, "VmRSS" if exact else "VmHWM") for pid in pids}
         push_docker(client, "bench/rss", blob)
         pull_and_hash(server, f"/v2/bench/rss/blobs/{blob.digest}", blob, race.args.io_timeout)
-        growth = max(proc_status(pid, "VmHWM") - before[pid] for pid in pids) / MiB
+        growth = max(_peak(pid) - before[pid] for pid in pids) / MiB
         race.record("rss_growth", key, growth)
         if not exact:
             race.notes.append(f"{key}: VmHWM could not be reset; its growth is measured from the earlier peak")

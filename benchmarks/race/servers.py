@@ -133,11 +133,17 @@ class Fleet:
         return _start_stevedore_with(base, database, storage, extra, self.workers)
 
     def _start_bare(self, base: Path) -> Server:
-        """The bare app under Stevedore's own runner and [server:main] settings (write_ini's)."""
+        """The bare app under Stevedore's own runner and [server:main] settings (write_ini's), with as many workers."""
         base.mkdir(parents=True)
         port = free_port()
         ini = base / "bare.ini"
-        write_ini(str(ini), database_url="sqlite://", storage_dir=str(base / "unused"), port=port)
+        write_ini(
+            str(ini),
+            database_url="sqlite://",
+            storage_dir=str(base / "unused"),
+            port=port,
+            server_extra=f"workers = {self.workers}",
+        )
         text = ini.read_text()
         app_line = "use = egg:stevedore-registry\n"
         if app_line not in text:

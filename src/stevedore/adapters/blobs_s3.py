@@ -193,6 +193,14 @@ class S3BlobStore:
         self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
         self._lock = threading.Lock()
 
+    def forget_connections(self) -> None:
+        """Drop the clients' pooled HTTP connections (in a forked worker: its parent's, shared with its siblings).
+        Closing a socket a forked process inherited ends nothing for the others; the clients open new ones."""
+        for client in {id(c): c for c in (self.client, self.presign_client) if c is not None}.values():
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
+
     # --- keys (locations are relative to the prefix, so a bucket or prefix may be renamed) ----------------------
     def _key(self, relative: str) -> str:
         return self.prefix + relative

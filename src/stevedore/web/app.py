@@ -88,6 +88,15 @@ class Components:
     upload_tickets: UploadTickets
     mailer: Mailer | None = None
 
+    def forget_inherited_connections(self) -> None:
+        """In a forked worker process (web/workers.py): let go of the database and storage connections that the
+        first process opened, which its other children inherited too, without closing them under the others; new
+        ones are opened on demand."""
+        self.engine.dispose(close=False)
+        forget = getattr(self.blob_store, "forget_connections", None)  # S3: its HTTP connection pools
+        if forget is not None:
+            forget()
+
 
 def build_blob_store(settings: Settings) -> BlobStore:
     if settings.storage_url.startswith("file:"):

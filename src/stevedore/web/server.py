@@ -43,11 +43,12 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
 import types
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 import waitress
@@ -747,9 +748,10 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
     logging.basicConfig()
     try:
         workers = workers_module.worker_count(settings.pop("workers", 1))
+        settings["header_timeout"] = float(settings.get("header_timeout", DEFAULT_HEADER_TIMEOUT))
     except ValueError as exc:
-        log.error("%s", exc)
-        raise SystemExit(1) from exc
+        log.error("[server:main]: %s", exc)
+        _exit(1)
     if workers > 1:
         unsafe = workers_module.fork_safe()
         if unsafe is not None:
@@ -757,17 +759,20 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
             workers = 1
     try:
         if workers > 1:
-            header_timeout = settings.pop("header_timeout", DEFAULT_HEADER_TIMEOUT)
+            header_timeout = settings.pop("header_timeout")
             sockets = workers_module.bind_sockets(settings)
             settings = {**workers_module.serving_settings(settings, sockets), "header_timeout": header_timeout}
         server = create_server(app, **settings) if workers == 1 else None
+    except ValueError as exc:  # waitress's checks of its settings
+        log.error("[server:main]: %s", exc)
+        _exit(1)
     except OSError as exc:
         log.error(
             "cannot listen on %s: %s (another server there? PORT=8080 make run picks another port)",
             settings.get("listen", "?"),
             exc.strerror or exc,
         )
-        raise SystemExit(1) from exc
+        _exit(1)
     if server is not None:
         server.print_listen("Serving on http://{}:{}")
         server.run()
@@ -776,15 +781,26 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
         print(f"Serving on {_address_of(sock)} with {workers} worker processes", flush=True)
     components = find_components(app)
     if components is not None:
-        components.engine.dispose()  # no connection of this process is inherited by a worker
+        components.engine.dispose()  # the first process serves nothing: its connections would only be inherited
 
     def serve() -> None:
+        if components is not None:
+            components.forget_inherited_connections()
         create_server(app, **settings).run()
 
     status = workers_module.Supervisor(workers, serve).run()
     if status:
-        raise SystemExit(status)  # pserve would exit 0 whatever a runner returns
+        _exit(status)
     return 0
+
+
+def _exit(status: int) -> NoReturn:
+    """End the process with this status: pserve catches SystemExit from a runner and exits 0, so a service manager
+    (systemd's Restart=on-failure) would not see the failure."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
 
 
 def _address_of(sock: socket.socket) -> str:

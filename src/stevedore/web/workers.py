@@ -21,6 +21,7 @@ import ctypes
 import ctypes.util
 import errno
 import logging
+import math
 import os
 import signal
 import socket
@@ -46,12 +47,7 @@ def worker_count(setting: object) -> int:
     """The `workers` setting: a positive number, or `auto` for one per core this process may run on."""
     text = str(setting).strip().lower() if setting is not None else ""
     if text in ("", "auto"):
-        if not text:
-            return 1
-        try:
-            return max(1, len(os.sched_getaffinity(0)))
-        except (AttributeError, OSError):  # not on Linux
-            return max(1, os.cpu_count() or 1)
+        return usable_cpus() if text else 1
     try:
         count = int(text)
     except ValueError:
@@ -59,6 +55,38 @@ def worker_count(setting: object) -> int:
     if count < 1:
         raise ValueError(f"workers = {setting!r}: a positive number of processes, or auto (one per core)")
     return count
+
+
+def usable_cpus() -> int:
+    """The cores this process may use: those it may run on, fewer when its cgroup's CPU quota (a container's
+    `--cpus`, a Kubernetes CPU limit) allows less."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        count = os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    if quota is not None:
+        count = min(count, math.ceil(quota))
+    return max(1, count)
+
+
+def _cgroup_cpu_quota(root: str = "/sys/fs/cgroup") -> float | None:
+    """CPUs allowed by the cgroup's quota (v2's cpu.max, v1's cfs quota and period), None when unlimited or unknown.
+    Only the cgroup mounted at `root` is read, which inside a container is the container's own."""
+    try:
+        with open(f"{root}/cpu.max") as handle:
+            quota, period = handle.read().split()[:2]
+        return None if quota == "max" else int(quota) / int(period)
+    except (OSError, ValueError, ZeroDivisionError):
+        pass
+    try:
+        with open(f"{root}/cpu/cpu.cfs_quota_us") as handle:
+            quota_us = int(handle.read())
+        with open(f"{root}/cpu/cpu.cfs_period_us") as handle:
+            period_us = int(handle.read())
+        return None if quota_us <= 0 or period_us <= 0 else quota_us / period_us
+    except (OSError, ValueError):
+        return None
 
 
 def bind_sockets(settings: dict[str, Any]) -> list[socket.socket]:
@@ -123,10 +151,14 @@ class Supervisor:
         self.stopping = False
         self.quick_deaths = 0
         self.pid = os.getpid()
+        self.inherited: dict[int, Any] = {}  # the stop signals' dispositions before run(), restored in the workers
 
     # --- in the first process ---------------------------------------------------------------------------------------
     def run(self) -> int:
-        previous = {number: signal.signal(number, self._stop_signal) for number in STOP_SIGNALS}
+        self.inherited = {number: signal.getsignal(number) for number in STOP_SIGNALS}
+        for number, disposition in self.inherited.items():
+            if disposition is not signal.SIG_IGN:  # `nohup` ignores SIGHUP: so do we
+                signal.signal(number, self._stop_signal)
         status = 0
         try:
             for _ in range(self.count):
@@ -144,8 +176,8 @@ class Supervisor:
                     break
         finally:
             self._stop_workers()
-            for number, handler in previous.items():
-                signal.signal(number, handler)
+            for number, disposition in self.inherited.items():
+                signal.signal(number, disposition if disposition is not None else signal.SIG_DFL)
         return status
 
     def _replace(self, pid: int, wait_status: int, started: float) -> int:
@@ -166,6 +198,8 @@ class Supervisor:
     def _start_worker(self) -> None:
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)  # no handler of ours runs in the child
         try:
+            if self.stopping:  # a stop signal came before the block (its handler has run by now): start nothing
+                return
             pid = os.fork()
             if pid == 0:
                 self._worker()  # never returns
@@ -211,7 +245,7 @@ class Supervisor:
         code = 1
         try:
             for number in STOP_SIGNALS:
-                signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
+                signal.signal(number, _worker_disposition(number, self.inherited.get(number)))
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
             _end_with(self.pid)
             self.serve()
@@ -239,7 +273,20 @@ def _end_with(parent: int) -> None:
         raise SystemExit(0)
 
 
+def _worker_disposition(number: int, inherited: Any) -> Any:
+    """A worker's handling of a stop signal: what the first process inherited when that was to ignore it or the
+    default, else the default (SIGTERM and SIGHUP end it, SIGINT raises KeyboardInterrupt)."""
+    if inherited is signal.SIG_IGN:
+        return signal.SIG_IGN
+    return signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL
+
+
 def _describe(wait_status: int) -> str:
     if os.WIFSIGNALED(wait_status):
-        return f"was killed by {signal.Signals(os.WTERMSIG(wait_status)).name}"
+        number = os.WTERMSIG(wait_status)
+        try:
+            name = signal.Signals(number).name
+        except ValueError:  # a real-time signal
+            name = f"signal {number}"
+        return f"was killed by {name}"
     return f"exited with status {os.waitstatus_to_exitcode(wait_status)}"

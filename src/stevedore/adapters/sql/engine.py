@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import sqlite3
@@ -127,7 +128,12 @@ class _WriterGate:
         if self._owner == me or not self._lock.acquire(timeout=_SQLITE_BUSY_SECONDS):
             return False
         self._owner = me
-        self._file_locked = self._lock_across_processes()
+        try:
+            self._file_locked = self._lock_across_processes()
+        except BaseException:  # interrupted while waiting (KeyboardInterrupt in a command): leave the queue
+            self._owner = None
+            self._lock.release()
+            raise
         return True
 
     def leave(self) -> None:
@@ -167,12 +173,18 @@ class _WriterGate:
             return self._lock_file
         try:
             self._lock_file = os.open(self._lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except OSError:  # a read-only folder: SQLite's lock alone orders the processes
-            self._lock_path = None
-            return None
+        except OSError as exc:
+            if exc.errno in _LOCK_FILE_IMPOSSIBLE:  # a read-only folder: SQLite's lock alone orders the processes
+                self._lock_path = None
+            return None  # else (too many open files...) this time only
         self._lock_file_pid = os.getpid()
         return self._lock_file
 
+
+# The gate's lock file can never be made here: stop trying.
+_LOCK_FILE_IMPOSSIBLE = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOENT, errno.ENOTDIR, errno.EISDIR, errno.ELOOP}
+)
 
 _writer_gates: dict[str, _WriterGate] = {}
 _writer_gates_lock = threading.Lock()
