@@ -6,6 +6,7 @@ issues its BEGIN IMMEDIATE, whether the holder had already let go."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import multiprocessing
 import os
@@ -208,3 +209,35 @@ def test_a_lock_file_that_cannot_be_created_leaves_sqlite_alone_to_order_process
         engine.dispose()
     assert notes(path) == ["without a file lock", "and again"]
     assert os.path.isdir(lock_path) if cause == "a folder in the way" else not os.path.exists(lock_path)
+
+
+def test_a_lock_file_that_cannot_be_opened_this_time_is_tried_again(tmp_path, monkeypatch):
+    """Too many open files is not a read-only folder: that writer goes on without the file lock, the next takes it."""
+    path = str(tmp_path / "crowded.sqlite")
+    lock_path = f"{path}-writer.lock"
+    real_open = os.open
+    refusals: list[str] = []
+
+    def crowded(name, flags, *args, **kwargs):
+        if name == lock_path and not refusals:
+            refusals.append(name)
+            raise OSError(errno.EMFILE, "Too many open files", name)
+        return real_open(name, flags, *args, **kwargs)
+
+    monkeypatch.setattr(engine_module.os, "open", crowded)
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        writers = make_session_factory(writer_engine(engine))
+        gate = engine_module._writer_gate(path)
+        assert gate is not None
+        with writers() as session, session.begin():
+            session.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"))
+            assert gate._lock.locked() and not gate._file_locked
+        assert refusals == [lock_path] and gate._lock_path == lock_path
+        with writers() as session, session.begin():
+            session.execute(sa.text("INSERT INTO notes (text) VALUES ('with the file lock')"))
+            assert gate._file_locked
+    finally:
+        engine.dispose()
+    assert os.path.isfile(lock_path)
+    assert notes(path) == ["with the file lock"]

@@ -58,6 +58,27 @@ def alive(pid: int) -> bool:
     return found is not None and found[0] != "Z"
 
 
+def signal_mask(pid: int, kind: str) -> set[int]:
+    """The signals a process ignores (kind SigIgn) or catches with a handler (SigCgt), from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as handle:
+        for line in handle:
+            if line.startswith(f"{kind}:"):
+                mask = int(line.split()[1], 16)
+                return {number for number in range(1, 65) if mask & (1 << (number - 1))}
+    raise AssertionError(f"no {kind} in /proc/{pid}/status")
+
+
+@contextlib.contextmanager
+def sighup_for_children(disposition) -> Iterator[None]:
+    """What a child started meanwhile inherits for SIGHUP: ignored with SIG_IGN (as under nohup); with a handler,
+    the default (a handler does not survive exec), whatever this process had."""
+    previous = signal.signal(signal.SIGHUP, disposition)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGHUP, previous)
+
+
 def children(pid: int) -> set[int]:
     """The live processes whose parent is `pid`."""
     found = set()
@@ -192,8 +213,8 @@ def database(tmp_path_factory):
 def serve(database, tmp_path) -> Iterator[Callable[..., Node]]:
     nodes: list[Node] = []
 
-    def start(server_extra: str = "workers = 2", port: int | None = None) -> Node:
-        port = port or free_port()
+    def start(server_extra: str = "workers = 2", sighup=lambda *_: None) -> Node:
+        port = free_port()
         ini = str(tmp_path / f"node{len(nodes)}.ini")
         write_ini(
             ini,
@@ -205,7 +226,8 @@ def serve(database, tmp_path) -> Iterator[Callable[..., Node]]:
         log_path = str(tmp_path / f"node{len(nodes)}.log")
         node = Node(ini, port, log_path, WaitressProcess(ini, port, log_path))
         nodes.append(node)
-        node.server.start()
+        with sighup_for_children(sighup):
+            node.server.start()
         node.workers()
         return node
 
@@ -342,6 +364,31 @@ def test_a_stop_signal_to_the_first_process_stops_every_worker(serve, number):
     assert port_is_free(node.port)
 
 
+def test_the_first_process_catches_the_stop_signals_and_its_workers_do_not(serve):
+    node = serve()
+    workers = node.two_workers()
+    stops = {signal.SIGTERM, signal.SIGINT, signal.SIGHUP}
+    assert stops <= signal_mask(node.pid, "SigCgt")
+    for worker in workers:
+        assert not {signal.SIGTERM, signal.SIGHUP} & (signal_mask(worker, "SigIgn") | signal_mask(worker, "SigCgt"))
+        assert signal.SIGINT in signal_mask(worker, "SigCgt")  # KeyboardInterrupt, to end waitress's loop
+
+
+def test_a_sighup_ignored_when_started_stays_ignored_by_every_process(serve):
+    """As under `nohup`: closing the terminal must not stop the server."""
+    node = serve(sighup=signal.SIG_IGN)
+    workers = node.two_workers()
+    for pid in (node.pid, *workers):
+        assert signal.SIGHUP in signal_mask(pid, "SigIgn")
+    assert node.server.process is not None
+    node.server.process.send_signal(signal.SIGHUP)  # an ignored signal is dropped when sent: nothing can follow
+    assert node.answers() and node.server.process.poll() is None
+    assert node.workers() == workers
+    node.server.process.terminate()  # while SIGTERM still stops it all
+    assert node.server.process.wait(WAIT) == 0
+    poll(lambda: not any(alive(pid) for pid in workers), "every worker gone")
+
+
 def test_workers_end_by_themselves_when_the_first_process_is_killed(serve):
     node = serve()
     workers = node.two_workers()
@@ -373,6 +420,7 @@ def test_a_port_in_use_is_a_clear_error_and_starts_no_worker(database, tmp_path)
     )
     try:
         output, _ = process.communicate(timeout=60)
+        assert process.returncode == 1, output
         assert "cannot listen on 127.0.0.1:" in output and "Address already in use" in output
         assert "worker processes" not in output  # no "Serving on ... with 2 worker processes"
     finally:

@@ -213,9 +213,26 @@ def test_a_worker_that_served_a_while_forgives_earlier_quick_deaths(supervisor):
     assert len(started) == workers_module.MAX_QUICK_DEATHS + 1
 
 
+def test_a_stop_signal_while_a_replacement_waits_starts_no_worker(supervisor, monkeypatch):
+    """SIGTERM during the back-off before a replacement: the handler signals the workers there are, and the
+    replacement, which it could not signal, must not be started."""
+    sup, clock, _started = supervisor
+    forks: list[int] = []
+    monkeypatch.setattr(workers_module.os, "fork", lambda: forks.append(1) or 12345)
+    monkeypatch.setattr(sup, "_start_worker", Supervisor._start_worker.__get__(sup))  # the real one, without a fork
+    signalled: list[int] = []
+    monkeypatch.setattr(sup, "_signal_workers", signalled.append)
+    clock.sleep = lambda seconds: sup._stop_signal(signal.SIGTERM, None)  # type: ignore[method-assign]
+    monkeypatch.setattr(workers_module, "time", SimpleNamespace(monotonic=clock.monotonic, sleep=clock.sleep))
+    assert sup._replace(4242, KILLED, started=clock.now - 1) == 0
+    assert sup.stopping and signalled == [signal.SIGTERM]
+    assert forks == [] and sup.workers == {}
+
+
 def test_how_a_worker_ended_is_described():
     assert workers_module._describe(KILLED) == "was killed by SIGKILL"
     assert workers_module._describe(EXITED_3) == "exited with status 3"
+    assert workers_module._describe(signal.SIGRTMIN + 2) == f"was killed by signal {signal.SIGRTMIN + 2}"
 
 
 def test_a_supervisor_needs_a_worker():
