@@ -241,3 +241,21 @@ def test_a_lock_file_that_cannot_be_opened_this_time_is_tried_again(tmp_path, mo
         engine.dispose()
     assert os.path.isfile(lock_path)
     assert notes(path) == ["with the file lock"]
+
+
+def test_a_wait_for_the_file_lock_cut_short_leaves_the_queue(tmp_path, monkeypatch):
+    """An interrupt (KeyboardInterrupt in a command) while waiting for another process's writer must not leave this
+    process's gate taken: its next writer would wait for good."""
+    gate = engine_module._WriterGate(str(tmp_path / "db.sqlite-writer.lock"))
+
+    def interrupted() -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(gate, "_lock_across_processes", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        gate.enter()
+    monkeypatch.undo()
+    assert gate._lock.acquire(timeout=5), "the gate stayed taken after the interrupted wait"
+    gate._lock.release()
+    assert gate.enter() and gate._file_locked
+    gate.leave()

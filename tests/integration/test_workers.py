@@ -457,3 +457,38 @@ def test_workers_that_die_at_once_stop_the_supervisor_with_status_1(tmp_path):
     assert len(pids) >= workers_module.MAX_QUICK_DEATHS
     assert supervisor.workers == {}
     assert not any(alive(pid) for pid in pids)
+
+
+@pytest.mark.parametrize(
+    ("server_extra", "said"),
+    [
+        ("workers = many", "workers = 'many': a positive number"),
+        ("workers = 2\nheader_timeout = soon", "could not convert string to float: 'soon'"),
+        ("workers = 2\nbacklog = lots", "invalid literal for int()"),
+        ("header_timeout = soon", "could not convert string to float: 'soon'"),
+    ],
+)
+def test_a_bad_server_setting_is_a_clear_error_before_any_worker_starts(database, tmp_path, server_extra, said):
+    ini = str(tmp_path / "bad.ini")
+    write_ini(
+        ini,
+        database_url=f"sqlite:///{database}/db.sqlite",
+        storage_dir=str(database / "blobs"),
+        port=free_port(),
+        server_extra=server_extra,
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pyramid.scripts.pserve", ini],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output, _ = process.communicate(timeout=60)
+        assert process.returncode == 1, output
+        assert "[server:main]: " in output and said in output, output
+        assert "Serving on" not in output and "Traceback" not in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()

@@ -238,3 +238,29 @@ def test_how_a_worker_ended_is_described():
 def test_a_supervisor_needs_a_worker():
     with pytest.raises(ValueError):
         Supervisor(0, serve=lambda: None)
+
+
+@pytest.mark.parametrize(
+    ("files", "quota"),
+    [
+        ({"cpu.max": "max 100000\n"}, None),
+        ({"cpu.max": "150000 100000\n"}, 1.5),
+        ({"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+        ({"cpu/cpu.cfs_quota_us": "50000\n", "cpu/cpu.cfs_period_us": "100000\n"}, 0.5),
+        ({"cpu.max": "garbage\n"}, None),
+        ({"cpu.max": "100 0\n"}, None),
+        ({}, None),
+    ],
+)
+def test_the_cgroup_cpu_quota_is_read_from_v2_or_v1(tmp_path, files, quota):
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    assert workers_module._cgroup_cpu_quota(str(tmp_path)) == quota
+
+
+@pytest.mark.parametrize(("quota", "count"), [(None, 2), (0.5, 1), (1.5, 2), (8.0, 2)])
+def test_workers_auto_counts_no_more_cores_than_the_container_may_use(monkeypatch, quota, count):
+    monkeypatch.setattr(workers_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(workers_module, "_cgroup_cpu_quota", lambda: quota)
+    assert worker_count("auto") == count

@@ -151,3 +151,15 @@ def test_abort_removes_parts_state_and_object(nodes):
     second.abort("gone")
     assert keys(first) == []
     assert multipart_uploads(first) == []
+
+
+def test_a_forked_worker_forgets_the_pooled_connections_and_opens_new_ones(s3_store):
+    """Components.forget_inherited_connections, in a worker (web/workers.py): the pooled HTTP connections of the
+    first process are let go, and the same client then connects again."""
+    s3_store.check_available()  # HEAD of the bucket: a keep-alive connection now sits in the client's pool
+    manager = s3_store.client._endpoint.http_session._manager
+    assert len(manager.pools) == 1
+    s3_store.forget_connections()
+    assert len(manager.pools) == 0
+    s3_store.check_available()
+    assert len(manager.pools) == 1
