@@ -5,6 +5,9 @@ requires = [
     "bcrypt",
     "boto3",
     "plaster_pastedeploy",
+    # Prometheus's standard text exposition format, and its multiprocess mode: with `workers = N` the counters of
+    # every worker process are summed from files in PROMETHEUS_MULTIPROC_DIR (web/metrics.py).
+    "prometheus_client",
     "psycopg[binary]",
     # Registry tokens as standard JWTs (ES256/RS256) that other registries verify: PyJWT is the well-kept
     # implementation, with `cryptography` for the keys and the certificates we publish.
