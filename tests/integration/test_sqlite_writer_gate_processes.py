@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import traceback
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -177,6 +178,13 @@ def test_a_forked_child_opens_the_lock_file_again(database):
     assert notes(database) == ["child"]
 
 
+def writers_and_gate(engine: sa.Engine, path: str) -> tuple[Callable[[], Any], Any]:
+    """The engine's writer sessions and the process's gate for its database file."""
+    gate = engine_module._writer_gate(path)
+    assert gate is not None
+    return make_session_factory(writer_engine(engine)), gate
+
+
 @pytest.mark.parametrize("cause", ["a folder in the way", "permission denied"])
 def test_a_lock_file_that_cannot_be_created_leaves_sqlite_alone_to_order_processes(tmp_path, monkeypatch, cause):
     path = str(tmp_path / "locked-out.sqlite")
@@ -194,9 +202,7 @@ def test_a_lock_file_that_cannot_be_created_leaves_sqlite_alone_to_order_process
         monkeypatch.setattr(engine_module.os, "open", refuse)
     engine = make_engine(f"sqlite:///{path}")
     try:
-        writers = make_session_factory(writer_engine(engine))
-        gate = engine_module._writer_gate(path)
-        assert gate is not None
+        writers, gate = writers_and_gate(engine, path)
         with writers() as session, session.begin():
             session.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"))
             session.execute(sa.text("INSERT INTO notes (text) VALUES ('without a file lock')"))
@@ -227,9 +233,7 @@ def test_a_lock_file_that_cannot_be_opened_this_time_is_tried_again(tmp_path, mo
     monkeypatch.setattr(engine_module.os, "open", crowded)
     engine = make_engine(f"sqlite:///{path}")
     try:
-        writers = make_session_factory(writer_engine(engine))
-        gate = engine_module._writer_gate(path)
-        assert gate is not None
+        writers, gate = writers_and_gate(engine, path)
         with writers() as session, session.begin():
             session.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, text TEXT NOT NULL)"))
             assert gate._lock.locked() and not gate._file_locked

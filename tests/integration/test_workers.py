@@ -399,35 +399,42 @@ def test_workers_end_by_themselves_when_the_first_process_is_killed(serve):
     poll(lambda: port_is_free(node.port), "the port free again")
 
 
-def test_a_port_in_use_is_a_clear_error_and_starts_no_worker(database, tmp_path):
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    port = holder.getsockname()[1]
-    ini = str(tmp_path / "busy.ini")
+def pserve_until_it_exits(database, ini: os.PathLike[str], port: int, server_extra: str) -> tuple[int, str]:
+    """`pserve` of an ini that should not start: its exit status and output (killed after 60 s)."""
     write_ini(
-        ini,
+        str(ini),
         database_url=f"sqlite:///{database}/db.sqlite",
         storage_dir=str(database / "blobs"),
         port=port,
-        server_extra="workers = 2",
+        server_extra=server_extra,
     )
     process = subprocess.Popen(
-        [sys.executable, "-m", "pyramid.scripts.pserve", ini],
+        [sys.executable, "-m", "pyramid.scripts.pserve", str(ini)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
     )
     try:
         output, _ = process.communicate(timeout=60)
-        assert process.returncode == 1, output
-        assert "cannot listen on 127.0.0.1:" in output and "Address already in use" in output
-        assert "worker processes" not in output  # no "Serving on ... with 2 worker processes"
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+    return process.returncode, output
+
+
+def test_a_port_in_use_is_a_clear_error_and_starts_no_worker(database, tmp_path):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        status, output = pserve_until_it_exits(database, tmp_path / "busy.ini", port, "workers = 2")
+    finally:
         holder.close()
+    assert status == 1, output
+    assert "cannot listen on 127.0.0.1:" in output and "Address already in use" in output
+    assert "worker processes" not in output  # no "Serving on ... with 2 worker processes"
 
 
 @pytest.mark.parametrize("server_extra", ["workers = 1", ""])
@@ -469,26 +476,7 @@ def test_workers_that_die_at_once_stop_the_supervisor_with_status_1(tmp_path):
     ],
 )
 def test_a_bad_server_setting_is_a_clear_error_before_any_worker_starts(database, tmp_path, server_extra, said):
-    ini = str(tmp_path / "bad.ini")
-    write_ini(
-        ini,
-        database_url=f"sqlite:///{database}/db.sqlite",
-        storage_dir=str(database / "blobs"),
-        port=free_port(),
-        server_extra=server_extra,
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pyramid.scripts.pserve", ini],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    try:
-        output, _ = process.communicate(timeout=60)
-        assert process.returncode == 1, output
-        assert "[server:main]: " in output and said in output, output
-        assert "Serving on" not in output and "Traceback" not in output
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    status, output = pserve_until_it_exits(database, tmp_path / "bad.ini", free_port(), server_extra)
+    assert status == 1, output
+    assert "[server:main]: " in output and said in output, output
+    assert "Serving on" not in output and "Traceback" not in output
