@@ -258,6 +258,9 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.add_subscriber(_registry_version_header, NewResponse)
         config.add_subscriber(_page_security_headers, NewResponse)
         config.add_tween("stevedore.web.request_log.request_log_tween_factory", under=INGRESS)
+        config.add_tween(
+            "stevedore.web.metrics.metrics_tween_factory", under="stevedore.web.request_log.request_log_tween_factory"
+        )
         config.include("stevedore.web.routes")
         config.include("stevedore.web.ui.tokens")
         config.include("stevedore.web.ui.audit")

@@ -1,6 +1,8 @@
-"""Web layer: `GET /-/health` for load balancers and orchestrators — can this node reach its database and storage?
+"""Web layer: health for load balancers and orchestrators. `GET /-/healthy`: the process answers (liveness; it
+touches nothing). `GET /-/ready`: this node can reach its database and storage (readiness; 503 when one of them is
+unavailable); `/-/health` is its older name.
 
-Anonymous on purpose, and it says nothing but "ok" or "unavailable" per dependency."""
+Anonymous on purpose, never cached, and they say nothing but "ok" or "unavailable" per dependency."""
 
 from __future__ import annotations
 
@@ -17,14 +19,27 @@ from stevedore.domain.model import Digest
 log = logging.getLogger(__name__)
 
 
+def _answer(status: int, body: dict[str, str]) -> Response:
+    response = Response(status=status, content_type="application/json", charset="utf-8")
+    response.json_body = body
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@view_config(route_name="healthy", request_method=("GET", "HEAD"), permission=NO_PERMISSION_REQUIRED)
+def healthy(request: Request) -> Response:
+    return _answer(200, {"status": "ok"})
+
+
+@view_config(route_name="ready", request_method=("GET", "HEAD"), permission=NO_PERMISSION_REQUIRED)
 @view_config(route_name="health", request_method=("GET", "HEAD"), permission=NO_PERMISSION_REQUIRED)
-def health(request: Request) -> Response:
+def ready(request: Request) -> Response:
     components = request.registry.stevedore
     checks = {"database": "ok", "storage": "ok"}
     try:
         request.lookup_connection.execute(sa.text("SELECT 1"))
     except Exception:
-        log.exception("health check: the database is unavailable")
+        log.exception("readiness check: the database is unavailable")
         checks["database"] = "unavailable"
     try:
         check = getattr(components.blob_store, "check_available", None)
@@ -33,10 +48,7 @@ def health(request: Request) -> Response:
         else:
             components.blob_store.stat(Digest.of(b""))  # a read that touches the backend; absent is fine
     except Exception:
-        log.exception("health check: the blob storage is unavailable")
+        log.exception("readiness check: the blob storage is unavailable")
         checks["storage"] = "unavailable"
-    healthy = all(value == "ok" for value in checks.values())
-    response = Response(status=200 if healthy else 503, content_type="application/json", charset="utf-8")
-    response.json_body = {"status": "ok" if healthy else "unavailable", **checks}
-    response.headers["Cache-Control"] = "no-store"
-    return response
+    ready = all(value == "ok" for value in checks.values())
+    return _answer(200 if ready else 503, {"status": "ok" if ready else "unavailable", **checks})

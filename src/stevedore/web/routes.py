@@ -32,7 +32,12 @@ def includeme(config: Configurator) -> None:
     config.add_route("registry.upload_slashed", f"/v2/{NAME}/blobs/uploads/{{upload_id:.+}}")
     config.add_route("registry.unknown", "/v2/{path:(?s:.+)}")
 
+    # For load balancers and orchestrators (web/health.py): the process answers; its database and storage answer
+    # too (`/-/health` is the older name of `/-/ready`). Prometheus's scrape (web/metrics.py).
+    config.add_route("healthy", "/-/healthy")
+    config.add_route("ready", "/-/ready")
     config.add_route("health", "/-/health")
+    config.add_route("metrics", "/metrics")
     # What other registries need to verify our tokens: the public keys as a JWKS and as a PEM certificate bundle.
     config.add_route("token_keys.jwks", "/.well-known/jwks.json")
     config.add_route("token_keys.certificates", "/-/token-certificates.pem")

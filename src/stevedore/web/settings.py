@@ -26,6 +26,9 @@ ENVIRONMENT_OVERRIDES = {
 TOKEN_KEYS_VARIABLE = "STEVEDORE_TOKEN_SIGNING_KEYS"
 # The SMTP password is a secret: only ever from the environment.
 SMTP_PASSWORD_VARIABLE = "STEVEDORE_SMTP_PASSWORD"
+# The bearer secret a Prometheus scraper may send to read /metrics: a secret, so the environment wins over the ini.
+METRICS_TOKEN_VARIABLE = "STEVEDORE_METRICS_TOKEN"
+METRICS_TOKEN_MIN_LENGTH = 16
 SMTP_DEFAULT_PORTS = {"starttls": 587, "ssl": 465, "none": 25}
 
 MiB = 1024 * 1024
@@ -152,6 +155,9 @@ class Settings:
     # Page sessions end after this long without a request, and this long after the login whatever the use.
     session_idle_seconds: int = 2 * 3600
     session_max_seconds: int = 12 * 3600
+    # /metrics (web/metrics.py): anonymous when public, else an administrator or this bearer secret.
+    metrics_public: bool = False
+    metrics_token: str | None = field(default=None, repr=False)
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -226,6 +232,8 @@ class Settings:
             mail=MailSettings.from_mapping(merged, environ),
             session_idle_seconds=max(60, int(merged.get("stevedore.session_idle_seconds", 2 * 3600))),
             session_max_seconds=max(60, int(merged.get("stevedore.session_max_seconds", 12 * 3600))),
+            metrics_public=_bool(merged.get("stevedore.metrics_public", "false")),
+            metrics_token=_metrics_token(environ.get(METRICS_TOKEN_VARIABLE) or merged.get("stevedore.metrics_token")),
             raw=merged,
         )
 
@@ -275,6 +283,16 @@ class Settings:
         """The folder of a `file://` storage URL."""
         parsed = urlparse(self.storage_url)
         return os.path.abspath((parsed.netloc or "") + parsed.path)
+
+
+def _metrics_token(value: str | None) -> str | None:
+    token = (value or "").strip() or None
+    if token is not None and (len(token) < METRICS_TOKEN_MIN_LENGTH or not token.isascii() or not token.isprintable()):
+        raise SettingsError(
+            f"stevedore.metrics_token ({METRICS_TOKEN_VARIABLE}) must be at least {METRICS_TOKEN_MIN_LENGTH} printable "
+            "ASCII characters: a long random secret"
+        )
+    return token
 
 
 def _access_model(value: str | None) -> str:

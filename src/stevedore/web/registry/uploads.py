@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.view import view_config
@@ -9,6 +11,7 @@ from pyramid.view import view_config
 from stevedore.domain.access import Access, Action
 from stevedore.domain.errors import DigestInvalid, NameInvalid
 from stevedore.domain.model import BlobInfo, Digest, RepositoryName
+from stevedore.web import metrics
 from stevedore.web.errors import oci_error_response
 from stevedore.web.registry.challenge import challenge_for_scopes
 from stevedore.web.registry.http import (
@@ -110,7 +113,10 @@ def start_upload(request: Request) -> Response:
 
     digest_param = request.GET.get("digest")
     if digest_param:
-        return _created(request, name, service.push_blob(name, Digest.parse(digest_param), iter_body(request)))
+        started = time.monotonic()
+        info = service.push_blob(name, Digest.parse(digest_param), iter_body(request))
+        metrics.record_blob_upload("monolithic", time.monotonic() - started)
+        return _created(request, name, info)
 
     algorithm = request.GET.get("digest-algorithm", "sha256")
     if not Digest.is_supported_algorithm(algorithm):
@@ -148,7 +154,17 @@ def finish_upload(request: Request) -> Response:
     info = request.registry_service.finish_upload(
         name, upload_id, _account_id(request), digest, iter_body(request), start
     )
+    _record_session_upload(request, name, upload_id)
     return _created(request, name, info)
+
+
+def _record_session_upload(request: Request, name: RepositoryName, upload_id: str) -> None:
+    """The upload's duration, from its POST (the ticket's time, whole seconds) to now. Sessions of older releases
+    (plain UUIDs) carry no time and are not timed."""
+    components = request.registry.stevedore
+    ticket = components.upload_tickets.read(upload_id, name, _account_id(request))
+    if ticket is not None and ticket.signed:
+        metrics.record_blob_upload("session", (components.clock.now() - ticket.created_at).total_seconds())
 
 
 @view_config(route_name="registry.upload", request_method="DELETE", permission=Permission.PUSH)

@@ -1,0 +1,342 @@
+"""Web layer: Prometheus metrics — what the app counts (a tween for every request, the upload views, gc), and
+`GET /metrics`, which shows it in Prometheus's text exposition format through prometheus_client.
+
+Labels are route names (Pyramid's: `registry.manifest`, never the path), methods, status codes and upload kinds. No
+label holds a path, a repository name, a tag, a digest or an account, so what /metrics shows names nothing anyone
+pushed, whoever reads it; a path that matches no route is counted as `notfound`.
+
+Who may read it: anyone when `stevedore.metrics_public = true`; otherwise a scraper sending
+`Authorization: Bearer <stevedore.metrics_token>`, or an administrator (Basic with the account's password, or the
+pages' session). A personal access token is refused: its scopes are registry actions, never administration.
+
+Several worker processes (`workers = N`, web/workers.py): each would count in its own memory and /metrics would show
+whichever worker answered. So the runner (web/server.py) makes a private folder and calls `use_multiprocess_dir`
+before it forks: prometheus_client's multiprocess mode, in which every worker writes its values to memory-mapped
+files of its own there and /metrics, from any worker, sums the files of all (those of dead workers too, so counters
+never go down; the supervisor calls `forget_process` for a dead worker, which drops its live gauges). prometheus_client
+picks its value class from PROMETHEUS_MULTIPROC_DIR when it is imported, which here is long before the runner knows
+how many workers there are: `use_multiprocess_dir` sets that class itself, and the metric objects are only made in the
+process that first counts (`_metrics()`), so in a worker, after the fork. One process keeps plain in-memory values in
+a registry of its own.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from pyramid.request import Request
+from pyramid.response import Response
+from pyramid.security import NO_PERMISSION_REQUIRED
+from pyramid.view import view_config
+
+from stevedore.domain.access import may_administer
+from stevedore.web.security import parse_basic, parse_bearer, principal_for_password
+
+log = logging.getLogger(__name__)
+
+MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+NOT_FOUND_ROUTE = "notfound"  # the route label of a request that matched no route
+# Methods are labels as they are; anything else (a client may send any token) is `other`, so labels stay few.
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+REQUEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0)
+UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0)
+# How an upload was made: `monolithic` is one POST ?digest= carrying the whole blob (timed from the view's start);
+# `session` is POST, then PATCHes or not, then the closing PUT (timed from the session's ticket, in whole seconds).
+UPLOAD_KINDS = ("monolithic", "session")
+
+
+class _RequestMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.requests = Counter(
+            "stevedore_http_requests",
+            "HTTP requests answered, by route name, method and status code",
+            ("route", "method", "status"),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "stevedore_http_request_duration_seconds",
+            "Time from a request's arrival at the app until its response starts (a streamed body not included), "
+            "by route name",
+            ("route",),
+            buckets=REQUEST_BUCKETS,
+            registry=registry,
+        )
+        self.received = Counter(
+            "stevedore_http_request_body_bytes",
+            "Request body bytes read by the app, by route name",
+            ("route",),
+            registry=registry,
+        )
+        self.sent = Counter(
+            "stevedore_http_response_body_bytes",
+            "Response body bytes sent (their Content-Length, or counted as they are streamed), by route name",
+            ("route",),
+            registry=registry,
+        )
+        self.in_progress = Gauge(
+            "stevedore_http_requests_in_progress",
+            "Requests the app is handling now (in every worker process)",
+            registry=registry,
+            multiprocess_mode="livesum",
+        )
+        self.uploads = Histogram(
+            "stevedore_blob_upload_duration_seconds",
+            "Durations of finished blob uploads: `monolithic` (one POST ?digest=) or `session` (from its POST to its "
+            "closing PUT, in whole seconds)",
+            ("kind",),
+            buckets=UPLOAD_BUCKETS,
+            registry=registry,
+        )
+
+
+class _GcMetrics:
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.runs = Counter("stevedore_gc_runs", "Garbage collection runs finished", registry=registry)
+        self.objects = Counter(
+            "stevedore_gc_freed_objects", "Blobs and upload sessions removed by garbage collection", registry=registry
+        )
+        self.bytes = Counter("stevedore_gc_freed_bytes", "Bytes freed by garbage collection", registry=registry)
+
+
+class _State:
+    """This process's metrics, made on first use."""
+
+    def __init__(self, multiprocess_dir: str | None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        # One process: a registry of our own (never prometheus_client's global one, which other libraries fill).
+        # Several: none; the metrics only write their files, and /metrics reads all files.
+        self.registry = None if multiprocess_dir else CollectorRegistry(auto_describe=True)
+        self.lock = threading.Lock()
+        self.requests: _RequestMetrics | None = None
+        self.gc: _GcMetrics | None = None
+
+    def request_metrics(self) -> _RequestMetrics:
+        if self.requests is None:
+            with self.lock:
+                if self.requests is None:
+                    self.requests = _RequestMetrics(self.registry)
+        return self.requests
+
+    def gc_metrics(self) -> _GcMetrics:
+        # Only once gc has run in this process: no gc series at all before then, rather than zeros that look real.
+        if self.gc is None:
+            with self.lock:
+                if self.gc is None:
+                    self.gc = _GcMetrics(self.registry)
+        return self.gc
+
+
+_state = _State(None)
+
+
+def use_multiprocess_dir(path: str | None) -> None:
+    """Count in prometheus_client's multiprocess mode, in the folder `path` (private to this server, empty), or in
+    memory again with None. Call it before forking the processes that count: the metrics made from now on (lazily,
+    each in the process that first counts) write their values to files there."""
+    global _state
+    if path is None:
+        os.environ.pop(MULTIPROCESS_VARIABLE, None)
+        values.ValueClass = values.MutexValue
+    else:
+        # The files' folder is read from the environment by prometheus_client each time a process opens its file.
+        os.environ[MULTIPROCESS_VARIABLE] = path
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
+    _state = _State(path)
+
+
+def forget_process(pid: int) -> None:
+    """A worker process is gone (the supervisor reaped it): drop its live gauges, keep its counters."""
+    path = _state.multiprocess_dir
+    if path is not None:
+        mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+
+
+def record_gc_run(objects_freed: int, bytes_freed: int) -> None:
+    """For garbage collection: call once at the end of each run made inside the app (a periodic run in a worker), with
+    the objects (blobs, upload sessions) and bytes it freed; a dry run frees nothing and is not a run. Counted in this
+    process, like the request metrics: a `stevedore gc` command is a process of its own, which no scrape sees, and
+    says its summary on the terminal instead."""
+    if objects_freed < 0 or bytes_freed < 0:
+        raise ValueError("a gc run frees no negative amount")
+    gc = _state.gc_metrics()
+    gc.runs.inc()
+    gc.objects.inc(objects_freed)
+    gc.bytes.inc(bytes_freed)
+
+
+def record_blob_upload(kind: str, seconds: float) -> None:
+    """A blob upload finished (a blob recorded): how long it took, `kind` one of UPLOAD_KINDS."""
+    if kind not in UPLOAD_KINDS:
+        raise ValueError(f"unknown upload kind {kind!r}")
+    _state.request_metrics().uploads.labels(kind).observe(max(0.0, seconds))
+
+
+def exposition(accept: str | None = None) -> tuple[bytes, str]:
+    """Every metric of this server (of all its workers) in the format the Accept header asks for: Prometheus's text
+    format 0.0.4 by default, OpenMetrics on request. The body and its content type."""
+    encoder, content_type = choose_encoder(accept or "")
+    if _state.multiprocess_dir is not None:
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=_state.multiprocess_dir)  # type: ignore[no-untyped-call]
+    else:
+        _state.request_metrics()  # the request series exist from the first scrape on
+        assert _state.registry is not None
+        registry = _state.registry
+    return encoder(registry), content_type
+
+
+# --- counting every request -------------------------------------------------------------------------------------------
+def route_label(request: Request) -> str:
+    route = getattr(request, "matched_route", None)
+    return route.name if route is not None else NOT_FOUND_ROUTE
+
+
+def method_label(request: Request) -> str:
+    method = request.environ.get("REQUEST_METHOD", "")
+    return method if method in KNOWN_METHODS else "other"
+
+
+class _CountingInput:
+    """`wsgi.input`, counting the bytes the app reads from it."""
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+        self.count = 0
+
+    def read(self, *args: Any) -> bytes:
+        data: bytes = self._stream.read(*args)
+        self.count += len(data)
+        return data
+
+    def readline(self, *args: Any) -> bytes:
+        data: bytes = self._stream.readline(*args)
+        self.count += len(data)
+        return data
+
+    def readlines(self, *args: Any) -> list[bytes]:
+        lines: list[bytes] = self._stream.readlines(*args)
+        self.count += sum(len(line) for line in lines)
+        return lines
+
+    def __iter__(self) -> Iterator[bytes]:
+        while line := self.readline():
+            yield line
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class _CountingBody:
+    """A streamed response body of unknown length, counting its bytes as the server sends them."""
+
+    def __init__(self, body: Iterable[bytes], done: Callable[[int], None]) -> None:
+        self._body = body
+        self._done = done
+        self._count = 0
+        self._closed = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._body:
+            self._count += len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._done(self._count)
+
+
+def metrics_tween_factory(handler: Callable[[Request], Response], registry: Any) -> Callable[[Request], Response]:
+    def metrics_tween(request: Request) -> Response:
+        started = time.monotonic()
+        counting = _CountingInput(request.environ["wsgi.input"]) if "wsgi.input" in request.environ else None
+        if counting is not None:
+            request.environ["wsgi.input"] = counting
+        metrics = _state.request_metrics()
+        metrics.in_progress.inc()
+        status = "500"  # what the server answers when an exception escapes the app
+        try:
+            response = handler(request)
+            status = str(response.status_code)
+        finally:
+            metrics.in_progress.dec()
+            route = route_label(request)
+            metrics.requests.labels(route, method_label(request), status).inc()
+            metrics.duration.labels(route).observe(time.monotonic() - started)
+            if counting is not None and counting.count:
+                metrics.received.labels(route).inc(counting.count)
+        sent = metrics.sent.labels(route)
+        if request.method == "HEAD" or response.status_code in (204, 304):
+            pass
+        elif response.content_length is not None:
+            sent.inc(response.content_length)
+        else:
+            response.app_iter = _CountingBody(response.app_iter, sent.inc)
+        return response
+
+    return metrics_tween
+
+
+# --- GET /metrics -----------------------------------------------------------------------------------------------------
+def _refused(status: int, message: str) -> Response:
+    response = Response(status=status, content_type="text/plain", charset="utf-8", body=f"{message}\n".encode())
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Basic realm="Stevedore metrics", charset="UTF-8"'
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def metrics_refusal(request: Request) -> Response | None:
+    """None when the caller may read the metrics, else the 401 or 403 to answer."""
+    settings = request.registry.stevedore.settings
+    if settings.metrics_public:
+        return None
+    header = request.headers.get("Authorization", "")
+    bearer = parse_bearer(header)
+    if bearer is not None:
+        expected = settings.metrics_token
+        if expected is not None and hmac.compare_digest(bearer.encode(), expected.encode()):
+            return None
+        return _refused(401, "this is not the metrics token (stevedore.metrics_token)")
+    basic = parse_basic(header)
+    if basic is not None:
+        principal = principal_for_password(request, *basic)
+        if principal is None:
+            return _refused(401, "wrong user name or password")
+        if principal.access_token is not None:
+            return _refused(403, "a personal access token cannot read the metrics: use an administrator's password")
+        account = principal.account
+    else:
+        account = request.web_account  # an administrator signed in on the pages
+        if account is None:
+            return _refused(401, "the metrics need an administrator's credentials or the metrics token")
+    if not may_administer(account):
+        return _refused(403, "only administrators may read the metrics")
+    return None
+
+
+@view_config(route_name="metrics", request_method="GET", permission=NO_PERMISSION_REQUIRED)
+def metrics_view(request: Request) -> Response:
+    refusal = metrics_refusal(request)
+    if refusal is not None:
+        return refusal
+    body, content_type = exposition(request.headers.get("Accept"))
+    response = Response(body=body)
+    response.headers["Content-Type"] = content_type
+    response.headers["Cache-Control"] = "no-store"
+    return response
