@@ -137,6 +137,15 @@ class _State:
 
 _state = _State(None)
 
+# Whether values go to files is the runner's choice (`use_multiprocess_dir`), never the environment's: a
+# PROMETHEUS_MULTIPROC_DIR inherited from elsewhere (a stale or missing folder) would have prometheus_client write
+# every count there, and fail every request if the folder is gone. Undone here, when the app is first imported.
+if MULTIPROCESS_VARIABLE in os.environ or "prometheus_multiproc_dir" in os.environ:
+    log.warning("ignoring %s from the environment: the server makes its own folder for workers", MULTIPROCESS_VARIABLE)
+    os.environ.pop(MULTIPROCESS_VARIABLE, None)
+    os.environ.pop("prometheus_multiproc_dir", None)
+    values.ValueClass = values.MutexValue
+
 
 def use_multiprocess_dir(path: str | None) -> None:
     """Count in prometheus_client's multiprocess mode, in the folder `path` (private to this server, empty), or in

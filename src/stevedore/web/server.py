@@ -42,8 +42,10 @@ import json
 import logging
 import os
 import re
+import shutil
 import socket
 import sys
+import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -60,6 +62,7 @@ from waitress.server import BaseWSGIServer
 from waitress.utilities import Error, RequestEntityTooLarge
 
 from stevedore.domain.tokens import CLOCK_SKEW_SECONDS
+from stevedore.web import metrics
 from stevedore.web import workers as workers_module
 from stevedore.web.app import Components
 from stevedore.web.registry.token import MAX_FORM_BYTES
@@ -788,7 +791,14 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
             components.forget_inherited_connections()
         create_server(app, **settings).run()
 
-    status = workers_module.Supervisor(workers, serve).run()
+    # Each worker counts its metrics in files of its own in a private folder, which /metrics sums (web/metrics.py):
+    # set before the fork, so the metrics the workers make write there; removed when the server stops.
+    metrics_dir = tempfile.mkdtemp(prefix="stevedore-metrics-")  # 0700, under TMPDIR
+    metrics.use_multiprocess_dir(metrics_dir)
+    try:
+        status = workers_module.Supervisor(workers, serve, reaped=metrics.forget_process).run()
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
     if status:
         _exit(status)
     return 0

@@ -142,11 +142,12 @@ class Supervisor:
     """Forks `count` workers, each running `serve()` (which serves until the process ends), replaces those that die,
     and stops them all on SIGTERM, SIGINT or SIGHUP. `run()` returns the exit status of the whole."""
 
-    def __init__(self, count: int, serve: Callable[[], object]) -> None:
+    def __init__(self, count: int, serve: Callable[[], object], reaped: Callable[[int], object] | None = None) -> None:
         if count < 1:
             raise ValueError("workers must be at least 1")
         self.count = count
         self.serve = serve
+        self.reaped = reaped  # told the pid of each worker that has ended (web/metrics.py forgets its live gauges)
         self.workers: dict[int, float] = {}  # pid -> when it started
         self.stopping = False
         self.quick_deaths = 0
@@ -169,6 +170,8 @@ class Supervisor:
                 except ChildProcessError:
                     break
                 started = self.workers.pop(pid, None)
+                if started is not None:
+                    self._reaped(pid)
                 if started is None or self.stopping:
                     continue
                 status = self._replace(pid, wait_status, started)
@@ -207,6 +210,14 @@ class Supervisor:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
+    def _reaped(self, pid: int) -> None:
+        if self.reaped is None:
+            return
+        try:
+            self.reaped(pid)
+        except Exception:
+            log.exception("after worker %d ended", pid)
+
     def _stop_signal(self, number: int, frame: Any) -> None:
         if not self.stopping:
             log.info("%s: stopping %d workers", signal.Signals(number).name, len(self.workers))
@@ -230,8 +241,8 @@ class Supervisor:
                     done, _ = os.waitpid(pid, os.WNOHANG)
                 except ChildProcessError:
                     done = pid
-                if done:
-                    self.workers.pop(pid, None)
+                if done and self.workers.pop(pid, None) is not None:
+                    self._reaped(pid)
             if not self.workers:
                 break
             if time.monotonic() > deadline:

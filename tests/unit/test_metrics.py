@@ -1,0 +1,157 @@
+"""web/metrics.py without a server: gc's counters, prometheus_client's multiprocess mode switched on after its import
+(as the runner does before forking), and the supervisor telling it which worker ended."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import values
+from prometheus_client.parser import text_string_to_metric_families
+
+from stevedore.web import metrics
+from stevedore.web import workers as workers_module
+from stevedore.web.workers import Supervisor
+
+
+def sample(name: str, **labels: str) -> float:
+    text = metrics.exposition()[0].decode()
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return 0.0
+
+
+def test_a_gc_run_is_counted_with_the_objects_and_bytes_it_freed():
+    runs, objects, freed = (
+        sample("stevedore_gc_runs_total"),
+        sample("stevedore_gc_freed_objects_total"),
+        sample("stevedore_gc_freed_bytes_total"),
+    )
+    metrics.record_gc_run(3, 5_000_000)
+    metrics.record_gc_run(0, 0)
+    assert sample("stevedore_gc_runs_total") == runs + 2
+    assert sample("stevedore_gc_freed_objects_total") == objects + 3
+    assert sample("stevedore_gc_freed_bytes_total") == freed + 5_000_000
+
+
+def test_a_gc_run_frees_no_negative_amount_and_an_upload_has_a_known_kind():
+    with pytest.raises(ValueError):
+        metrics.record_gc_run(-1, 0)
+    with pytest.raises(ValueError):
+        metrics.record_blob_upload("sideways", 1.0)
+
+
+def test_an_upload_duration_lands_in_its_bucket():
+    count = sample("stevedore_blob_upload_duration_seconds_count", kind="session")
+    within_five = sample("stevedore_blob_upload_duration_seconds_bucket", kind="session", le="5.0")
+    metrics.record_blob_upload("session", 4.0)
+    assert sample("stevedore_blob_upload_duration_seconds_count", kind="session") == count + 1
+    assert sample("stevedore_blob_upload_duration_seconds_bucket", kind="session", le="5.0") == within_five + 1
+
+
+@pytest.fixture
+def multiprocess(tmp_path):
+    """Multiprocess mode in a fresh folder, switched on long after prometheus_client was imported; back after."""
+    assert values.ValueClass is values.MutexValue  # imported without PROMETHEUS_MULTIPROC_DIR
+    metrics.use_multiprocess_dir(str(tmp_path))
+    try:
+        yield tmp_path
+    finally:
+        metrics.use_multiprocess_dir(None)
+    assert values.ValueClass is values.MutexValue and metrics.MULTIPROCESS_VARIABLE not in os.environ
+
+
+def in_child(work) -> int:
+    """Run `work` in a forked process (as a worker runs), wait for it to end; its pid."""
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            work()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    return pid
+
+
+def test_forked_processes_count_into_files_that_any_of_them_sums(multiprocess):
+    first = in_child(lambda: metrics.record_gc_run(2, 100))
+    second = in_child(lambda: (metrics.record_gc_run(1, 50), metrics.record_blob_upload("monolithic", 0.3)))
+    assert {f"counter_{first}.db", f"counter_{second}.db"} <= set(os.listdir(multiprocess))
+    assert sample("stevedore_gc_runs_total") == 2  # the dead processes' counts stay: counters never go down
+    assert sample("stevedore_gc_freed_bytes_total") == 150
+    assert sample("stevedore_blob_upload_duration_seconds_count", kind="monolithic") == 1
+
+
+def test_a_dead_process_is_forgotten_in_the_live_gauges_only(multiprocess):
+    def busy() -> None:
+        metrics._state.request_metrics().in_progress.inc()  # as if it died while answering a request
+        metrics.record_gc_run(1, 10)
+
+    pid = in_child(busy)
+    assert sample("stevedore_http_requests_in_progress") == 1
+    metrics.forget_process(pid)
+    assert f"gauge_livesum_{pid}.db" not in os.listdir(multiprocess)
+    assert sample("stevedore_http_requests_in_progress") == 0
+    assert sample("stevedore_gc_runs_total") == 1
+
+
+def test_one_process_keeps_its_values_in_memory(tmp_path):
+    metrics.record_gc_run(1, 1)
+    assert metrics._state.multiprocess_dir is None and metrics._state.registry is not None
+    assert metrics.MULTIPROCESS_VARIABLE not in os.environ
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_supervisor_tells_which_worker_ended(monkeypatch):
+    clock = Clock()
+    monkeypatch.setattr(workers_module, "time", SimpleNamespace(monotonic=clock.monotonic, sleep=clock.sleep))
+    reaped: list[int] = []
+    sup = Supervisor(1, serve=lambda: None, reaped=reaped.append)
+    started: list[float] = []
+    waits = iter([(4242, signal.SIGKILL.value)])
+
+    def wait() -> tuple[int, int]:
+        try:
+            return next(waits)
+        except StopIteration:
+            raise ChildProcessError from None
+
+    def start_worker() -> None:
+        if not started:  # the first start; the replacement is not tracked, so the loop ends
+            sup.workers[4242] = clock.now - 3600
+        started.append(clock.now)
+
+    monkeypatch.setattr(sup, "_start_worker", start_worker)
+    monkeypatch.setattr(workers_module.os, "wait", wait)
+    assert sup.run() == 0
+    assert reaped == [4242] and len(started) == 2  # told once, and replaced
+
+
+def test_a_failing_reaped_callback_does_not_stop_the_supervisor(monkeypatch):
+    def fails(pid: int) -> None:
+        raise OSError("the metrics folder is gone")
+
+    sup = Supervisor(1, serve=lambda: None, reaped=fails)
+    sup.workers[4343] = time.monotonic()
+    monkeypatch.setattr(workers_module.os, "waitpid", lambda pid, flags: (pid, 0))
+    monkeypatch.setattr(sup, "_signal_workers", lambda number: None)
+    sup._stop_workers()
+    assert sup.workers == {}
