@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from stevedore.web import metrics
 from stevedore.web import workers as workers_module
+from stevedore.web.settings import Settings, SettingsError
 from stevedore.web.workers import Supervisor
 
 
@@ -107,6 +108,30 @@ def test_one_process_keeps_its_values_in_memory(tmp_path):
     metrics.record_gc_run(1, 1)
     assert metrics._state.multiprocess_dir is None and metrics._state.registry is not None
     assert metrics.MULTIPROCESS_VARIABLE not in os.environ
+
+
+def metrics_settings(ini: dict[str, str] | None = None, **environ: str) -> Settings:
+    base = {"stevedore.database_url": "sqlite://", "stevedore.storage_url": "file:///tmp/blobs", **(ini or {})}
+    return Settings.from_mapping(base, environ={"STEVEDORE_SECRET_KEY": "k" * 40, **environ})
+
+
+def test_metrics_are_closed_by_default_and_the_token_comes_from_the_ini_or_the_environment():
+    plain = metrics_settings()
+    assert plain.metrics_public is False and plain.metrics_token is None
+    assert metrics_settings({"stevedore.metrics_public": "true"}).metrics_public is True
+    from_ini = metrics_settings({"stevedore.metrics_token": "ini-token-0123456789"})
+    assert from_ini.metrics_token == "ini-token-0123456789"
+    assert "ini-token" not in repr(from_ini)  # a secret: never in a log of the settings
+    from_env = metrics_settings(
+        {"stevedore.metrics_token": "ini-token-0123456789"}, STEVEDORE_METRICS_TOKEN="env-token-0123456789"
+    )
+    assert from_env.metrics_token == "env-token-0123456789"
+
+
+@pytest.mark.parametrize("token", ["short", "a token with a \u00e9 0123456789", "tab\tin-the-token-0123456789"])
+def test_a_weak_or_unprintable_metrics_token_is_refused(token):
+    with pytest.raises(SettingsError, match="metrics_token"):
+        metrics_settings({"stevedore.metrics_token": token})
 
 
 class Clock:
