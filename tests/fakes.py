@@ -276,8 +276,11 @@ class InMemoryRegistryStore:
             self.tags[name.value] = {}
 
     # --- blobs ---------------------------------------------------------------------------------------
-    def add_blob(self, info: BlobInfo, now: datetime) -> None:
-        self.blobs.setdefault(info.digest, info)
+    def add_blob(self, info: BlobInfo, now: datetime) -> BlobInfo:
+        return self.blobs.setdefault(info.digest, info)
+
+    def hold_blob(self, digest: Digest) -> BlobInfo | None:
+        return self.blobs.get(digest)
 
     def link_blob(self, name: RepositoryName, digest: Digest, now: datetime) -> None:
         if digest not in self.blobs:

@@ -12,6 +12,7 @@ stevedore --config INI robot create NAMESPACE NAME [--scope pull|push|delete] [-
 stevedore --config INI robot disable|enable|delete NAMESPACE NAME
 stevedore --config INI audit list [--user NAME] [--namespace NS] [--action ACTION] [--limit N] [--before ID]
 stevedore --config INI fsck [--verify-digests] [--show N]
+stevedore --config INI gc [--dry-run] [--grace-period DURATION]
 stevedore --config INI storage migrate --to URL [--from URL] [--update-database]
 """
 
@@ -145,6 +146,18 @@ def _parser() -> argparse.ArgumentParser:
     fsck.add_argument("--verify-digests", action="store_true", help="re-hash every blob's bytes (slow: reads all)")
     fsck.add_argument("--show", type=int, default=10, metavar="N", help="items listed of each kind (default 10)")
 
+    gc = commands.add_parser(
+        "gc",
+        help="delete blobs no repository links and no manifest references, and abandoned upload sessions, while the "
+        "registry runs (manifests, tagged or not, are kept)",
+    )
+    gc.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    gc.add_argument(
+        "--grace-period",
+        metavar="DURATION",
+        help="keep blobs recorded less than this long ago: 30m, 24h, 7d (default: stevedore.gc_grace_period, 24h)",
+    )
+
     storage = commands.add_parser("storage", help="the blob storage").add_subparsers(dest="action", required=True)
     migrate = storage.add_parser(
         "migrate", help="copy every blob to another store (file:///path or s3://bucket/prefix), verified, resumable"
@@ -187,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token-key":
         return _create_token_key(args.file)
     try:
-        settings = Settings.from_mapping(get_appsettings(ini, "main"))
+        app_settings = get_appsettings(ini, "main")
+        settings = Settings.from_mapping(app_settings)
     except SettingsError as exc:
         return _fail(str(exc))
     except Exception as exc:  # paste.deploy's own errors: an ini without [app:main], bad syntax
@@ -225,6 +239,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _robot(settings, args)
         if args.command == "fsck":
             return _fsck(settings, args)
+        if args.command == "gc":
+            return _gc(settings, args, app_settings.get("stevedore.gc_grace_period"))
         if args.command == "storage":
             return _storage_migrate(settings, args)
     except StevedoreError as exc:
@@ -347,6 +363,20 @@ def _sweep_uploads(settings: Settings, older_than: int | None) -> int:
     aborted; on S3 also the incomplete multipart uploads no session row knows, started before the limit. Safe from
     cron on any node at any time: younger sessions are never touched, and a session a finish or cancel deleted first
     is not the sweep's to abort (see RegistryService.sweep_abandoned_uploads)."""
+    limit = settings.abandoned_upload_seconds if older_than is None else older_than
+    if older_than is None and limit <= 0:
+        print("stevedore.abandoned_upload_seconds is 0 (never reclaimed): nothing swept; give --older-than SECONDS")
+        return 0
+    swept, aborted = _sweep(settings, limit)
+    print(f"aborted {_uploads(swept)} started more than {limit} seconds ago")
+    if aborted is not None:
+        print(f"aborted {aborted} incomplete multipart upload{'s' if aborted != 1 else ''} without an upload session")
+    return 0
+
+
+def _sweep(settings: Settings, limit: int) -> tuple[int, int | None]:
+    """The sweep itself (`upload sweep`, `gc`): how many sessions were aborted, and on S3 how many orphaned
+    multipart uploads (None on the folder store)."""
     from datetime import timedelta
 
     from stevedore.adapters.blobs_s3 import S3BlobStore
@@ -355,10 +385,6 @@ def _sweep_uploads(settings: Settings, older_than: int | None) -> int:
     from stevedore.adapters.storage_inventory import abort_s3_multipart, s3_multipart_uploads
     from stevedore.domain.fsck import StorageView, orphan_multipart_uploads
 
-    limit = settings.abandoned_upload_seconds if older_than is None else older_than
-    if older_than is None and limit <= 0:
-        print("stevedore.abandoned_upload_seconds is 0 (never reclaimed): nothing swept; give --older-than SECONDS")
-        return 0
     session = make_session_factory(writer_engine(make_engine(settings.database_url)))()
     registry = _registry_service(settings, session)
     now = registry.clock.now()
@@ -366,7 +392,7 @@ def _sweep_uploads(settings: Settings, older_than: int | None) -> int:
         join_transaction(session)
         upload_ids = registry.sweep_abandoned_uploads(limit, now)
     registry.abort_upload_bytes(upload_ids)
-    print(f"aborted {_uploads(len(upload_ids))} started more than {limit} seconds ago")
+    aborted = None
     if isinstance(registry.blobs, S3BlobStore):
         # The multipart uploads are listed before the rows are read. A session's multipart upload starts after its
         # row has committed (at its first whole part), so one listed whose session is still open is among the rows
@@ -380,8 +406,96 @@ def _sweep_uploads(settings: Settings, older_than: int | None) -> int:
             known = read_upload_ids(session)
         orphans = orphan_multipart_uploads(listed, known, started_before=now - timedelta(seconds=limit))
         aborted = sum(1 for orphan in orphans if abort_s3_multipart(registry.blobs, orphan))
-        print(f"aborted {aborted} incomplete multipart upload{'s' if aborted != 1 else ''} without an upload session")
+    return len(upload_ids), aborted
+
+
+def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None) -> int:
+    """`gc`: abandoned upload sessions first (the sweep, with stevedore.abandoned_upload_seconds), then the blobs
+    nothing links or references, recorded longer ago than the grace period (domain/gc.py). Each batch is a short
+    transaction of its own; progress on stderr when it is a terminal; a summary line at the end."""
+    import time
+    from datetime import timedelta
+
+    from stevedore.adapters.clock import SystemClock
+    from stevedore.adapters.sql.audit import SqlAuditLog
+    from stevedore.adapters.sql.engine import make_engine, writer_engine
+    from stevedore.adapters.sql.gc import garbage_units
+    from stevedore.domain.audit import AuditAction, Auditor
+    from stevedore.domain.gc import DEFAULT_BATCH, BlobDeleter, GarbageCollector, GcProgress, parse_duration
+    from stevedore.web.app import build_blob_store
+
+    grace_text = args.grace_period or grace_setting or "24h"
+    grace = parse_duration(grace_text)
+    store = build_blob_store(settings)
+    if not hasattr(store, "delete_blobs"):
+        return _fail(f"the blob store of {settings.storage_url} cannot be garbage-collected")
+    deleter: BlobDeleter = store  # type: ignore[assignment]
+    # Where bytes are deleted after the commit (S3), a batch is as many keys as the store deletes at once.
+    batch = DEFAULT_BATCH if deleter.deletes_in_place else DEFAULT_BATCH * getattr(store, "delete_threads", 1)
+    engine = make_engine(settings.database_url)
+    reads, writes = garbage_units(engine)
+
+    tty = sys.stderr.isatty()
+    last_drawn = [0.0]
+
+    def progress(totals: GcProgress) -> None:
+        if not tty or time.monotonic() - last_drawn[0] < 0.2:
+            return
+        last_drawn[0] = time.monotonic()
+        verb = "would delete" if args.dry_run else "deleted"
+        sys.stderr.write(
+            f"\r{verb} {totals.collected} blobs ({_size(totals.bytes_freed)}) of {totals.scanned} candidates, "
+            f"{totals.per_minute:,.0f} objects/min, {totals.seconds:.0f} s "
+        )
+        sys.stderr.flush()
+
+    limit = settings.abandoned_upload_seconds
+    try:
+        uploads_line = "abandoned uploads: none, stevedore.abandoned_upload_seconds is 0"
+        swept = 0
+        if limit > 0 and args.dry_run:
+            with reads() as garbage:
+                count = garbage.count_uploads_created_before(SystemClock().now() - timedelta(seconds=limit))
+            uploads_line = f"would abort {_uploads(count)} started more than {limit} seconds ago"
+        elif limit > 0:
+            swept, multipart = _sweep(settings, limit)
+            uploads_line = f"aborted {_uploads(swept)} started more than {limit} seconds ago"
+            if multipart:
+                uploads_line += f" and {multipart} orphaned multipart upload{'s' if multipart != 1 else ''}"
+        collector = GarbageCollector(reads, writes, deleter, SystemClock(), batch=batch)
+        result = collector.collect(grace, dry_run=args.dry_run, progress=progress)
+        if tty and result.collected:
+            sys.stderr.write("\n")
+        if not args.dry_run and (result.collected or swept):
+            detail = f"{result.objects} blobs, {result.bytes_freed} bytes; {uploads_line}"
+            with Session(writer_engine(engine)) as session, session.begin():
+                Auditor(SqlAuditLog(session), SystemClock()).record(
+                    AuditAction.GARBAGE_COLLECTED, detail=f"{detail} (command line, grace period {grace_text})"
+                )
+    finally:
+        engine.dispose()
+    print(uploads_line)
+    verb = "would delete" if args.dry_run else "deleted"
+    print(
+        f"{verb} {result.objects} unreferenced blob{'s' if result.objects != 1 else ''} recorded more than "
+        f"{grace_text} ago: {_size(result.bytes_freed)} ({result.bytes_freed} bytes) in {result.seconds:.1f} s, "
+        f"{result.per_minute:,.0f} objects/min" + ("; nothing was changed" if args.dry_run else "")
+    )
+    if result.failed:
+        print(
+            f"{len(result.failed)} blobs' bytes could not be deleted (their rows are gone): stevedore fsck lists "
+            "them as unreferenced objects",
+            file=sys.stderr,
+        )
+        return 1
     return 0
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
 
 
 def _registry_service(settings: Settings, session: Session) -> RegistryService:

@@ -62,7 +62,8 @@ import logging
 import threading
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -91,6 +92,8 @@ READ_CHUNK_SIZE = MiB
 MAX_CACHED_HASHES = 1024
 DEFAULT_PRESIGN_SECONDS = 300
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's limit for a presigned URL
+DELETE_BATCH = 1000  # S3's most keys in one DeleteObjects request
+DEFAULT_DELETE_THREADS = 8
 _MISSING = {"NoSuchKey", "404", "NotFound"}
 
 
@@ -177,6 +180,7 @@ class S3BlobStore:
         part_size: int = DEFAULT_PART_SIZE,
         presign_client: Any | None = None,
         presign_seconds: int = DEFAULT_PRESIGN_SECONDS,
+        delete_threads: int = DEFAULT_DELETE_THREADS,
     ) -> None:
         """`presign_client`: a client configured for the endpoint clients reach (it may be `client` itself), whose
         presigned URLs pulls are redirected to; None: pulls stream through the app."""
@@ -190,6 +194,7 @@ class S3BlobStore:
         self.bucket = bucket
         self.prefix = prefix.strip("/") + "/" if prefix.strip("/") else ""
         self.part_size = part_size
+        self.delete_threads = max(1, delete_threads)  # DeleteObjects requests at once (garbage collection)
         self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -297,6 +302,39 @@ class S3BlobStore:
         relative = location or self._digest_location(digest)
         with _storage_errors("a delete"):
             self.client.delete_object(Bucket=self.bucket, Key=self._key(relative))  # idempotent in S3
+
+    # Every upload completes at a key of its own (`objects/<upload id>`) and nothing writes at a digest's key any
+    # more: a collected blob's object can go after its row's transaction has committed (domain/gc.py).
+    deletes_in_place = False
+
+    def delete_blobs(self, blobs: Sequence[BlobInfo]) -> list[BlobInfo]:
+        """Delete the blobs' objects (garbage collection) with DeleteObjects, DELETE_BATCH keys a request and
+        `delete_threads` requests at once; the blobs whose objects could not be deleted (a key S3 reported an error
+        for, or every key of a request that failed). A missing key counts as deleted, as S3 says."""
+        by_key = {self._key(blob.location or self._digest_location(blob.digest)): blob for blob in blobs}
+        keys = list(by_key)
+        chunks = [keys[start : start + DELETE_BATCH] for start in range(0, len(keys), DELETE_BATCH)]
+        if not chunks:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.delete_threads, len(chunks))) as pool:
+            failed_keys = [key for failed in pool.map(self._delete_objects, chunks) for key in failed]
+        return [by_key[key] for key in failed_keys]
+
+    def _delete_objects(self, keys: list[str]) -> list[str]:
+        """One DeleteObjects request (Quiet: only errors are listed); the keys not deleted."""
+        try:
+            with _storage_errors("a batch delete"):
+                answer = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": key} for key in keys], "Quiet": True}
+                )
+        except (StorageUnavailable, ClientError) as exc:
+            log.warning("deleting %d objects failed: %s", len(keys), type(exc).__name__)
+            return keys
+        errors = answer.get("Errors") or []
+        for error in errors[:5]:
+            log.warning("deleting %s: %s", error.get("Key"), error.get("Code"))
+        sent = set(keys)
+        return [str(error["Key"]) for error in errors if error.get("Key") in sent]
 
     # --- upload state -------------------------------------------------------------------------------------------
     def _load(self, upload_id: str) -> _State:

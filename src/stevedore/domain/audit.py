@@ -55,6 +55,7 @@ class AuditAction(StrEnum):
     LOGIN_THROTTLED = "login_throttled"
     ROBOT_DISABLED = "robot_disabled"
     ROBOT_ENABLED = "robot_enabled"
+    GARBAGE_COLLECTED = "garbage_collected"
 
     @classmethod
     def parse(cls, text: str) -> AuditAction:

@@ -89,8 +89,14 @@ class RegistryStore(Protocol):
 
     def ensure_repository(self, name: RepositoryName, now: datetime) -> None: ...
 
-    def add_blob(self, info: BlobInfo, now: datetime) -> None:
-        """Record that the blob store holds these bytes. Idempotent."""
+    def add_blob(self, info: BlobInfo, now: datetime) -> BlobInfo:
+        """Record that the blob store holds these bytes; the blob as recorded (the first location recorded stays).
+        Idempotent. The row is held against garbage collection until the transaction ends (domain/gc.py)."""
+        ...
+
+    def hold_blob(self, digest: Digest) -> BlobInfo | None:
+        """The recorded blob, held against garbage collection until the transaction ends; None when it has no row
+        (any more: a collector that deleted it is waited for)."""
         ...
 
     def link_blob(self, name: RepositoryName, digest: Digest, now: datetime) -> None:
@@ -99,7 +105,10 @@ class RegistryStore(Protocol):
 
     def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None: ...
 
-    def linked_blob_sizes(self, name: RepositoryName, digests: Iterable[Digest]) -> dict[Digest, int]: ...
+    def linked_blob_sizes(self, name: RepositoryName, digests: Iterable[Digest]) -> dict[Digest, int]:
+        """The sizes of those of `digests` linked into `name`, held against garbage collection until the
+        transaction ends (a manifest that references them is about to be stored)."""
+        ...
 
     def unlink_blob(self, name: RepositoryName, digest: Digest) -> bool: ...
 
@@ -479,15 +488,21 @@ class RegistryService:
     def _record_blob(self, name: RepositoryName, info: BlobInfo) -> BlobInfo:
         """Record a verified blob and link it into `name`; the blob as recorded. When the digest was recorded
         before at another location (a re-push to a store that chose a new place), the first stays and the new
-        copy is deleted at once: nothing points at it, so nothing is orphaned."""
+        copy is deleted at once: nothing points at it, so nothing is orphaned.
+
+        Where the store derives the place from the digest, garbage collection may have unlinked that file, which
+        this push's bytes were renamed to or found at, just before the row was held (domain/gc.py): the bytes are
+        checked once the row is, and a push that lost them is refused with nothing recorded, to be pushed again."""
         now = self.clock.now()
-        self.store.add_blob(info, now)
+        recorded = self.store.add_blob(info, now)
+        if recorded.location is None and self.confirm_blob_bytes and self.blobs.stat(info.digest) is None:
+            raise UploadUnknown(
+                f"blob {info.digest} was garbage-collected while this upload finished: push it again",
+                detail={"digest": str(info.digest)},
+            )
         self.store.link_blob(name, info.digest, now)
-        if info.location is None:
-            return info
-        recorded = self.store.linked_blob(name, info.digest)
-        if recorded is None or recorded.location == info.location:
-            return info
+        if info.location is None or recorded.location == info.location:
+            return recorded
         with contextlib.suppress(StorageUnavailable):  # else an unreferenced object, for `stevedore fsck` to find
             self.blobs.delete(info.digest, info.location)
         return recorded
@@ -518,12 +533,14 @@ class RegistryService:
 
     def mount_blob(self, name: RepositoryName, source: RepositoryName, digest: Digest) -> BlobInfo | None:
         """Link a blob from `source` into `name` without copying bytes; None when the source lacks it."""
-        linked = self.store.linked_blob(source, digest)
-        if linked is None or not self._bytes_present(linked):
+        if self.store.linked_blob(source, digest) is None:
+            return None
+        held = self.store.hold_blob(digest)  # against garbage collection: a link from `source` may go meanwhile
+        if held is None or not self._bytes_present(held):
             return None
         self.before_push(name)
         self.store.link_blob(name, digest, self.clock.now())
-        return linked
+        return held
 
     def mount_blob_from_any(
         self, name: RepositoryName, digest: Digest, may_pull: Callable[[RepositoryName], bool]

@@ -149,11 +149,30 @@ class SqlRegistryStore:
         return repository_id
 
     # --- blobs ---------------------------------------------------------------------------------------
-    def add_blob(self, info: BlobInfo, now: datetime) -> None:
-        # The first location recorded stays (a re-push at another location is deleted by the domain).
-        self._insert_ignore(
-            blobs, ["digest"], digest=str(info.digest), size=info.size, created_at=now, storage_key=info.location
-        )
+    def add_blob(self, info: BlobInfo, now: datetime) -> BlobInfo:
+        # The first location recorded stays (a re-push at another location is deleted by the domain). A new row is
+        # ours until commit; an existing one is held (FOR KEY SHARE) so that garbage collection skips it, and if a
+        # collector deleted it meanwhile (the lock waited for it), a new row goes in.
+        for _attempt in range(3):
+            inserted = self.session.execute(
+                self._insert(blobs)
+                .values(digest=str(info.digest), size=info.size, created_at=now, storage_key=info.location)
+                .on_conflict_do_nothing(index_elements=["digest"])
+                .returning(blobs.c.digest)
+            ).first()
+            if inserted is not None:
+                return info
+            held = self.hold_blob(info.digest)
+            if held is not None:
+                return held
+        raise RuntimeError(f"blob {info.digest} kept vanishing while being recorded")
+
+    def hold_blob(self, digest: Digest) -> BlobInfo | None:
+        query = sa.select(blobs.c.size, blobs.c.storage_key).where(blobs.c.digest == str(digest))
+        if dialect_name(self.session) == "postgresql":  # SQLite's writers hold the one write lock already
+            query = query.with_for_update(read=True, key_share=True)
+        row = self.session.execute(query).first()
+        return None if row is None else BlobInfo(digest, int(row.size), row.storage_key)
 
     def link_blob(self, name: RepositoryName, digest: Digest, now: datetime) -> None:
         repository_id = self._require_repository(name, now)
@@ -176,13 +195,19 @@ class SqlRegistryStore:
             return {}
         found: dict[Digest, int] = {}
         keys = list(wanted)
+        # Held against garbage collection (PostgreSQL: FOR KEY SHARE of the blob rows) until the manifest that
+        # references them is stored: a link deleted meanwhile must not let a collector take them.
+        hold = dialect_name(self.session) == "postgresql"
         for start in range(0, len(keys), _BATCH):
-            rows = self.session.execute(
+            query = (
                 sa.select(blobs.c.digest, blobs.c.size)
                 .join(repository_blobs, repository_blobs.c.digest == blobs.c.digest)
                 .where(repository_blobs.c.repository_id == repository_id)
                 .where(blobs.c.digest.in_(keys[start : start + _BATCH]))
             )
+            if hold:
+                query = query.with_for_update(read=True, key_share=True, of=blobs)
+            rows = self.session.execute(query)
             found.update({wanted[row.digest]: int(row.size) for row in rows})
         return found
 
