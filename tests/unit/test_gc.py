@@ -1,0 +1,226 @@
+"""The garbage collector's decisions (domain/gc.py) over in-memory fakes: what goes, what stays, what a dry run
+changes (nothing), and when the bytes go relative to the rows' commit."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from stevedore.domain.errors import InvalidInput, UploadUnknown
+from stevedore.domain.gc import GarbageCollector, GcProgress, parse_duration
+from stevedore.domain.model import BlobInfo, Digest, RepositoryName
+from stevedore.domain.registry import RegistryService
+from tests.fakes import InMemoryBlobStore, InMemoryRegistryStore
+
+NOW = datetime(2026, 12, 1, tzinfo=UTC)
+
+
+class FixedClock:
+    def now(self) -> datetime:
+        return NOW
+
+
+class InMemoryGarbageStore:
+    """Blob rows with their creation time, links and manifest references; a log of commits."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.rows: dict[str, tuple[BlobInfo, datetime]] = {}
+        self.linked: set[str] = set()
+        self.referenced: set[str] = set()
+        self.log = log
+
+    def add(self, data: bytes, age: timedelta, location: str | None = None) -> BlobInfo:
+        info = BlobInfo(Digest.of(data), len(data), location)
+        self.rows[str(info.digest)] = (info, NOW - age)
+        return info
+
+    def _unreferenced(self, digest: str, created_before: datetime) -> bool:
+        _, created = self.rows[digest]
+        return created < created_before and digest not in self.linked and digest not in self.referenced
+
+    def unreferenced_blobs(self, created_before: datetime, after: str | None, limit: int) -> list[BlobInfo]:
+        found = sorted(d for d in self.rows if (after is None or d > after) and self._unreferenced(d, created_before))
+        return [self.rows[d][0] for d in found[:limit]]
+
+    def delete_unreferenced(self, digests: Sequence[str], created_before: datetime) -> list[BlobInfo]:
+        gone = [self.rows.pop(d)[0] for d in digests if d in self.rows and self._unreferenced(d, created_before)]
+        self.log.append(f"delete rows {len(gone)}")
+        return gone
+
+
+class InMemoryDeleter:
+    def __init__(self, log: list[str], in_place: bool, failing: set[str] | None = None) -> None:
+        self.deletes_in_place = in_place
+        self.log = log
+        self.deleted: list[BlobInfo] = []
+        self.failing = failing or set()
+
+    def delete_blobs(self, blobs: Sequence[BlobInfo]) -> list[BlobInfo]:
+        self.log.append(f"delete bytes {len(blobs)}")
+        failed = [blob for blob in blobs if str(blob.digest) in self.failing]
+        self.deleted += [blob for blob in blobs if blob not in failed]
+        return failed
+
+
+def collector(in_place: bool = True, batch: int = 1000, failing: set[str] | None = None):
+    log: list[str] = []
+    store = InMemoryGarbageStore(log)
+    deleter = InMemoryDeleter(log, in_place, failing)
+
+    @contextlib.contextmanager
+    def reads() -> Iterator[InMemoryGarbageStore]:
+        yield store
+
+    @contextlib.contextmanager
+    def writes() -> Iterator[InMemoryGarbageStore]:
+        yield store
+        log.append("commit")
+
+    return GarbageCollector(reads, writes, deleter, FixedClock(), batch=batch), store, deleter, log
+
+
+def test_only_unreferenced_blobs_older_than_the_grace_period_go():
+    gc, store, deleter, _ = collector()
+    old = store.add(b"old garbage", timedelta(days=2))
+    young = store.add(b"young garbage", timedelta(hours=1))
+    linked = store.add(b"linked", timedelta(days=9))
+    referenced = store.add(b"referenced by a manifest", timedelta(days=9))
+    store.linked.add(str(linked.digest))
+    store.referenced.add(str(referenced.digest))
+
+    result = gc.collect(timedelta(hours=24))
+
+    assert result.collected == [old]
+    assert result.bytes_freed == old.size
+    assert deleter.deleted == [old]
+    assert set(store.rows) == {str(young.digest), str(linked.digest), str(referenced.digest)}
+
+
+def test_a_dry_run_counts_and_changes_nothing():
+    gc, store, deleter, log = collector()
+    garbage = [store.add(f"garbage {i}".encode(), timedelta(days=2)) for i in range(3)]
+    result = gc.collect(timedelta(0), dry_run=True)
+    assert result.dry_run
+    assert sorted(result.collected, key=lambda b: str(b.digest)) == sorted(garbage, key=lambda b: str(b.digest))
+    assert result.bytes_freed == sum(blob.size for blob in garbage)
+    assert len(store.rows) == 3
+    assert deleter.deleted == []
+    assert log == []
+
+
+def test_in_place_bytes_go_before_the_rows_commit_and_keyed_ones_after():
+    gc, store, _, log = collector(in_place=True)
+    store.add(b"garbage", timedelta(days=2))
+    gc.collect(timedelta(0))
+    assert log == ["delete rows 1", "delete bytes 1", "commit"]
+
+    gc, store, _, log = collector(in_place=False)
+    store.add(b"garbage", timedelta(days=2), location="objects/an-upload")
+    gc.collect(timedelta(0))
+    assert log == ["delete rows 1", "commit", "delete bytes 1"]
+
+
+def test_a_blob_claimed_between_the_read_and_the_delete_stays():
+    gc, store, deleter, _ = collector(batch=10)
+    claimed = store.add(b"about to be re-pushed", timedelta(days=2))
+    original = store.delete_unreferenced
+
+    def claim_first(digests: Sequence[str], created_before: datetime) -> list[BlobInfo]:
+        store.linked.add(str(claimed.digest))  # a finish or a mount took the row first
+        return original(digests, created_before)
+
+    store.delete_unreferenced = claim_first  # type: ignore[method-assign]
+    result = gc.collect(timedelta(0))
+    assert result.collected == []
+    assert deleter.deleted == []
+    assert str(claimed.digest) in store.rows
+
+
+def test_batches_page_through_every_candidate_and_report_progress():
+    gc, store, deleter, _ = collector(batch=2)
+    for i in range(5):
+        store.add(f"garbage {i}".encode(), timedelta(days=2))
+    seen: list[tuple[int, int]] = []
+
+    def progress(totals: GcProgress) -> None:
+        seen.append((totals.scanned, totals.collected))
+
+    result = gc.collect(timedelta(0), progress=progress)
+    assert result.objects == 5
+    assert len(deleter.deleted) == 5
+    assert store.rows == {}
+    assert seen == [(2, 2), (4, 4), (5, 5)]
+
+
+def test_bytes_that_could_not_be_deleted_are_reported_not_counted():
+    gc, store, _, _ = collector(failing=set())
+    stuck = store.add(b"stuck", timedelta(days=2))
+    freed = store.add(b"freed", timedelta(days=2))
+    gc.deleter.failing = {str(stuck.digest)}  # type: ignore[attr-defined]
+    result = gc.collect(timedelta(0))
+    assert result.collected == [freed]
+    assert result.failed == [stuck]
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("0", 0), ("90", 90), ("90s", 90), ("30m", 1800), ("24h", 86400), ("7d", 604800), ("2w", 1209600)],
+)
+def test_durations(text, seconds):
+    assert parse_duration(text) == timedelta(seconds=seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "-1h", "1y", "1.5h", "h"])
+def test_bad_durations_are_refused(text):
+    with pytest.raises(InvalidInput):
+        parse_duration(text)
+
+
+def test_a_negative_grace_period_is_refused():
+    gc, store, _, _ = collector()
+    store.add(b"garbage", timedelta(days=2))
+    with pytest.raises(InvalidInput):
+        gc.collect(timedelta(seconds=-1))
+    assert len(store.rows) == 1
+
+
+# --- the claims' side (RegistryService): a push that lost its bytes to the collector records nothing ----------------
+class CollectedWhileClaiming(InMemoryRegistryStore):
+    """A store whose row is taken just after the collector unlinked the digest's file (in place)."""
+
+    def __init__(self, blobs: InMemoryBlobStore) -> None:
+        super().__init__()
+        self.blob_store = blobs
+
+    def add_blob(self, info: BlobInfo, now: datetime) -> BlobInfo:
+        self.blob_store.blobs.pop(info.digest, None)
+        return super().add_blob(info, now)
+
+    def hold_blob(self, digest: Digest) -> BlobInfo | None:
+        self.blob_store.blobs.pop(digest, None)
+        return super().hold_blob(digest)
+
+
+def test_a_push_whose_bytes_were_collected_meanwhile_is_refused_and_records_nothing():
+    blobs = InMemoryBlobStore()
+    store = CollectedWhileClaiming(blobs)
+    service = RegistryService(store, blobs, FixedClock())
+    data = b"a layer pushed again"
+    with pytest.raises(UploadUnknown, match="garbage-collected"):
+        service.push_blob(RepositoryName("alice/app"), Digest.of(data), [data])
+    assert store.linked_blob(RepositoryName("alice/app"), Digest.of(data)) is None
+
+
+def test_a_mount_of_a_blob_whose_bytes_were_collected_meanwhile_links_nothing():
+    blobs = InMemoryBlobStore()
+    data = b"a layer to mount"
+    plain = InMemoryRegistryStore()
+    RegistryService(plain, blobs, FixedClock()).push_blob(RepositoryName("alice/app"), Digest.of(data), [data])
+    store = CollectedWhileClaiming(blobs)
+    store.__dict__.update({k: v for k, v in plain.__dict__.items()})
+    service = RegistryService(store, blobs, FixedClock())
+    assert service.mount_blob(RepositoryName("bob/app"), RepositoryName("alice/app"), Digest.of(data)) is None
+    assert store.linked_blob(RepositoryName("bob/app"), Digest.of(data)) is None
