@@ -180,3 +180,35 @@ def test_a_failing_reaped_callback_does_not_stop_the_supervisor(monkeypatch):
     monkeypatch.setattr(sup, "_signal_workers", lambda number: None)
     sup._stop_workers()
     assert sup.workers == {}
+
+
+class _Answer:
+    def __init__(self, status: int) -> None:
+        self.status_code = status
+        self.content_length = 2
+        self.app_iter = (b"ok",)
+
+
+def _request(method: str = "GET") -> SimpleNamespace:
+    return SimpleNamespace(environ={"REQUEST_METHOD": method}, method=method, matched_route=SimpleNamespace(name="r"))
+
+
+def test_the_tweens_cached_children_count_each_route_method_and_status_apart():
+    answers = iter([_Answer(200), _Answer(404), _Answer(200)])
+    tween = metrics.metrics_tween_factory(lambda request: next(answers), None)
+    before = {s: sample("stevedore_http_requests_total", route="r", method="GET", status=s) for s in ("200", "404")}
+    for _ in range(3):
+        tween(_request())
+    assert sample("stevedore_http_requests_total", route="r", method="GET", status="200") == before["200"] + 2
+    assert sample("stevedore_http_requests_total", route="r", method="GET", status="404") == before["404"] + 1
+    assert sample("stevedore_http_response_body_bytes_total", route="r") >= 6
+
+
+def test_children_cached_before_a_fork_are_not_the_workers(multiprocess):
+    tween = metrics.metrics_tween_factory(lambda request: _Answer(200), None)
+    tween(_request())  # the parent counts first: its metrics and their cached children, in memory of its own
+    parents = metrics._state.request_metrics()
+    pid = in_child(lambda: tween(_request()))
+    assert f"counter_{pid}.db" in os.listdir(multiprocess)  # the child wrote its own file
+    assert sample("stevedore_http_requests_total", route="r", method="GET", status="200") == 2
+    assert metrics._state.request_metrics() is parents
