@@ -1,5 +1,6 @@
-"""web/metrics.py without a server: gc's counters, prometheus_client's multiprocess mode switched on after its import
-(as the runner does before forking), and the supervisor telling it which worker ended."""
+"""web/metrics.py without a server: the upload histogram, the tween's cached children, prometheus_client's
+multiprocess mode switched on after its import (as the runner does before forking), and the supervisor telling it
+which worker ended."""
 
 from __future__ import annotations
 
@@ -27,22 +28,7 @@ def sample(name: str, **labels: str) -> float:
     return 0.0
 
 
-def test_a_gc_run_is_counted_with_the_objects_and_bytes_it_freed():
-    runs, objects, freed = (
-        sample("stevedore_gc_runs_total"),
-        sample("stevedore_gc_freed_objects_total"),
-        sample("stevedore_gc_freed_bytes_total"),
-    )
-    metrics.record_gc_run(3, 5_000_000)
-    metrics.record_gc_run(0, 0)
-    assert sample("stevedore_gc_runs_total") == runs + 2
-    assert sample("stevedore_gc_freed_objects_total") == objects + 3
-    assert sample("stevedore_gc_freed_bytes_total") == freed + 5_000_000
-
-
-def test_a_gc_run_frees_no_negative_amount_and_an_upload_has_a_known_kind():
-    with pytest.raises(ValueError):
-        metrics.record_gc_run(-1, 0)
+def test_an_upload_has_a_known_kind():
     with pytest.raises(ValueError):
         metrics.record_blob_upload("sideways", 1.0)
 
@@ -83,29 +69,32 @@ def in_child(work) -> int:
 
 
 def test_forked_processes_count_into_files_that_any_of_them_sums(multiprocess):
-    first = in_child(lambda: metrics.record_gc_run(2, 100))
-    second = in_child(lambda: (metrics.record_gc_run(1, 50), metrics.record_blob_upload("monolithic", 0.3)))
-    assert {f"counter_{first}.db", f"counter_{second}.db"} <= set(os.listdir(multiprocess))
-    assert sample("stevedore_gc_runs_total") == 2  # the dead processes' counts stay: counters never go down
-    assert sample("stevedore_gc_freed_bytes_total") == 150
+    first = in_child(lambda: metrics.record_blob_upload("session", 2.0))
+    second = in_child(
+        lambda: (metrics.record_blob_upload("session", 1.0), metrics.record_blob_upload("monolithic", 0.3))
+    )
+    assert {f"histogram_{first}.db", f"histogram_{second}.db"} <= set(os.listdir(multiprocess))
+    # the dead processes' counts stay: counters never go down
+    assert sample("stevedore_blob_upload_duration_seconds_count", kind="session") == 2
+    assert sample("stevedore_blob_upload_duration_seconds_sum", kind="session") == 3.0
     assert sample("stevedore_blob_upload_duration_seconds_count", kind="monolithic") == 1
 
 
 def test_a_dead_process_is_forgotten_in_the_live_gauges_only(multiprocess):
     def busy() -> None:
         metrics._state.request_metrics().in_progress.inc()  # as if it died while answering a request
-        metrics.record_gc_run(1, 10)
+        metrics.record_blob_upload("session", 1.0)
 
     pid = in_child(busy)
     assert sample("stevedore_http_requests_in_progress") == 1
     metrics.forget_process(pid)
     assert f"gauge_livesum_{pid}.db" not in os.listdir(multiprocess)
     assert sample("stevedore_http_requests_in_progress") == 0
-    assert sample("stevedore_gc_runs_total") == 1
+    assert sample("stevedore_blob_upload_duration_seconds_count", kind="session") == 1
 
 
 def test_one_process_keeps_its_values_in_memory(tmp_path):
-    metrics.record_gc_run(1, 1)
+    metrics.record_blob_upload("session", 1.0)
     assert metrics._state.multiprocess_dir is None and metrics._state.registry is not None
     assert metrics.MULTIPROCESS_VARIABLE not in os.environ
 

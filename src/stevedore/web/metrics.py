@@ -1,4 +1,4 @@
-"""Web layer: Prometheus metrics — what the app counts (a tween for every request, the upload views, gc), and
+"""Web layer: Prometheus metrics — what the app counts (a tween for every request, the upload views), and
 `GET /metrics`, which shows it in Prometheus's text exposition format through prometheus_client.
 
 Labels are route names (Pyramid's: `registry.manifest`, never the path), methods, status codes and upload kinds. No
@@ -121,15 +121,6 @@ class _Children(NamedTuple):
     sent: Counter
 
 
-class _GcMetrics:
-    def __init__(self, registry: CollectorRegistry | None) -> None:
-        self.runs = Counter("stevedore_gc_runs", "Garbage collection runs finished", registry=registry)
-        self.objects = Counter(
-            "stevedore_gc_freed_objects", "Blobs and upload sessions removed by garbage collection", registry=registry
-        )
-        self.bytes = Counter("stevedore_gc_freed_bytes", "Bytes freed by garbage collection", registry=registry)
-
-
 class _State:
     """This process's metrics, made on first use."""
 
@@ -140,7 +131,6 @@ class _State:
         self.registry = None if multiprocess_dir else CollectorRegistry(auto_describe=True)
         self.lock = threading.Lock()
         self.requests: _RequestMetrics | None = None
-        self.gc: _GcMetrics | None = None
 
     def request_metrics(self) -> _RequestMetrics:
         if self.requests is None:
@@ -148,14 +138,6 @@ class _State:
                 if self.requests is None:
                     self.requests = _RequestMetrics(self.registry)
         return self.requests
-
-    def gc_metrics(self) -> _GcMetrics:
-        # Only once gc has run in this process: no gc series at all before then, rather than zeros that look real.
-        if self.gc is None:
-            with self.lock:
-                if self.gc is None:
-                    self.gc = _GcMetrics(self.registry)
-        return self.gc
 
 
 _state = _State(None)
@@ -190,19 +172,6 @@ def forget_process(pid: int) -> None:
     path = _state.multiprocess_dir
     if path is not None:
         mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-
-
-def record_gc_run(objects_freed: int, bytes_freed: int) -> None:
-    """For garbage collection: call once at the end of each run made inside the app (a periodic run in a worker), with
-    the objects (blobs, upload sessions) and bytes it freed; a dry run frees nothing and is not a run. Counted in this
-    process, like the request metrics: a `stevedore gc` command is a process of its own, which no scrape sees, and
-    says its summary on the terminal instead."""
-    if objects_freed < 0 or bytes_freed < 0:
-        raise ValueError("a gc run frees no negative amount")
-    gc = _state.gc_metrics()
-    gc.runs.inc()
-    gc.objects.inc(objects_freed)
-    gc.bytes.inc(bytes_freed)
 
 
 def record_blob_upload(kind: str, seconds: float) -> None:
