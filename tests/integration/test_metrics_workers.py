@@ -1,8 +1,8 @@
 """/metrics with `workers = 2`, through a real `pserve` of a real ini: requests served by each worker (told apart from
 the kernel's view of who holds the connection, as tests/integration/test_workers.py does) are summed in /metrics,
 whichever worker answers the scrape; a dead worker's counts stay and its live gauges go; the private folder of the
-workers' metric files is made under TMPDIR (0700) and removed when the server stops. One process keeps no such
-folder."""
+workers' metric files is made under TMPDIR (0700) and removed when the server stops, or by the next server if it was
+killed. One process keeps no such folder."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ def serve(database, tmp_path) -> Iterator[Callable[[str], tuple[Node, str]]]:
             server_extra=server_extra,
         )
         tmpdir = tmp_path / f"tmp{len(nodes)}"
-        tmpdir.mkdir()
+        tmpdir.mkdir(exist_ok=True)  # a test may have put something there first
         log_path = str(tmp_path / f"node{len(nodes)}.log")
         node = Node(ini, port, log_path, WaitressProcess(ini, port, log_path, env={"TMPDIR": str(tmpdir)}))
         nodes.append(node)
@@ -145,6 +145,26 @@ def test_one_process_counts_in_memory_and_makes_no_folder(serve):
     connection.close()
     assert status == 200 and healthy_count(text) == 4
     assert not [name for name in os.listdir(tmpdir) if name.startswith("stevedore-metrics-")]
+
+
+def test_the_folders_of_killed_servers_are_removed_at_start_and_no_live_ones(serve, tmp_path):
+    tmpdir = tmp_path / "tmp0"  # the TMPDIR of the first node
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)  # a server that is gone, as a SIGKILLed supervisor is
+    stale = tmpdir / f"stevedore-metrics-{pid}-abcd1234"
+    stale.mkdir(parents=True)
+    (stale / "counter_1.db").write_bytes(b"\0" * 64)
+    live = tmpdir / f"stevedore-metrics-{os.getpid()}-efgh5678"  # this test's process: alive
+    live.mkdir()
+    node, _ = serve("workers = 2")
+    assert not stale.exists()
+    assert live.is_dir()
+    (made,) = [name for name in os.listdir(tmpdir) if name.startswith("stevedore-metrics-") and name != live.name]
+    assert os.path.isdir(tmpdir / made)
+    assert node.server.process is not None
+    assert made.startswith(f"stevedore-metrics-{node.server.process.pid}-")  # named after the supervisor
 
 
 def test_a_folder_named_in_the_environment_is_ignored(serve, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
 from types import SimpleNamespace
 
@@ -201,3 +202,51 @@ def test_children_cached_before_a_fork_are_not_the_workers(multiprocess):
     assert f"counter_{pid}.db" in os.listdir(multiprocess)  # the child wrote its own file
     assert sample("stevedore_http_requests_total", route="r", method="GET", status="200") == 2
     assert metrics._state.request_metrics() is parents
+
+
+def dead_pid() -> int:
+    return in_child(lambda: None)  # reaped: no process has this pid (until it is reused)
+
+
+def test_stale_metrics_folders_of_dead_servers_are_removed_and_no_live_ones(tmp_path):
+    gone = tmp_path / f"stevedore-metrics-{dead_pid()}-abc"
+    (gone / "sub").mkdir(parents=True)
+    (gone / "counter_1.db").write_bytes(b"x")
+    live = tmp_path / f"stevedore-metrics-{os.getppid()}-def"  # a live process (the one that ran pytest)
+    live.mkdir()
+    mine = tmp_path / f"stevedore-metrics-{os.getpid()}-ghi"
+    mine.mkdir()
+    old_style = tmp_path / "stevedore-metrics-abc12345"  # names no pid: who made it cannot be told
+    old_style.mkdir()
+    not_a_folder = tmp_path / f"stevedore-metrics-{dead_pid()}-file"
+    not_a_folder.write_text("x")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    link = tmp_path / f"stevedore-metrics-{dead_pid()}-link"
+    link.symlink_to(elsewhere)
+    other = tmp_path / f"other-{dead_pid()}-abc"
+    other.mkdir()
+
+    assert metrics.remove_stale_multiprocess_dirs(str(tmp_path)) == [str(gone)]
+    assert not gone.exists()
+    assert live.is_dir() and mine.is_dir() and old_style.is_dir() and not_a_folder.is_file() and other.is_dir()
+    assert link.is_symlink() and elsewhere.is_dir()
+
+
+def test_another_users_folder_is_kept(tmp_path, monkeypatch):
+    gone = tmp_path / f"stevedore-metrics-{dead_pid()}-abc"
+    gone.mkdir()
+    monkeypatch.setattr(metrics.os, "getuid", lambda: os.stat(gone).st_uid + 1)
+    assert metrics.remove_stale_multiprocess_dirs(str(tmp_path)) == []
+    assert gone.is_dir()
+
+
+def test_a_new_folder_names_its_process_and_clears_the_dead_ones(tmp_path, monkeypatch):
+    monkeypatch.setattr(metrics.tempfile, "tempdir", str(tmp_path))
+    gone = tmp_path / f"stevedore-metrics-{dead_pid()}-abc"
+    gone.mkdir()
+    made = metrics.make_multiprocess_dir()
+    assert os.path.dirname(made) == str(tmp_path)
+    assert os.path.basename(made).startswith(f"stevedore-metrics-{os.getpid()}-")
+    assert stat.S_IMODE(os.stat(made).st_mode) == 0o700
+    assert not gone.exists()

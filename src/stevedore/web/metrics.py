@@ -10,14 +10,15 @@ Who may read it: anyone when `stevedore.metrics_public = true`; otherwise a scra
 pages' session). A personal access token is refused: its scopes are registry actions, never administration.
 
 Several worker processes (`workers = N`, web/workers.py): each would count in its own memory and /metrics would show
-whichever worker answered. So the runner (web/server.py) makes a private folder and calls `use_multiprocess_dir`
-before it forks: prometheus_client's multiprocess mode, in which every worker writes its values to memory-mapped
-files of its own there and /metrics, from any worker, sums the files of all (those of dead workers too, so counters
-never go down; the supervisor calls `forget_process` for a dead worker, which drops its live gauges). prometheus_client
-picks its value class from PROMETHEUS_MULTIPROC_DIR when it is imported, which here is long before the runner knows
-how many workers there are: `use_multiprocess_dir` sets that class itself, and the metric objects are only made in the
-process that first counts (`_metrics()`), so in a worker, after the fork. One process keeps plain in-memory values in
-a registry of its own.
+whichever worker answered. So the runner (web/server.py) makes a private folder (`make_multiprocess_dir`, which also
+removes those that earlier servers, killed, could not) and calls `use_multiprocess_dir` before it forks:
+prometheus_client's multiprocess mode, in which every worker writes its values to memory-mapped files of its own there
+and /metrics, from any worker, sums the files of all (those of dead workers too, so counters never go down; the
+supervisor calls `forget_process` for a dead worker, which drops its live gauges). prometheus_client picks its value
+class from PROMETHEUS_MULTIPROC_DIR when it is imported, which here is long before the runner knows how many workers
+there are: `use_multiprocess_dir` sets that class itself, and the metric objects are only made in the process that first
+counts (`_metrics()`), so in a worker, after the fork. One process keeps plain in-memory values in a registry of its
+own.
 """
 
 from __future__ import annotations
@@ -25,6 +26,9 @@ from __future__ import annotations
 import hmac
 import logging
 import os
+import shutil
+import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -44,6 +48,7 @@ from stevedore.web.security import parse_basic, parse_bearer, principal_for_pass
 log = logging.getLogger(__name__)
 
 MULTIPROCESS_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
+MULTIPROCESS_DIR_PREFIX = "stevedore-metrics-"  # then the pid of the server that made it
 NOT_FOUND_ROUTE = "notfound"  # the route label of a request that matched no route
 # Methods are labels as they are; anything else (a client may send any token) is `other`, so labels stay few.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -165,6 +170,56 @@ def use_multiprocess_dir(path: str | None) -> None:
         os.environ[MULTIPROCESS_VARIABLE] = path
         values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
     _state = _State(path)
+
+
+def make_multiprocess_dir() -> str:
+    """A new private folder (0700) under TMPDIR for the workers' metric files, named after this process
+    (`stevedore-metrics-<pid>-<random>`), after removing those that earlier servers left there when they could not
+    remove them themselves (a SIGKILLed supervisor)."""
+    parent = tempfile.gettempdir()
+    remove_stale_multiprocess_dirs(parent)
+    return tempfile.mkdtemp(prefix=f"{MULTIPROCESS_DIR_PREFIX}{os.getpid()}-", dir=parent)
+
+
+def remove_stale_multiprocess_dirs(parent: str) -> list[str]:
+    """Remove the folders `stevedore-metrics-<pid>-*` in `parent` that are this user's own (never a link) and whose
+    creating process is gone; the paths removed. A folder whose process lives (or that names no pid, or whose pid is
+    another user's process) is kept: a pid reused since is only a folder kept longer, never a live one removed."""
+    removed: list[str] = []
+    try:
+        names = os.listdir(parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not name.startswith(MULTIPROCESS_DIR_PREFIX):
+            continue
+        pid_text, dash, _ = name[len(MULTIPROCESS_DIR_PREFIX) :].partition("-")
+        if not dash or not pid_text.isdigit() or not pid_text.isascii():
+            continue
+        pid = int(pid_text)
+        path = os.path.join(parent, name)
+        try:
+            info = os.lstat(path)
+        except OSError:
+            continue
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or _process_lives(pid):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        log.info("removed %s, the metrics folder of a server that is gone (pid %d)", path, pid)
+        removed.append(path)
+    return removed
+
+
+def _process_lives(pid: int) -> bool:
+    if pid <= 0 or pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it lives, as another user's process
+        return True
+    return True
 
 
 def forget_process(pid: int) -> None:

@@ -45,7 +45,6 @@ import re
 import shutil
 import socket
 import sys
-import tempfile
 import time
 import types
 from collections.abc import Callable
@@ -792,8 +791,9 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
         create_server(app, **settings).run()
 
     # Each worker counts its metrics in files of its own in a private folder, which /metrics sums (web/metrics.py):
-    # set before the fork, so the metrics the workers make write there; removed when the server stops.
-    metrics_dir = tempfile.mkdtemp(prefix="stevedore-metrics-")  # 0700, under TMPDIR
+    # set before the fork, so the metrics the workers make write there; removed when the server stops (and, if it is
+    # killed first, by the next server to start with the same TMPDIR).
+    metrics_dir = metrics.make_multiprocess_dir()  # 0700, under TMPDIR
     metrics.use_multiprocess_dir(metrics_dir)
     try:
         status = workers_module.Supervisor(workers, serve, reaped=metrics.forget_process).run()
