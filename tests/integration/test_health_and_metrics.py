@@ -7,9 +7,11 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+import sqlalchemy as sa
 import webtest
 from prometheus_client.parser import text_string_to_metric_families
 
+from stevedore.adapters.sql.tables_audit import audit_events
 from stevedore.web.app import make_app
 from tests.integration.protocol.helpers import basic, bearer, digest, push_blob, push_image
 from tests.integration.test_access_tokens import make_token
@@ -104,9 +106,12 @@ def test_openmetrics_is_answered_when_asked_for(testapp, people):
     assert response.text.endswith("# EOF\n")
 
 
-def test_a_member_a_wrong_password_and_an_admins_access_token_are_refused(components, testapp, people):
+def test_a_member_a_wrong_password_and_an_admins_access_token_are_refused(components, testapp, people, db):
     assert "administrators" in testapp.get("/metrics", headers=basic(*MEMBER), status=403).text
     testapp.get("/metrics", headers=basic(ADMIN[0], "not the password"), status=401)
+    db.rollback()
+    failed = db.execute(sa.select(audit_events.c.detail).where(audit_events.c.action == "login_failed")).scalars()
+    assert list(failed) == ["metrics"]  # audited as a refusal on /metrics, not on the registry
     _, secret = make_token(components, ADMIN[0], scope="delete")
     assert "access token" in testapp.get("/metrics", headers=basic(ADMIN[0], secret), status=403).text
     testapp.get("/metrics", headers=bearer(METRICS_TOKEN), status=401)  # no metrics token is set

@@ -226,16 +226,19 @@ def _could_be_username(text: str) -> bool:
 
 
 def record_failed_login(request: Request, username: str) -> None:
-    """An audit event for refused registry credentials (on /v2/ or at the token endpoint), kept apart from the
-    request's transaction, which the refusal drops. Bounded by the password checks themselves (a few a second)."""
+    """An audit event for refused Basic credentials (on /v2/, at the token endpoint or on /metrics), kept apart from
+    the request's transaction, which the refusal drops. Bounded by the password checks themselves (a few a second)."""
     route = getattr(request.matched_route, "name", "")
     known = request.lookup_account_store.by_username(username) if _could_be_username(username) else None
     request.audit.record_apart(
         AuditAction.LOGIN_FAILED,
         actor=known,
         actor_name=None if known else username,
-        detail="token endpoint" if route == "registry.token" else "registry",
+        detail=_FAILED_LOGIN_DETAILS.get(route, "registry"),
     )
+
+
+_FAILED_LOGIN_DETAILS = {"registry.token": "token endpoint", "metrics": "metrics"}  # by route name; else "registry"
 
 
 def account_for_access_token(request: Request, username: str, secret: str) -> tuple[Account, AccessToken] | None:
