@@ -234,6 +234,12 @@ class InMemoryBlobStore:
         self._check_id(upload_id)
         self.uploads.pop(upload_id, None)
 
+    def restore(self, upload_id: str, digest: Digest) -> bool:
+        return digest in self.blobs
+
+    def release(self, upload_id: str) -> None:
+        pass
+
     def delete(self, digest: Digest, location: str | None = None) -> None:
         self.blobs.pop(digest, None)
 

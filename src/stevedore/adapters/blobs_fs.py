@@ -103,6 +103,10 @@ class FolderBlobStore:
     def _upload_data(self, upload_id: str) -> str:
         return os.path.join(self._upload_dir(upload_id), "data")
 
+    def _upload_verified(self, upload_id: str) -> str:
+        """Where a finished upload's bytes stay (a second link to the blob's file) until `release`."""
+        return os.path.join(self._upload_dir(upload_id), "verified")
+
     # --- blobs ---------------------------------------------------------------------------------------
     def stat(self, digest: Digest, location: str | None = None) -> BlobInfo | None:
         try:
@@ -278,36 +282,69 @@ class FolderBlobStore:
         return hasher.hexdigest()
 
     def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
+        """Verify, then place the bytes at the digest's path by a hard link (or find them there), keeping the
+        verified file in the upload's folder until `release`: garbage collection may unlink the digest's file before
+        the caller holds the blob's row, and `restore` then puts it back (domain/gc.py)."""
         data = self._upload_data(upload_id)
+        kept = self._upload_verified(upload_id)
         with _disk_full_is_storage_full(), self._locked_upload(upload_id) as handle:
             size_before = handle.seek(0, os.SEEK_END)
-            committed = False
+            renamed = placed = False
             try:
                 running = self._write(upload_id, handle, final_chunks, start_tail=False)
                 size = handle.tell()
                 if self._hex_digest(handle, running, digest.algorithm) != digest.hex:
                     raise DigestInvalid(detail={"digest": str(digest)})
                 target = self._blob_path(digest)
-                if os.path.exists(target):
-                    os.unlink(data)  # content-addressed: the bytes are already there
-                    committed = True
+                present = os.path.exists(target)  # content-addressed: the bytes may be there already
+                if self.fsync and not present:
+                    os.fsync(handle.fileno())
+                os.replace(data, kept)  # still locked: a waiting append will find the upload gone
+                renamed = True
+                if present:
+                    placed = True
                 else:
                     self._make_dirs(os.path.dirname(target))
-                    if self.fsync:
-                        os.fsync(handle.fileno())
-                    os.replace(data, target)  # still locked: a waiting append will find the upload gone
-                    committed = True
+                    with contextlib.suppress(FileExistsError):  # another finish of the digest placed it meanwhile
+                        os.link(kept, target)
+                    placed = True
                     if self.fsync:
                         self._fsync_dir(os.path.dirname(target))
             except BaseException:
                 # A failed finish (a wrong digest, a full disk, a body cut short) leaves the upload as it was; but
-                # after the rename the handle is the blob's. The running hash was taken by `_write`: a later finish
-                # reads the file again.
-                if not committed:
+                # once linked the file is the blob's. The running hash was taken by `_write`: a later finish reads
+                # the file again.
+                if renamed and not placed:
+                    os.replace(kept, data)
+                elif not renamed:
                     handle.truncate(size_before)
                 raise
-        self.abort(upload_id)
         return BlobInfo(digest, size)
+
+    def restore(self, upload_id: str, digest: Digest) -> bool:
+        """After `finish`, with the blob's row held: the digest's file put back from the upload's verified copy if
+        garbage collection unlinked it meanwhile. False: neither is there."""
+        target = self._blob_path(digest)
+        if os.path.exists(target):
+            return True
+        kept = self._upload_verified(upload_id)
+        try:
+            if self.fsync:
+                with open(kept, "rb") as handle:
+                    os.fsync(handle.fileno())
+            with _disk_full_is_storage_full():
+                self._make_dirs(os.path.dirname(target))
+                with contextlib.suppress(FileExistsError):
+                    os.link(kept, target)
+        except FileNotFoundError:
+            return os.path.exists(target)
+        if self.fsync:
+            self._fsync_dir(os.path.dirname(target))
+        return True
+
+    def release(self, upload_id: str) -> None:
+        """Forget what `finish` kept of the upload (its verified copy)."""
+        self.abort(upload_id)
 
     def _make_dirs(self, path: str) -> None:
         """Create the blob's folders, fsyncing each new one's parent so the folders themselves survive a crash."""

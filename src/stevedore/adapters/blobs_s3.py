@@ -668,6 +668,12 @@ class S3BlobStore:
         with _storage_errors("finishing an upload"):
             self.client.delete_object(Bucket=self.bucket, Key=self._state_key(upload_id))
 
+    def restore(self, upload_id: str, digest: Digest) -> bool:
+        return True  # each upload has a key of its own, recorded as the blob's location: never another's to take
+
+    def release(self, upload_id: str) -> None:
+        pass  # `finish` keeps nothing
+
     def abort(self, upload_id: str) -> None:
         self._check_id(upload_id)
         with self._lock:

@@ -24,10 +24,11 @@ without holding any lock (a crash in between leaves unreferenced objects for fsc
 the place derives from the digest (the folder store, `deletes_in_place`), a concurrent re-push writes, or reuses,
 the very file the collector is about to unlink: there the bytes are deleted inside the rows' transaction, while the
 locks are held, and a claim checks that the bytes are there once it holds the row (RegistryService._record_blob, the
-mount: a stat of a local file). A claim that took the row after the collector committed sees either its own bytes
-(written after the unlink) or none (its finish had reused the file that was unlinked, or renamed its bytes there just
-before): then it fails cleanly and nothing of it is recorded, and the client pushes again. A claim that took the row
-first is skipped by the collector. Should the rows' commit fail after the unlink, the rows stay without bytes, still
+mount: a stat of a local file). A finish keeps its verified bytes in its upload's folder (a second hard link) until
+it holds the row, so a finish that took the row after the collector committed, and finds the file unlinked (it had
+reused that file, or linked its bytes there just before), puts it back (`BlobStore.restore`) and succeeds; a mount
+has no bytes of its own and gives up (the client uploads). A claim that took the row first is skipped by the
+collector. Should the rows' commit fail after the unlink, the rows stay without bytes, still
 unreferenced: a claim's check refuses them and the next run deletes them.
 """
 

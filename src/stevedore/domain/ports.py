@@ -114,6 +114,16 @@ class BlobStore(Protocol):
         """Forget an upload and its bytes. Idempotent."""
         ...
 
+    def restore(self, upload_id: str, digest: Digest) -> bool:
+        """After `finish`, once the caller holds the blob's row (so garbage collection no longer takes it): make sure
+        the bytes are in place, put back from what `finish` kept of the upload if a collection removed them in
+        between. False: they are not. Stores that choose a new location for every upload have nothing to do."""
+        ...
+
+    def release(self, upload_id: str) -> None:
+        """Forget what `finish` kept of the upload for `restore`. Idempotent; nothing for stores that keep nothing."""
+        ...
+
     def delete(self, digest: Digest, location: str | None = None) -> None:
         """Remove a blob's bytes (at `location` when given; garbage collection, a duplicate upload). Idempotent."""
         ...

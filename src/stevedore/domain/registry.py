@@ -464,13 +464,17 @@ class RegistryService:
         self.before_push(name)
         if upload.opened:
             info = self.blobs.finish(upload.id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
+            written = upload.id
         else:
             # The whole blob is in this request (docker's small blobs): as a POST ?digest=, never a row, and bytes
             # under an id of their own, never the ticket's (an S3 blob stays at its upload's key: two requests on one
             # ticket must not share one). On a digest mismatch the ticket stays valid with nothing received, as an
             # opened session stays as it was.
-            info = self._write_whole(upload.digest_algorithm, digest, chunks)
-        info = self._record_blob(name, info)
+            written, info = self._write_whole(upload.digest_algorithm, digest, chunks)
+        try:
+            info = self._record_blob(name, info, written)
+        finally:
+            self.blobs.release(written)
         gone = upload.opened and not self.store.delete_upload(upload.id)
         if gone or not self._close(upload.id):
             # `stevedore upload sweep` (or a cancel, or another finish) took the session meanwhile and aborts its
@@ -485,17 +489,18 @@ class RegistryService:
             self.store.prune_closed_uploads(now - timedelta(seconds=TOMBSTONE_SLACK * self.ticket_lifetime_seconds))
         return self.store.close_upload(upload_id, now)
 
-    def _record_blob(self, name: RepositoryName, info: BlobInfo) -> BlobInfo:
+    def _record_blob(self, name: RepositoryName, info: BlobInfo, upload_id: str) -> BlobInfo:
         """Record a verified blob and link it into `name`; the blob as recorded. When the digest was recorded
         before at another location (a re-push to a store that chose a new place), the first stays and the new
         copy is deleted at once: nothing points at it, so nothing is orphaned.
 
         Where the store derives the place from the digest, garbage collection may have unlinked that file, which
-        this push's bytes were renamed to or found at, just before the row was held (domain/gc.py): the bytes are
-        checked once the row is, and a push that lost them is refused with nothing recorded, to be pushed again."""
+        this push's bytes were linked to or found at, just before the row was held (domain/gc.py): once the row is
+        held, the store puts the bytes back from what `finish` kept of upload `upload_id` (released by the caller).
+        Only a push whose bytes are nowhere is refused with nothing recorded, to be pushed again."""
         now = self.clock.now()
         recorded = self.store.add_blob(info, now)
-        if recorded.location is None and self.confirm_blob_bytes and self.blobs.stat(info.digest) is None:
+        if recorded.location is None and self.confirm_blob_bytes and not self.blobs.restore(upload_id, info.digest):
             raise UploadUnknown(
                 f"blob {info.digest} was garbage-collected while this upload finished: push it again",
                 detail={"digest": str(info.digest)},
@@ -519,14 +524,19 @@ class RegistryService:
     def push_blob(self, name: RepositoryName, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
         """A whole blob in one request (POST ?digest=): verified and committed, or nothing at all."""
         self.before_push(name)
-        return self._record_blob(name, self._write_whole(digest.algorithm, digest, chunks))
+        upload_id, info = self._write_whole(digest.algorithm, digest, chunks)
+        try:
+            return self._record_blob(name, info, upload_id)
+        finally:
+            self.blobs.release(upload_id)
 
-    def _write_whole(self, algorithm: str, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
-        """A whole blob written under an upload id of its own, hashed with `algorithm`: verified, or nothing kept."""
+    def _write_whole(self, algorithm: str, digest: Digest, chunks: Iterable[bytes]) -> tuple[str, BlobInfo]:
+        """A whole blob written under an upload id of its own (returned, for `release`), hashed with `algorithm`:
+        verified, or nothing kept."""
         upload_id = str(uuid.uuid4())
         self.blobs.start_upload(upload_id, algorithm)
         try:
-            return self.blobs.finish(upload_id, digest, chunks)
+            return upload_id, self.blobs.finish(upload_id, digest, chunks)
         except BaseException:
             self.blobs.abort(upload_id)
             raise
