@@ -310,7 +310,8 @@ class S3BlobStore:
     def delete_blobs(self, blobs: Sequence[BlobInfo]) -> list[BlobInfo]:
         """Delete the blobs' objects (garbage collection) with DeleteObjects, DELETE_BATCH keys a request and
         `delete_threads` requests at once; the blobs whose objects could not be deleted (a key S3 reported an error
-        for, or every key of a request that failed). A missing key counts as deleted, as S3 says."""
+        for, or every key of a request that failed, whatever the failure). A missing key counts as deleted, whether
+        S3 says nothing of it or reports it as NoSuchKey. Never raises for a failed request: the rows are gone."""
         by_key = {self._key(blob.location or self._digest_location(blob.digest)): blob for blob in blobs}
         keys = list(by_key)
         chunks = [keys[start : start + DELETE_BATCH] for start in range(0, len(keys), DELETE_BATCH)]
@@ -330,11 +331,18 @@ class S3BlobStore:
         except (StorageUnavailable, ClientError) as exc:
             log.warning("deleting %d objects failed: %s", len(keys), type(exc).__name__)
             return keys
-        errors = answer.get("Errors") or []
+        except Exception:  # a bug, or an answer we cannot read: the rows are gone, so report, never raise
+            log.exception("deleting %d objects failed unexpectedly", len(keys))
+            return keys
+        sent = set(keys)
+        errors = [
+            error
+            for error in answer.get("Errors") or []
+            if error.get("Key") in sent and error.get("Code") not in _MISSING  # already gone: deleted
+        ]
         for error in errors[:5]:
             log.warning("deleting %s: %s", error.get("Key"), error.get("Code"))
-        sent = set(keys)
-        return [str(error["Key"]) for error in errors if error.get("Key") in sent]
+        return [str(error["Key"]) for error in errors]
 
     # --- upload state -------------------------------------------------------------------------------------------
     def _load(self, upload_id: str) -> _State:
