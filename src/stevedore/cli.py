@@ -464,9 +464,9 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
                 uploads_line += f" and {multipart} orphaned multipart upload{'s' if multipart != 1 else ''}"
         collector = GarbageCollector(reads, writes, deleter, SystemClock(), batch=batch)
         result = collector.collect(grace, dry_run=args.dry_run, progress=progress)
-        if tty and result.collected:
+        if tty and result.objects:
             sys.stderr.write("\n")
-        if not args.dry_run and (result.collected or swept):
+        if not args.dry_run and (result.objects or swept):
             detail = f"{result.objects} blobs, {result.bytes_freed} bytes; {uploads_line}"
             with Session(writer_engine(engine)) as session, session.begin():
                 Auditor(SqlAuditLog(session), SystemClock()).record(

@@ -107,18 +107,14 @@ class GcProgress:
 
 @dataclass
 class GcResult:
+    """Running totals of what was collected (a run may collect millions: no list of them is kept), and the blobs
+    whose bytes could not be deleted."""
+
     dry_run: bool
-    collected: list[BlobInfo] = field(default_factory=list)
+    objects: int = 0  # blobs whose rows (and bytes) were deleted (or, dry, would be)
+    bytes_freed: int = 0
     failed: list[BlobInfo] = field(default_factory=list)
     seconds: float = 0.0
-
-    @property
-    def objects(self) -> int:
-        return len(self.collected)
-
-    @property
-    def bytes_freed(self) -> int:
-        return sum(blob.size for blob in self.collected)
 
     @property
     def per_minute(self) -> float:
@@ -176,10 +172,12 @@ class GarbageCollector:
                 collected = page
             else:
                 collected, failed = self._delete(page, cutoff)
-            result.collected += collected
+            freed = sum(blob.size for blob in collected)
+            result.objects += len(collected)
+            result.bytes_freed += freed
             result.failed += failed
             totals.collected += len(collected)
-            totals.bytes_freed += sum(blob.size for blob in collected)
+            totals.bytes_freed += freed
             totals.failed += len(failed)
             totals.seconds = self.monotonic() - started
             if progress is not None:
