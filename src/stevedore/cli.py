@@ -421,7 +421,15 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
     from stevedore.adapters.sql.engine import make_engine, writer_engine
     from stevedore.adapters.sql.gc import garbage_units
     from stevedore.domain.audit import AuditAction, Auditor
-    from stevedore.domain.gc import DEFAULT_BATCH, BlobDeleter, GarbageCollector, GcProgress, parse_duration
+    from stevedore.domain.errors import InvalidInput
+    from stevedore.domain.gc import (
+        DEFAULT_BATCH,
+        BlobDeleter,
+        GarbageCollector,
+        GcProgress,
+        GcResult,
+        parse_duration,
+    )
     from stevedore.web.app import build_blob_store
 
     grace_text = args.grace_period or grace_setting or "24h"
@@ -450,9 +458,11 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
         sys.stderr.flush()
 
     limit = settings.abandoned_upload_seconds
+    result = GcResult(args.dry_run)  # filled in batch by batch: what was done, should a batch fail
+    swept = 0
+    uploads_line = "abandoned uploads: none, stevedore.abandoned_upload_seconds is 0"
+    stopped: BaseException | None = None
     try:
-        uploads_line = "abandoned uploads: none, stevedore.abandoned_upload_seconds is 0"
-        swept = 0
         if limit > 0 and args.dry_run:
             with reads() as garbage:
                 count = garbage.count_uploads_created_before(SystemClock().now() - timedelta(seconds=limit))
@@ -463,15 +473,27 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
             if multipart:
                 uploads_line += f" and {multipart} orphaned multipart upload{'s' if multipart != 1 else ''}"
         collector = GarbageCollector(reads, writes, deleter, SystemClock(), batch=batch)
-        result = collector.collect(grace, dry_run=args.dry_run, progress=progress)
+        collector.collect(grace, dry_run=args.dry_run, progress=progress, result=result)
+    except InvalidInput:
+        engine.dispose()
+        raise  # a refusal (a bad grace period), before anything was done
+    except BaseException as exc:  # a database or storage error, an interrupt: what committed before is reported
+        stopped = exc
+    try:
         if tty and result.objects:
             sys.stderr.write("\n")
         if not args.dry_run and (result.objects or swept):
             detail = f"{result.objects} blobs, {result.bytes_freed} bytes; {uploads_line}"
-            with Session(writer_engine(engine)) as session, session.begin():
-                Auditor(SqlAuditLog(session), SystemClock()).record(
-                    AuditAction.GARBAGE_COLLECTED, detail=f"{detail} (command line, grace period {grace_text})"
-                )
+            if stopped is not None:
+                detail += f"; stopped by {type(stopped).__name__}"
+            try:
+                with Session(writer_engine(engine)) as session, session.begin():
+                    Auditor(SqlAuditLog(session), SystemClock()).record(
+                        AuditAction.GARBAGE_COLLECTED, detail=f"{detail} (command line, grace period {grace_text})"
+                    )
+            except Exception as exc:
+                print(f"stevedore: the audit event could not be recorded: {_one_line(exc)}", file=sys.stderr)
+                stopped = stopped or exc
     finally:
         engine.dispose()
     print(uploads_line)
@@ -487,8 +509,18 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
             "them as unreferenced objects",
             file=sys.stderr,
         )
+    if stopped is not None:
+        if not isinstance(stopped, Exception):
+            raise stopped  # an interrupt: reported above, then as Python does
+        print(f"stevedore: error: garbage collection stopped: {_one_line(stopped)}", file=sys.stderr)
         return 1
-    return 0
+    return 1 if result.failed else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line (a database error's message carries its SQL on the next lines)."""
+    first = (str(exc).strip().splitlines() or [""])[0]
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
 
 
 def _size(count: int) -> str:

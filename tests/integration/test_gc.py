@@ -182,3 +182,54 @@ def test_the_grace_period_setting_is_the_default_and_a_bad_duration_is_refused(t
         assert "Traceback" not in err
     finally:
         components.engine.dispose()
+
+
+@pytest.mark.parametrize("text", ["99999999999999999999d", "36501d", "999999999w"])
+def test_a_huge_grace_period_is_refused_clearly(tmp_path, capsys, monkeypatch, text):
+    ini = make_ini(tmp_path)
+    prepare(capsys, monkeypatch, ini)
+    status, _out, err = run(capsys, monkeypatch, ini, "gc", "--grace-period", text)
+    assert status == 2
+    assert f"too long a duration: '{text}'" in err
+    assert "Traceback" not in err
+
+
+def test_a_database_error_mid_run_reports_and_audits_what_was_done(tmp_path, capsys, monkeypatch):
+    """One batch (of one blob) commits, the next fails: the summary and the audit event say what the first did, the
+    error is one line, and the exit status is 1."""
+    from sqlalchemy.exc import OperationalError
+
+    from stevedore.adapters.sql.gc import SqlGarbageStore
+
+    ini = make_ini(tmp_path)
+    settings, _ = prepare(capsys, monkeypatch, ini)
+    testapp, components = open_app(ini)
+    try:
+        garbage = [push_blob(testapp, AUTH, "alice/app", f"garbage {n}".encode() * 10) for n in range(3)]
+        for unwanted in garbage:
+            testapp.delete(f"/v2/alice/app/blobs/{unwanted}", headers=AUTH, status=202)
+        original = SqlGarbageStore.delete_unreferenced
+        calls = []
+
+        def second_fails(self, digests, created_before):
+            calls.append(digests)
+            if len(calls) == 2:
+                raise OperationalError("DELETE FROM blobs ...", {}, Exception("server closed the connection\nSQL"))
+            return original(self, digests, created_before)
+
+        monkeypatch.setattr("stevedore.domain.gc.DEFAULT_BATCH", 1)
+        monkeypatch.setattr(SqlGarbageStore, "delete_unreferenced", second_fails)
+        status, out, err = run(capsys, monkeypatch, ini, "gc", "--grace-period", "0")
+
+        assert status == 1
+        assert "deleted 1 unreferenced blob recorded more than 0 ago" in out
+        assert "garbage collection stopped: OperationalError: (builtins.Exception) server closed the connection" in err
+        assert "Traceback" not in err and "DELETE FROM" not in err
+        assert len(set(garbage) - blob_rows(settings.database_url)) == 1
+        events = rows(
+            settings.database_url, sa.select(audit_events.c.detail).where(audit_events.c.action == "garbage_collected")
+        )
+        assert len(events) == 1
+        assert events[0].detail.startswith("1 blobs, ") and "stopped by OperationalError" in events[0].detail
+    finally:
+        components.engine.dispose()

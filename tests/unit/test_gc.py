@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stevedore.domain.errors import InvalidInput, UploadUnknown
-from stevedore.domain.gc import GarbageCollector, GcProgress, parse_duration
+from stevedore.domain.gc import GarbageCollector, GcProgress, GcResult, parse_duration
 from stevedore.domain.model import BlobInfo, Digest, RepositoryName
 from stevedore.domain.registry import RegistryService
 from tests.fakes import InMemoryBlobStore, InMemoryRegistryStore
@@ -224,3 +224,33 @@ def test_a_mount_of_a_blob_whose_bytes_were_collected_meanwhile_links_nothing():
     service = RegistryService(store, blobs, FixedClock())
     assert service.mount_blob(RepositoryName("bob/app"), RepositoryName("alice/app"), Digest.of(data)) is None
     assert store.linked_blob(RepositoryName("bob/app"), Digest.of(data)) is None
+
+
+def test_a_failing_batch_leaves_the_given_result_with_what_was_done():
+    gc, store, _, _ = collector(batch=1)
+    first = store.add(b"garbage 1", timedelta(days=2))
+    store.add(b"garbage 2", timedelta(days=2))
+    original = store.delete_unreferenced
+    calls: list[Sequence[str]] = []
+
+    def second_fails(digests: Sequence[str], created_before: datetime) -> list[BlobInfo]:
+        calls.append(digests)
+        if len(calls) == 2:
+            raise ConnectionError("the database went away")
+        return original(digests, created_before)
+
+    store.delete_unreferenced = second_fails  # type: ignore[method-assign]
+    result = GcResult(dry_run=False)
+    with pytest.raises(ConnectionError):
+        gc.collect(timedelta(0), result=result)
+    assert (result.objects, result.bytes_freed) == (1, first.size)
+
+
+def test_a_grace_period_reaching_before_year_one_is_refused():
+    gc, store, _, _ = collector()
+    store.add(b"garbage", timedelta(days=2))
+    with pytest.raises(InvalidInput):
+        gc.collect(timedelta(days=999_999_999))
+    with pytest.raises(InvalidInput):
+        parse_duration("36501d")
+    assert len(store.rows) == 1

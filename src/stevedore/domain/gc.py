@@ -58,7 +58,13 @@ def parse_duration(text: str) -> timedelta:
     found = _DURATION.match(text)
     if found is None:
         raise InvalidInput(f"not a duration: {text!r} (use a number with s, m, h, d or w, such as 30m, 24h or 7d)")
-    return timedelta(seconds=int(found.group(1)) * _UNIT_SECONDS[found.group(2)])
+    seconds = int(found.group(1)) * _UNIT_SECONDS[found.group(2)]
+    if seconds > MAX_DURATION_SECONDS:
+        raise InvalidInput(f"too long a duration: {text!r} (at most {MAX_DURATION_SECONDS // 86400}d)")
+    return timedelta(seconds=seconds)
+
+
+MAX_DURATION_SECONDS = 36500 * 86400  # a hundred years: longer is a typo, and far longer overflows
 
 
 class GarbageStore(Protocol):
@@ -150,14 +156,19 @@ class GarbageCollector:
         *,
         dry_run: bool = False,
         progress: Callable[[GcProgress], None] | None = None,
+        result: GcResult | None = None,
     ) -> GcResult:
         """Delete every blob unreferenced and recorded more than `grace` ago, batch by batch; with `dry_run` only
-        count them (nothing is written). Blobs recorded within `grace` are never touched."""
+        count them (nothing is written). Blobs recorded within `grace` are never touched. `result`, when given, is
+        filled in batch by batch (and returned): should a batch fail, the caller still knows what was done."""
         if grace < timedelta(0):
             raise InvalidInput("the grace period cannot be negative")
-        cutoff = self.clock.now() - grace
+        try:
+            cutoff = self.clock.now() - grace
+        except OverflowError:
+            raise InvalidInput("the grace period is too long") from None
         started = self.monotonic()
-        result = GcResult(dry_run)
+        result = result if result is not None else GcResult(dry_run)
         totals = GcProgress()
         after: str | None = None
         while True:
@@ -180,6 +191,7 @@ class GarbageCollector:
             totals.bytes_freed += freed
             totals.failed += len(failed)
             totals.seconds = self.monotonic() - started
+            result.seconds = totals.seconds  # so far, should a later batch fail
             if progress is not None:
                 progress(totals)
             if len(page) < self.batch:
