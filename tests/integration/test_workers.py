@@ -71,11 +71,14 @@ def signal_mask(pid: int, kind: str) -> set[int]:
 @contextlib.contextmanager
 def sighup_for_children(disposition) -> Iterator[None]:
     """What a child started meanwhile inherits for SIGHUP: ignored with SIG_IGN (as under nohup); with a handler,
-    the default (a handler does not survive exec), whatever this process had."""
+    the default (a handler does not survive exec), whatever this process had. SIGINT gets the default too: a test
+    run started in the background by a script (as CI may be) ignores it, and its children would inherit that."""
     previous = signal.signal(signal.SIGHUP, disposition)
+    previous_int = signal.signal(signal.SIGINT, lambda *_: None)
     try:
         yield
     finally:
+        signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGHUP, previous)
 
 

@@ -104,13 +104,14 @@ def _copy_to_folder(target: FolderBlobStore, row: BlobRow, chunks: Iterable[byte
         hasher, sizes = hashlib.new(digest.algorithm), [0]
         target.append(upload_id, _verified(chunks, row, hasher, sizes))
         _check(row, hasher, sizes[0])
-        target.finish(upload_id, digest)  # hashes again from its running hash: the rename only once it matches
+        target.finish(upload_id, digest)  # hashes again from its running hash: the link only once it matches
     except DigestInvalid as exc:
         target.abort(upload_id)
         raise CopyRefused("the copied bytes have another digest") from exc
     except BaseException:
         target.abort(upload_id)
         raise
+    target.release(upload_id)  # what finish kept for a collection racing a push (nothing collects a new store)
 
 
 def _copy_to_s3(target: S3BlobStore, row: BlobRow, chunks: Iterable[bytes]) -> None:
