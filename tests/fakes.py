@@ -399,26 +399,29 @@ class InMemoryRegistryStore:
 
     def tag_manifest(
         self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime, pushed_by: str | None = None
-    ) -> None:
+    ) -> Digest | None:
         self.ensure_repository(name, now)
         if digest not in self.manifests[name.value]:
             raise LookupError(f"manifest {digest} is not in {name}")  # scalar_one() finds no row
+        old = self.tags[name.value].get(tag.value)
         self.tags[name.value][tag.value] = digest
         self.pushers[(name.value, tag.value)] = pushed_by
+        return old
 
-    def delete_manifest(self, name: RepositoryName, digest: Digest) -> bool:
+    def delete_manifest(self, name: RepositoryName, digest: Digest) -> list[str] | None:
         held = self.manifests.get(name.value, {})
         if digest not in held:
-            return False
+            return None
         tags = self.tags[name.value]
-        for tag in [t for t, d in tags.items() if d == digest]:
+        removed = sorted(t for t, d in tags.items() if d == digest)
+        for tag in removed:
             del tags[tag]
         self.references.pop((name.value, digest), None)
         del held[digest]
-        return True
+        return removed
 
-    def delete_tag(self, name: RepositoryName, tag: Tag) -> bool:
-        return self.tags.get(name.value, {}).pop(tag.value, None) is not None
+    def delete_tag(self, name: RepositoryName, tag: Tag) -> Digest | None:
+        return self.tags.get(name.value, {}).pop(tag.value, None)
 
     # --- discovery -----------------------------------------------------------------------------------
     def list_tags(self, name: RepositoryName, last: str | None, limit: int) -> list[str]:

@@ -56,6 +56,14 @@ class AuditAction(StrEnum):
     ROBOT_DISABLED = "robot_disabled"
     ROBOT_ENABLED = "robot_enabled"
     GARBAGE_COLLECTED = "garbage_collected"
+    TAG_RESTORED = "tag_restored"
+    RULE_ADDED = "rule_added"
+    RULE_REMOVED = "rule_removed"
+    RETENTION_APPLIED = "retention_applied"
+    QUOTA_SET = "quota_set"
+    WEBHOOK_CREATED = "webhook_created"
+    WEBHOOK_UPDATED = "webhook_updated"
+    WEBHOOK_DELETED = "webhook_deleted"
 
     @classmethod
     def parse(cls, text: str) -> AuditAction:

@@ -7,6 +7,7 @@ point leaves nothing visible; orphaned bytes are for garbage collection to sweep
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -30,6 +31,7 @@ from stevedore.domain.errors import (
     TooManyUploads,
     UploadUnknown,
 )
+from stevedore.domain.lifecycle import Event, EventAction, Lifecycle, ManifestEvent, NoLifecycle, TagChange
 from stevedore.domain.manifests import parse_manifest
 from stevedore.domain.model import BlobInfo, ByteRange, Digest, Reference, RepositoryName, Tag
 from stevedore.domain.ports import BlobStore, Clock
@@ -173,16 +175,20 @@ class RegistryStore(Protocol):
 
     def tag_manifest(
         self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime, pushed_by: str | None = None
-    ) -> None:
+    ) -> Digest | None:
         """Point `tag` at the manifest (a new tag, or one that moves), recording when and by whom (an account's
-        name; None: not known) in the same write."""
+        name; None: not known) in the same write. Returns the digest the tag pointed at before (None: it is new),
+        read under the same lock, so that two pushes of one tag each see what the other left."""
         ...
 
-    def delete_manifest(self, name: RepositoryName, digest: Digest) -> bool:
-        """Remove a manifest and every tag that points at it."""
+    def delete_manifest(self, name: RepositoryName, digest: Digest) -> list[str] | None:
+        """Remove a manifest and every tag that points at it: the names of those tags, or None when there was no
+        such manifest."""
         ...
 
-    def delete_tag(self, name: RepositoryName, tag: Tag) -> bool: ...
+    def delete_tag(self, name: RepositoryName, tag: Tag) -> Digest | None:
+        """Remove a tag: the digest it pointed at, or None when there was no such tag."""
+        ...
 
     def list_tags(self, name: RepositoryName, last: str | None, limit: int) -> list[str]:
         """Tag names after `last` in byte order, at most `limit`."""
@@ -215,6 +221,7 @@ class RegistryService:
         confirm_blob_bytes: bool = True,
         upload_tickets: UploadTickets | None = None,
         upload_sessions: Callable[[], contextlib.AbstractContextManager[RegistryStore]] | None = None,
+        lifecycle: Lifecycle | None = None,
     ) -> None:
         self.store = store
         self.lookups = lookups or store
@@ -235,6 +242,12 @@ class RegistryService:
         # first bytes (so that a sweep or fsck never sees bytes that no committed row owns), while the request's own
         # transaction has not begun. Without one, the request's store (the fakes of the unit tests).
         self.upload_sessions = upload_sessions or (lambda: contextlib.nullcontext(self.store))
+        # Quotas, immutable tags, tag history, webhooks (domain/lifecycle.py): asked and told in the unit of work.
+        self.lifecycle: Lifecycle = lifecycle or NoLifecycle()
+
+    def _before_push(self, name: RepositoryName) -> None:
+        self.before_push(name)
+        self.lifecycle.before_push(name)
 
     # --- pull ----------------------------------------------------------------------------------------
     # Pulls and discovery only read: through `lookups`, outside the unit of work, so they pay for no transaction.
@@ -274,7 +287,7 @@ class RegistryService:
         or never (a whole blob in `finish_upload`)."""
         if not Digest.is_supported_algorithm(digest_algorithm):
             raise DigestInvalid(f"unsupported digest algorithm {digest_algorithm!r}")
-        self.before_push(name)
+        self._before_push(name)
         limit = self.max_open_uploads_per_account
         if limit > 0 and self.lookups.count_uploads(account_id) >= limit:
             # Already at the cap: refused now, before any byte is sent, unless abandoned sessions can be reclaimed
@@ -461,7 +474,7 @@ class RegistryService:
                 raise RangeInvalid("the final chunk does not continue the upload")
         elif start not in (None, 0):
             raise RangeInvalid("the upload has received no bytes: the final chunk starts at 0")
-        self.before_push(name)
+        self._before_push(name)
         if upload.opened:
             info = self.blobs.finish(upload.id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
             written = upload.id
@@ -498,6 +511,13 @@ class RegistryService:
         this push's bytes were linked to or found at, just before the row was held (domain/gc.py): once the row is
         held, the store puts the bytes back from what `finish` kept of upload `upload_id` (released by the caller).
         Only a push whose bytes are nowhere is refused with nothing recorded, to be pushed again."""
+        try:
+            self.lifecycle.before_blob(name, info.digest, info.size)
+        except BaseException:
+            if info.location is not None:  # this upload's own object: nobody else's bytes (a folder's are shared)
+                with contextlib.suppress(StorageUnavailable):
+                    self.blobs.delete(info.digest, info.location)
+            raise
         now = self.clock.now()
         recorded = self.store.add_blob(info, now)
         if recorded.location is None and self.confirm_blob_bytes and not self.blobs.restore(upload_id, info.digest):
@@ -523,7 +543,7 @@ class RegistryService:
 
     def push_blob(self, name: RepositoryName, digest: Digest, chunks: Iterable[bytes]) -> BlobInfo:
         """A whole blob in one request (POST ?digest=): verified and committed, or nothing at all."""
-        self.before_push(name)
+        self._before_push(name)
         upload_id, info = self._write_whole(digest.algorithm, digest, chunks)
         try:
             return self._record_blob(name, info, upload_id)
@@ -548,7 +568,8 @@ class RegistryService:
         held = self.store.hold_blob(digest)  # against garbage collection: a link from `source` may go meanwhile
         if held is None or not self._bytes_present(held):
             return None
-        self.before_push(name)
+        self._before_push(name)
+        self.lifecycle.before_blob(name, digest, held.size)
         self.store.link_blob(name, digest, self.clock.now())
         return held
 
@@ -610,7 +631,7 @@ class RegistryService:
             first = sorted(missing)[0]
             raise ManifestBlobUnknown(f"manifest {first} is unknown to the repository", detail={"digest": str(first)})
 
-        self.before_push(name)
+        self._before_push(name)
         now = self.clock.now()
         self.store.ensure_repository(name, now)
         manifest = StoredManifest(
@@ -623,9 +644,52 @@ class RegistryService:
             annotations=parsed.annotations,
         )
         self.store.put_manifest(name, manifest, wanted, children, now)
+        events: list[Event] = []
         for tag in tags:
-            self.store.tag_manifest(name, tag, digest, now, pushed_by)
+            old = self.store.tag_manifest(name, tag, digest, now, pushed_by)
+            events += self._tag_changed(TagChange(name, tag.value, old, digest, pushed_by, now, "push"))
+        pushed = ManifestEvent(EventAction.PUSH, name, digest, manifest.media_type, manifest.size, None, pushed_by, now)
+        events += [dataclasses.replace(pushed, tag=t.value) for t in tags] or [pushed]
+        self.lifecycle.changed(events)
         return PushedManifest(digest, tuple(t.value for t in tags), manifest.subject)
+
+    def _tag_changed(self, change: TagChange) -> list[Event]:
+        """A tag the store has just changed: the lifecycle may refuse it (the unit of work is then rolled back)."""
+        if not change.moved:
+            return []  # pushed again onto the same manifest: nothing happened to it
+        self.lifecycle.before_tag_change(change)
+        return [change]
+
+    def restore_tag(self, name: RepositoryName, tag: Tag, digest: Digest, actor: str | None) -> TagChange:
+        """Put `tag` back on a manifest the repository still holds (an earlier digest from its history)."""
+        if self.store.get_manifest(name, digest) is None:
+            if not self.store.repository_exists(name):
+                raise NameUnknown(detail={"name": name.value})
+            raise ManifestUnknown(
+                f"manifest {digest} is no longer in repository {name}: it cannot be restored",
+                detail={"digest": str(digest)},
+            )
+        self._before_push(name)
+        now = self.clock.now()
+        old = self.store.tag_manifest(name, tag, digest, now, actor)
+        change = TagChange(name, tag.value, old, digest, actor, now, "restore")
+        events = self._tag_changed(change)
+        if events:
+            manifest = self.store.get_manifest(name, digest)
+            events.append(
+                ManifestEvent(
+                    EventAction.PUSH,
+                    name,
+                    digest,
+                    manifest.media_type if manifest else None,
+                    manifest.size if manifest else None,
+                    tag.value,
+                    actor,
+                    now,
+                )
+            )
+            self.lifecycle.changed(events)
+        return change
 
     # --- discovery -----------------------------------------------------------------------------------
     def list_tags(self, name: RepositoryName, last: str | None, n: int | None) -> Page:
@@ -675,17 +739,28 @@ class RegistryService:
         return descriptors
 
     # --- deletion ------------------------------------------------------------------------------------
-    def delete_manifest(self, name: RepositoryName, reference: Reference) -> None:
-        """By digest: the manifest and all its tags. By tag: that tag only."""
+    def delete_manifest(self, name: RepositoryName, reference: Reference, actor: str | None = None) -> None:
+        """By digest: the manifest and all its tags. By tag: that tag only. `actor`: who asked (an account's name)."""
+        now = self.clock.now()
+        events: list[Event] = []
         if reference.digest is not None:
-            deleted = self.store.delete_manifest(name, reference.digest)
+            removed = self.store.delete_manifest(name, reference.digest)
+            deleted = removed is not None
+            for tag in removed or ():
+                events += self._tag_changed(TagChange(name, tag, reference.digest, None, actor, now, "delete"))
+            events.append(ManifestEvent(EventAction.DELETE, name, reference.digest, None, None, None, actor, now))
         else:
             assert reference.tag is not None
-            deleted = self.store.delete_tag(name, reference.tag)
+            old = self.store.delete_tag(name, reference.tag)
+            deleted = old is not None
+            if old is not None:
+                events += self._tag_changed(TagChange(name, reference.tag.value, old, None, actor, now, "delete"))
+                events.append(ManifestEvent(EventAction.DELETE, name, old, None, None, reference.tag.value, actor, now))
         if not deleted:
             if not self.store.repository_exists(name):
                 raise NameUnknown(detail={"name": name.value})
             raise ManifestUnknown(detail={"reference": str(reference)})
+        self.lifecycle.changed(events)
 
     def delete_blob(self, name: RepositoryName, digest: Digest) -> None:
         """Unlink the blob from this repository; its bytes go only when garbage collection finds no user."""

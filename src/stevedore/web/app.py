@@ -48,6 +48,7 @@ from stevedore.domain.registry import RegistryService
 from stevedore.domain.tokens import TokenService
 from stevedore.domain.upload_tickets import UploadTickets
 from stevedore.web.errors import is_registry_path
+from stevedore.web.lifecycle import request_lifecycle
 from stevedore.web.security import (
     CredentialCache,
     Permission,
@@ -270,6 +271,10 @@ def make_app(components: Components, ini_settings: dict[str, Any] | None = None)
         config.include("stevedore.web.ui.users")
         config.include("stevedore.web.ui.namespaces")
         config.include("stevedore.web.ui.robots")
+        config.include("stevedore.web.ui.tag_history")
+        config.include("stevedore.web.ui.rules")
+        config.include("stevedore.web.ui.quotas")
+        config.include("stevedore.web.ui.webhooks")
         config.scan("stevedore.web")
         return config.make_wsgi_app()
 
@@ -324,6 +329,7 @@ def _registry_service(request: Request) -> RegistryService:
         confirm_blob_bytes=not isinstance(components.blob_store, S3BlobStore),
         upload_tickets=components.upload_tickets,
         upload_sessions=lambda: _upload_session_unit(request),
+        lifecycle=request_lifecycle(request),
     )
 
 

@@ -53,6 +53,8 @@ def includeme(config: Configurator) -> None:
     config.add_route("ui.manifest", "/r/{name:.+?}/-/manifests/{digest}")
     config.add_route("ui.manifest_delete", "/r/{name:.+?}/-/manifests/{digest}/delete")
     config.add_route("ui.tag_delete", "/r/{name:.+?}/-/tags/{tag}/delete")
+    config.add_route("ui.tag_history", "/r/{name:.+?}/-/tags/{tag}/history")
+    config.add_route("ui.tag_restore", "/r/{name:.+?}/-/tags/{tag}/restore")
     config.add_route("ui.repository_delete", "/r/{name:.+?}/-/delete")
     config.add_route("ui.tokens", "/tokens")
     config.add_route("ui.token_revoke", "/tokens/{token_id:\\d+}/revoke")

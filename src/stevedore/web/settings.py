@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
 from collections.abc import Mapping
@@ -158,6 +159,15 @@ class Settings:
     # /metrics (web/metrics.py): anonymous when public, else an administrator or this bearer secret.
     metrics_public: bool = False
     metrics_token: str | None = field(default=None, repr=False)
+    # How long a tag's history is kept (days; 0: for ever): `stevedore gc` prunes older moves, and retention keeps the
+    # manifests that the kept history names, so that a restore has something to put back.
+    tag_history_days: int = 90
+    # Webhook targets in these networks are allowed even though they are loopback, private or link-local (CIDRs,
+    # e.g. `127.0.0.0/8 10.1.2.0/24`); every other such target is refused, when set and at each delivery.
+    webhook_allowed_networks: tuple[str, ...] = ()
+    webhook_timeout_seconds: int = 10
+    # A periodic `gc` inside the app, run by one node at a time (0: never; the command line is always there).
+    gc_interval_seconds: int = 0
     raw: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -234,6 +244,10 @@ class Settings:
             session_max_seconds=max(60, int(merged.get("stevedore.session_max_seconds", 12 * 3600))),
             metrics_public=_bool(merged.get("stevedore.metrics_public", "false")),
             metrics_token=_metrics_token(environ.get(METRICS_TOKEN_VARIABLE) or merged.get("stevedore.metrics_token")),
+            tag_history_days=max(0, int(merged.get("stevedore.tag_history_days", 90))),
+            webhook_allowed_networks=_networks(merged.get("stevedore.webhook_allowed_networks")),
+            webhook_timeout_seconds=max(1, int(merged.get("stevedore.webhook_timeout_seconds", 10))),
+            gc_interval_seconds=_duration_seconds("stevedore.gc_interval", merged.get("stevedore.gc_interval")),
             raw=merged,
         )
 
@@ -293,6 +307,35 @@ def _metrics_token(value: str | None) -> str | None:
             "ASCII characters: a long random secret"
         )
     return token
+
+
+def _networks(value: str | None) -> tuple[str, ...]:
+    networks = []
+    for text in (value or "").split():
+        try:
+            networks.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise SettingsError(
+                f"stevedore.webhook_allowed_networks: {text!r} is not a network (use CIDRs such as 127.0.0.0/8)"
+            ) from None
+    return tuple(networks)
+
+
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _duration_seconds(key: str, value: str | None) -> int:
+    """`30m`, `24h`, `7d`, a number of seconds, or empty/0 (off)."""
+    text = (value or "").strip().lower()
+    if text in ("", "0", "off", "never"):
+        return 0
+    try:
+        seconds = int(float(text[:-1]) * _DURATION_UNITS[text[-1]]) if text[-1] in _DURATION_UNITS else int(text)
+    except ValueError:
+        raise SettingsError(f"{key} is {value!r}: use a duration such as 30m, 24h or 7d, or 0 for never") from None
+    if seconds < 60:
+        raise SettingsError(f"{key} is {value!r}: at least one minute (60s), or 0 for never")
+    return seconds
 
 
 def _access_model(value: str | None) -> str:

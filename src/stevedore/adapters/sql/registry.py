@@ -395,48 +395,68 @@ class SqlRegistryStore:
 
     def tag_manifest(
         self, name: RepositoryName, tag: Tag, digest: Digest, now: datetime, pushed_by: str | None = None
-    ) -> None:
+    ) -> Digest | None:
         repository_id = self._require_repository(name, now)
         manifest_id = self._manifest_id(repository_id, digest, lock=True)
         if manifest_id is None:
             raise ManifestUnknown(detail={"digest": str(digest)})
-        statement = self._insert(tags).values(
-            repository_id=repository_id, name=tag.value, manifest_id=manifest_id, updated_at=now, pushed_by=pushed_by
-        )
-        # One statement, new tag or moved one: the pusher goes in with the manifest and the time.
-        self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["repository_id", "name"],
-                set_={
-                    "manifest_id": statement.excluded.manifest_id,
-                    "updated_at": statement.excluded.updated_at,
-                    "pushed_by": statement.excluded.pushed_by,
-                },
-            )
-        )
+        values = {"manifest_id": manifest_id, "updated_at": now, "pushed_by": pushed_by}
+        for _attempt in range(3):
+            # A new tag: inserted, or (another push inserted it first) found below, under its row lock, so the
+            # digest it pointed at is the one this push replaces (immutable tags and history rely on it).
+            inserted = self.session.execute(
+                self._insert(tags)
+                .values(repository_id=repository_id, name=tag.value, **values)
+                .on_conflict_do_nothing(index_elements=["repository_id", "name"])
+                .returning(tags.c.name)
+            ).scalar_one_or_none()
+            if inserted is not None:
+                return None
+            where = (tags.c.repository_id == repository_id) & (tags.c.name == tag.value)
+            previous = self.session.execute(
+                sa.select(manifests.c.digest)
+                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
+                .where(where)
+                .with_for_update(of=tags)
+            ).scalar_one_or_none()
+            if previous is None:
+                continue  # deleted between the two statements: insert again
+            self.session.execute(sa.update(tags).where(where).values(**values))
+            return Digest.parse(previous)
+        raise RuntimeError(f"tag {tag.value} kept vanishing while being pushed")
 
-    def delete_manifest(self, name: RepositoryName, digest: Digest) -> bool:
+    def delete_manifest(self, name: RepositoryName, digest: Digest) -> list[str] | None:
         repository_id = self._repository_id(name)
         if repository_id is None:
-            return False
+            return None
         manifest_id = self._manifest_id(repository_id, digest, lock=True)
         if manifest_id is None:
-            return False
+            return None
         self._held_manifests.pop((repository_id, str(digest)), None)
         # Explicit rather than trusting every database's ON DELETE CASCADE to be switched on.
-        self.session.execute(sa.delete(tags).where(tags.c.manifest_id == manifest_id))
+        removed = list(
+            self.session.execute(
+                sa.delete(tags).where(tags.c.manifest_id == manifest_id).returning(tags.c.name)
+            ).scalars()
+        )
         self.session.execute(sa.delete(manifest_references).where(manifest_references.c.manifest_id == manifest_id))
         self.session.execute(sa.delete(manifests).where(manifests.c.id == manifest_id))
-        return True
+        return sorted(removed)
 
-    def delete_tag(self, name: RepositoryName, tag: Tag) -> bool:
+    def delete_tag(self, name: RepositoryName, tag: Tag) -> Digest | None:
         repository_id = self._repository_id(name)
         if repository_id is None:
-            return False
-        result = self.session.execute(
-            sa.delete(tags).where(tags.c.repository_id == repository_id).where(tags.c.name == tag.value)
-        )
-        return bool(result.rowcount)  # type: ignore[attr-defined]
+            return None
+        manifest_id = self.session.execute(
+            sa.delete(tags)
+            .where(tags.c.repository_id == repository_id)
+            .where(tags.c.name == tag.value)
+            .returning(tags.c.manifest_id)
+        ).scalar_one_or_none()
+        if manifest_id is None:
+            return None
+        digest = self.session.execute(sa.select(manifests.c.digest).where(manifests.c.id == manifest_id)).scalar_one()
+        return Digest.parse(digest)
 
     # --- discovery -----------------------------------------------------------------------------------
     def list_tags(self, name: RepositoryName, last: str | None, limit: int) -> list[str]:

@@ -200,4 +200,8 @@ from stevedore.adapters.sql import (  # noqa: E402, F401
     tables_audit,
     tables_login_backoff,
     tables_password_resets,
+    tables_quotas,
+    tables_rules,
+    tables_tag_history,
+    tables_webhooks,
 )

@@ -80,7 +80,9 @@ def put_manifest(request: Request) -> Response:
 def delete_manifest(request: Request) -> Response:
     name = repository(request)
     reference = reference_to_find(request)
-    request.registry_service.delete_manifest(name, reference)
+    principal = request.principal  # the DELETE permission let only a known caller in
+    actor = principal.account.username if principal is not None else None
+    request.registry_service.delete_manifest(name, reference, actor)
     if reference.tag is not None:
         request.audit.record(AuditAction.DELETE_TAG, repository=name, target=f"{name}:{reference.tag.value}")
     else:

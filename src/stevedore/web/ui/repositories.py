@@ -250,7 +250,9 @@ def delete_tag(request: Request) -> Response:
         tag = Tag.parse(request.matchdict.get("tag", ""))
     except TagInvalid:
         raise HTTPNotFound() from None
-    request.registry_service.delete_manifest(name, Reference(tag=tag))  # ManifestUnknown: the 404 page
+    request.registry_service.delete_manifest(
+        name, Reference(tag=tag), _account(request).username
+    )  # ManifestUnknown: the 404 page
     request.audit.record(AuditAction.DELETE_TAG, repository=name, target=f"{name}:{tag.value}", detail="pages")
     log.info("tag %s:%s deleted from the pages by %s", name, tag, _account(request).username)
     request.session.flash(f"The tag {tag.value} was deleted.")
@@ -287,7 +289,8 @@ def delete_manifest(request: Request) -> Response:
     """The manifest and every tag on it, as `DELETE /v2/<name>/manifests/<digest>` does (the same use case)."""
     queries = _queries(request)
     name, _repository_id, digest = _stored_manifest(request, queries)
-    request.registry_service.delete_manifest(name, Reference(digest=digest))  # ManifestUnknown: the 404 page
+    # ManifestUnknown: the 404 page
+    request.registry_service.delete_manifest(name, Reference(digest=digest), _account(request).username)
     request.audit.record(AuditAction.DELETE_MANIFEST, repository=name, target=f"{name}@{digest}", detail="pages")
     log.info("manifest %s@%s deleted from the pages by %s", name, digest, _account(request).username)
     request.session.flash(f"The manifest {browse.short_digest(str(digest))} and its tags were deleted.")

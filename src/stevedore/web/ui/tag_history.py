@@ -1,0 +1,17 @@
+"""Web layer: the tag_history pages (to be built), and this part of the content lifecycle for a request."""
+
+from __future__ import annotations
+
+from pyramid.config import Configurator
+from pyramid.request import Request
+
+from stevedore.domain.lifecycle import Lifecycle, NoLifecycle
+
+
+def includeme(config: Configurator) -> None:
+    """Routes of these pages (app.py includes this module)."""
+
+
+def lifecycle_part(request: Request) -> Lifecycle:
+    """This part of the request's lifecycle (web/lifecycle.py), built on its first use in a request that writes."""
+    return NoLifecycle()
