@@ -8,8 +8,9 @@ import hmac
 import logging
 import os
 import secrets
+import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -88,6 +89,20 @@ class Components:
     credential_stamp_key: bytes
     upload_tickets: UploadTickets
     mailer: Mailer | None = None
+    # Work each serving process runs beside its requests, each in a daemon thread of its own (webhook deliveries, the
+    # periodic gc): started by the server runner in every process that serves, after the fork (web/server.py), and
+    # never by a process that only supervises, nor by a test that builds the app alone.
+    background_tasks: list[Callable[[], None]] = field(default_factory=list)
+    _background_started_in: int | None = field(default=None, init=False, repr=False)
+
+    def start_background(self) -> None:
+        """Start the background tasks in this process, once (a forked worker starts its own)."""
+        if self._background_started_in == os.getpid():
+            return
+        self._background_started_in = os.getpid()
+        for task in self.background_tasks:
+            name = getattr(task, "__name__", type(task).__name__)
+            threading.Thread(target=task, name=f"stevedore-{name}", daemon=True).start()
 
     def forget_inherited_connections(self) -> None:
         """In a forked worker process (web/workers.py): let go of the database and storage connections that the

@@ -777,6 +777,9 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
         _exit(1)
     if server is not None:
         server.print_listen("Serving on http://{}:{}")
+        components = find_components(app)
+        if components is not None:
+            components.start_background()
         server.run()
         return 0
     for sock in sockets:
@@ -788,7 +791,10 @@ def serve_paste(app: Any, global_conf: dict[str, Any], **settings: Any) -> int:
     def serve() -> None:
         if components is not None:
             components.forget_inherited_connections()
-        create_server(app, **settings).run()
+        worker_server = create_server(app, **settings)
+        if components is not None:
+            components.start_background()
+        worker_server.run()
 
     # Each worker counts its metrics in files of its own in a private folder, which /metrics sums (web/metrics.py):
     # set before the fork, so the metrics the workers make write there; removed when the server stops (and, if it is
