@@ -50,6 +50,7 @@ from stevedore.domain.tokens import TokenService
 from stevedore.domain.upload_tickets import UploadTickets
 from stevedore.web.errors import is_registry_path
 from stevedore.web.lifecycle import request_lifecycle
+from stevedore.web.periodic_gc import periodic_gc_task
 from stevedore.web.security import (
     CredentialCache,
     Permission,
@@ -202,9 +203,24 @@ def main(global_config: dict[str, Any], **ini_settings: str) -> Any:
     """The paste.deploy app factory: `pserve development.ini`."""
     settings = Settings.from_mapping(ini_settings)
     components = build_components(settings)
+    _schedule_gc(components, global_config)
     _announce_setup(components, global_config)
     _announce_mail(settings)
     return make_app(components, ini_settings)
+
+
+def _schedule_gc(components: Components, global_config: dict[str, Any]) -> None:
+    """`stevedore.gc_interval`: every serving process looks whether gc is due; one node runs it (web/periodic_gc.py)."""
+    interval = components.settings.gc_interval_seconds
+    if not interval:
+        return
+    ini = global_config.get("__file__")
+    if not ini:
+        log.warning("stevedore.gc_interval is set, but the app was not loaded from an ini file: no periodic gc")
+        return
+    components.background_tasks.append(
+        periodic_gc_task(components.write_sessions, components.clock, interval, os.path.abspath(ini))
+    )
 
 
 def _announce_setup(components: Components, global_config: dict[str, Any]) -> None:

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from urllib.parse import urlparse
 
 from stevedore.adapters.token_keys import split_pem_keys, write_new_signing_key
+from stevedore.domain.errors import InvalidInput
+from stevedore.domain.gc import parse_duration
 
 
 class SettingsError(Exception):
@@ -321,17 +323,14 @@ def _networks(value: str | None) -> tuple[str, ...]:
     return tuple(networks)
 
 
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def _duration_seconds(key: str, value: str | None) -> int:
-    """`30m`, `24h`, `7d`, a number of seconds, or empty/0 (off)."""
+    """`30m`, `24h`, `7d` (domain/gc.py's durations), or empty/0 (off)."""
     text = (value or "").strip().lower()
     if text in ("", "0", "off", "never"):
         return 0
     try:
-        seconds = int(float(text[:-1]) * _DURATION_UNITS[text[-1]]) if text[-1] in _DURATION_UNITS else int(text)
-    except ValueError:
+        seconds = int(parse_duration(text).total_seconds())
+    except InvalidInput:
         raise SettingsError(f"{key} is {value!r}: use a duration such as 30m, 24h or 7d, or 0 for never") from None
     if seconds < 60:
         raise SettingsError(f"{key} is {value!r}: at least one minute (60s), or 0 for never")

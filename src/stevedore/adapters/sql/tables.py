@@ -198,6 +198,7 @@ namespace_members = sa.Table(
 from stevedore.adapters.sql import (  # noqa: E402, F401
     tables_access_tokens,
     tables_audit,
+    tables_jobs,
     tables_login_backoff,
     tables_password_resets,
     tables_quotas,

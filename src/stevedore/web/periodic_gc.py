@@ -1,0 +1,75 @@
+"""Web layer: `stevedore.gc_interval` — the app runs `stevedore gc` itself every so often, on one node at a time.
+
+Every serving process looks about once a minute whether the run is due (domain/periodic.py); the one that takes the
+lease in the database runs the command line's `gc` (retention, the upload sweep, the blobs) as a child process, with
+the same ini file and environment. A child process, not a thread: a long collection neither competes with the
+requests for this process's interpreter nor takes the server down if it fails, and it is the same code, output and
+audit event as a run from cron. Its output goes to this process's log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from datetime import timedelta
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from stevedore.adapters.sql.job_leases import SqlJobLeaseUnits
+from stevedore.domain.periodic import PeriodicJob, Schedule
+from stevedore.domain.ports import Clock
+
+log = logging.getLogger(__name__)
+
+JOB = "gc"
+
+
+def gc_command(ini_path: str) -> list[str]:
+    return [sys.executable, "-m", "stevedore.cli", "--config", ini_path, "gc"]
+
+
+def run_gc_command(command: list[str], timeout_seconds: float) -> str:
+    """Run the command; its output lines go to the log; its last line (gc's summary) is the outcome."""
+    env = {**os.environ, "STEVEDORE_GC_TRIGGER": "periodic"}
+    try:
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=timeout_seconds, env=env, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired:
+        return f"failed: still running after {timeout_seconds:.0f} s, stopped"
+    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
+    for line in lines:
+        log.info("periodic gc: %s", line)
+    last = lines[-1] if lines else "(no output)"
+    return last if done.returncode == 0 else f"failed (exit {done.returncode}): {last}"
+
+
+def periodic_gc_task(
+    sessions: sessionmaker[Session],
+    clock: Clock,
+    interval_seconds: int,
+    ini_path: str,
+    stop: threading.Event | None = None,
+) -> Callable[[], None]:
+    """The background task (Components.background_tasks) of one serving process."""
+    schedule = Schedule(interval=timedelta(seconds=interval_seconds), poll=timedelta(seconds=min(60, interval_seconds)))
+    command = gc_command(ini_path)
+    # A run that hangs must not hold the lease for ever; a long one (millions of objects) must not be cut short.
+    timeout = max(4 * interval_seconds, 3600)
+
+    def periodic_gc() -> None:
+        job = PeriodicJob(
+            JOB,
+            lambda: run_gc_command(command, timeout_seconds=timeout),
+            SqlJobLeaseUnits(sessions),
+            clock,
+            schedule,
+            holder=f"{socket.gethostname()}:{os.getpid()}",  # this worker's, after the fork
+        )
+        job.run_forever(stop)
+
+    return periodic_gc
