@@ -14,6 +14,7 @@ stevedore --config INI audit list [--user NAME] [--namespace NS] [--action ACTIO
 stevedore --config INI fsck [--verify-digests] [--show N]
 stevedore --config INI gc [--dry-run] [--grace-period DURATION]
 stevedore --config INI storage migrate --to URL [--from URL] [--update-database]
+stevedore --config INI webhooks deliver [--limit N]
 """
 
 from __future__ import annotations
@@ -158,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
         help="keep blobs recorded less than this long ago: 30m, 24h, 7d (default: stevedore.gc_grace_period, 24h)",
     )
 
+    webhooks = commands.add_parser("webhooks", help="webhook deliveries").add_subparsers(dest="action", required=True)
+    webhooks_deliver = webhooks.add_parser(
+        "deliver", help="send the webhook deliveries that are due, once (the server's processes also do it)"
+    )
+    webhooks_deliver.add_argument("--limit", type=int, metavar="N", help="send at most N deliveries")
+
     storage = commands.add_parser("storage", help="the blob storage").add_subparsers(dest="action", required=True)
     migrate = storage.add_parser(
         "migrate", help="copy every blob to another store (file:///path or s3://bucket/prefix), verified, resumable"
@@ -241,6 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fsck(settings, args)
         if args.command == "gc":
             return _gc(settings, args, app_settings.get("stevedore.gc_grace_period"))
+        if args.command == "webhooks":
+            return _deliver_webhooks(settings, args.limit)
         if args.command == "storage":
             return _storage_migrate(settings, args)
     except StevedoreError as exc:
@@ -834,6 +843,20 @@ def _fsck(settings: Settings, args: argparse.Namespace) -> int:
     if not report.consistent:
         print("fsck changes nothing: unreferenced objects and stale uploads are listed, never deleted")
     return 0 if report.consistent else 1
+
+
+def _deliver_webhooks(settings: Settings, limit: int | None) -> int:
+    """`webhooks deliver`: one pass of the deliverer the serving processes run (web/ui/webhooks.py)."""
+    from stevedore.web.app import build_components
+    from stevedore.web.ui.webhooks import build_deliverer
+
+    components = build_components(settings)
+    try:
+        result = build_deliverer(components).run_once(limit=limit)
+    finally:
+        components.engine.dispose()
+    print(f"webhook deliveries: {result.sent} sent, {result.retried} to retry, {result.failed} failed")
+    return 0
 
 
 def _storage_url(settings: Settings, url: str) -> str:

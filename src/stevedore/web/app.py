@@ -63,6 +63,7 @@ from stevedore.web.security import (
 from stevedore.web.settings import Settings, SettingsError
 from stevedore.web.ui.session import WebSessionFactory, web_account
 from stevedore.web.ui.setup import setup_service, setup_service_for
+from stevedore.web.ui.webhooks import delivery_task as webhook_delivery_task
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +205,7 @@ def main(global_config: dict[str, Any], **ini_settings: str) -> Any:
     settings = Settings.from_mapping(ini_settings)
     components = build_components(settings)
     _schedule_gc(components, global_config)
+    components.background_tasks.append(webhook_delivery_task(components))  # each serving process sends webhooks
     _announce_setup(components, global_config)
     _announce_mail(settings)
     return make_app(components, ini_settings)

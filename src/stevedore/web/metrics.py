@@ -57,6 +57,9 @@ UPLOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 
 # How an upload was made: `monolithic` is one POST ?digest= carrying the whole blob (timed from the view's start);
 # `session` is POST, then PATCHes or not, then the closing PUT (timed from the session's ticket, in whole seconds).
 UPLOAD_KINDS = ("monolithic", "session")
+# What became of a webhook delivery attempt: `sent` (a 2xx), `retried` (failed, tried again later), `failed` (for good).
+WEBHOOK_OUTCOMES = ("sent", "retried", "failed")
+WEBHOOK_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
 class _RequestMetrics:
@@ -136,6 +139,7 @@ class _State:
         self.registry = None if multiprocess_dir else CollectorRegistry(auto_describe=True)
         self.lock = threading.Lock()
         self.requests: _RequestMetrics | None = None
+        self.webhooks: _WebhookMetrics | None = None
 
     def request_metrics(self) -> _RequestMetrics:
         if self.requests is None:
@@ -143,6 +147,34 @@ class _State:
                 if self.requests is None:
                     self.requests = _RequestMetrics(self.registry)
         return self.requests
+
+    def webhook_metrics(self) -> _WebhookMetrics:
+        if self.webhooks is None:
+            with self.lock:
+                if self.webhooks is None:
+                    self.webhooks = _WebhookMetrics(self.registry)
+        return self.webhooks
+
+
+class _WebhookMetrics:
+    """Webhook deliveries (adapters/webhook_delivery.py), counted in the process that sends them."""
+
+    def __init__(self, registry: CollectorRegistry | None) -> None:
+        self.deliveries = Counter(
+            "stevedore_webhook_deliveries",
+            "Webhook delivery attempts, by outcome: sent (a 2xx), retried (failed, tried again later), failed (for "
+            "good)",
+            ("outcome",),
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "stevedore_webhook_delivery_duration_seconds",
+            "Time of one webhook delivery attempt: resolving, connecting, sending and reading the answer",
+            buckets=WEBHOOK_BUCKETS,
+            registry=registry,
+        )
+        for outcome in WEBHOOK_OUTCOMES:  # every series from the first scrape on
+            self.deliveries.labels(outcome)
 
 
 _state = _State(None)
@@ -236,6 +268,15 @@ def record_blob_upload(kind: str, seconds: float) -> None:
     _state.request_metrics().uploads.labels(kind).observe(max(0.0, seconds))
 
 
+def record_webhook_delivery(outcome: str, seconds: float) -> None:
+    """A webhook delivery attempt ended: `outcome` one of WEBHOOK_OUTCOMES, after `seconds`."""
+    if outcome not in WEBHOOK_OUTCOMES:
+        raise ValueError(f"unknown webhook delivery outcome {outcome!r}")
+    metrics = _state.webhook_metrics()
+    metrics.deliveries.labels(outcome).inc()
+    metrics.duration.observe(max(0.0, seconds))
+
+
 def exposition(accept: str | None = None) -> tuple[bytes, str]:
     """Every metric of this server (of all its workers) in the format the Accept header asks for: Prometheus's text
     format 0.0.4 by default, OpenMetrics on request. The body and its content type."""
@@ -245,6 +286,7 @@ def exposition(accept: str | None = None) -> tuple[bytes, str]:
         MultiProcessCollector(registry, path=_state.multiprocess_dir)  # type: ignore[no-untyped-call]
     else:
         _state.request_metrics()  # the request series exist from the first scrape on
+        _state.webhook_metrics()
         assert _state.registry is not None
         registry = _state.registry
     return encoder(registry), content_type
