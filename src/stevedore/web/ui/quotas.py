@@ -5,6 +5,7 @@ push beyond the quota."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from pyramid.config import Configurator
@@ -56,6 +57,8 @@ _MANIFEST_ROUTES = frozenset({"registry.manifest"})
 def includeme(config: Configurator) -> None:
     """Routes of these pages (app.py includes this module)."""
     config.add_route("ui.namespace_quota", "/namespaces/{namespace}/quota")
+    # The namespace page's usage line (`request.namespace_usage(name)` in namespace.jinja2).
+    config.add_request_method(_namespace_usage_method, "namespace_usage")
 
 
 # --- the lifecycle part ----------------------------------------------------------------------------------------------
@@ -90,7 +93,11 @@ def push_request(request: Request) -> PushRequest:
 # --- usage shown on other pages --------------------------------------------------------------------------------------
 
 
-def namespace_usage(request: Request, account: Account, namespace: str) -> dict[str, Any] | None:
+def _namespace_usage_method(request: Request) -> Callable[[str], dict[str, Any] | None]:
+    return lambda namespace: namespace_usage(request, request.web_account, namespace)
+
+
+def namespace_usage(request: Request, account: Account | None, namespace: str) -> dict[str, Any] | None:
     """The namespace page's usage line: what it holds and its quota, for those who may see them (else None)."""
     if not may_see_usage(request.access, account, namespace):
         return None

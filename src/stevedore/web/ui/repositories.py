@@ -25,7 +25,9 @@ from stevedore.domain.errors import DigestInvalid, NameInvalid, StevedoreError, 
 from stevedore.domain.model import Account, Digest, Reference, RepositoryName, Tag
 from stevedore.domain.namespaces import AccessModel, Right, is_reserved
 from stevedore.domain.repository_deletion import RepositoryDeletion
+from stevedore.web.ui import quotas
 from stevedore.web.ui.forms import refused
+from stevedore.web.ui.rules import repository_deletion_guard
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +149,7 @@ def repository_page(request: Request) -> dict[str, Any]:
         "name": name.value,
         "tags": browse.tag_views(page.rows, children),
         "tag_count": queries.tag_count(repository_id),
+        "size": quotas.repository_size(request, repository_id),  # deduplicated: its distinct blobs and manifests
         "sort": sort.value,
         "paged": after is not None or before is not None,
         "previous": page.previous.text() if page.previous else None,
@@ -317,7 +320,9 @@ def delete_repository(request: Request) -> dict[str, Any] | Response:
             "tag_count": queries.tag_count(repository_id),
             "error": "Type the repository's name exactly to delete it.",
         }
-    deletion = RepositoryDeletion(SqlRepositoryDeletionStore(request.dbsession), request.access)
+    deletion = RepositoryDeletion(
+        SqlRepositoryDeletionStore(request.dbsession), request.access, repository_deletion_guard(request)
+    )  # Denied (an immutable tag): the 403 page with the rule
     deletion.delete(_account(request), name)
     request.audit.record(AuditAction.DELETE_REPOSITORY, repository=name, detail="pages")
     log.info("repository %s deleted from the pages by %s", name, _account(request).username)
