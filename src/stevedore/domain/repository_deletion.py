@@ -3,6 +3,7 @@ the delete right. Bytes stay for garbage collection: other repositories may hold
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
 from stevedore.domain.access import Access, Action
@@ -18,9 +19,17 @@ class RepositoryDeletionStore(Protocol):
 
 
 class RepositoryDeletion:
-    def __init__(self, store: RepositoryDeletionStore, access: Access) -> None:
+    def __init__(
+        self,
+        store: RepositoryDeletionStore,
+        access: Access,
+        guard: Callable[[RepositoryName], None] | None = None,
+    ) -> None:
         self.store = store
         self.access = access
+        # Raises Denied while the repository holds an immutable tag (domain/rules.py): deleting the repository would
+        # take the tag away. Asked once the caller may delete.
+        self.guard = guard or (lambda name: None)
 
     def delete(self, account: Account | None, name: RepositoryName) -> None:
         """Raises NameUnknown for a repository the account may not even pull (no oracle), Denied when it may pull
@@ -29,5 +38,6 @@ class RepositoryDeletion:
             raise NameUnknown(detail={"name": name.value})
         if not self.access.may(account, Action.DELETE, name):
             raise Denied(f"delete of {name} denied")
+        self.guard(name)
         if not self.store.delete_repository(name):
             raise NameUnknown(detail={"name": name.value})
