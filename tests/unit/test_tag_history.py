@@ -159,3 +159,12 @@ def test_pages_go_newest_first_over_every_entry_once_ties_by_id():
 def test_a_restore_detail_says_to_which_digest_and_from_which():
     assert restore_detail(str(A), str(B)) == f"to {A} from {B}"
     assert restore_detail(str(A), None) == f"to {A} (the tag did not exist)"
+
+
+def test_a_last_page_that_is_exactly_full_offers_no_older_page():
+    history = InMemoryTagHistory()
+    history.recorded = [change(None, Digest.of(str(i).encode()), i) for i in range(6)]
+    first = history_page(history, 1, "v1", before=None, may_restore=True, per_page=3)
+    assert first.older is not None
+    second = history_page(history, 1, "v1", before=first.older, may_restore=True, per_page=3)
+    assert len(second.entries) == 3 and second.older is None
