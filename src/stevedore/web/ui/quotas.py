@@ -5,7 +5,6 @@ push beyond the quota."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 from pyramid.config import Configurator
@@ -93,8 +92,8 @@ def push_request(request: Request) -> PushRequest:
 # --- usage shown on other pages --------------------------------------------------------------------------------------
 
 
-def _namespace_usage_method(request: Request) -> Callable[[str], dict[str, Any] | None]:
-    return lambda namespace: namespace_usage(request, request.web_account, namespace)
+def _namespace_usage_method(request: Request, namespace: str) -> dict[str, Any] | None:
+    return namespace_usage(request, request.web_account, namespace)
 
 
 def namespace_usage(request: Request, account: Account | None, namespace: str) -> dict[str, Any] | None:
