@@ -83,7 +83,7 @@ def test_the_page_shows_the_tag_now_and_its_moves_newest_first_with_links(testap
     page = testapp.get(HISTORY, status=200).text
     lead = page.split('class="lead"')[1].split("</p>")[0]
     assert "Points at" in lead and short(two.digest) in lead and "alice" in lead
-    rows = page.split('<tr class="entry">')[1:]
+    rows = page.split('<li class="tag entry">')[1:]
     assert len(rows) == 2
     newest, oldest = rows
     assert ">pushed<" in newest and newest.index(short(one.digest)) < newest.index(short(two.digest))
@@ -116,14 +116,14 @@ def test_the_page_pages_older_moves_by_fifty(testapp, db, alice):
     db.commit()
     log_in(testapp, *ALICE)
     first = testapp.get(HISTORY, status=200)
-    assert first.text.count('<tr class="entry">') == 50
-    actors = re.findall(r'<td class="pusher">(user\d+|alice)</td>', first.text)
+    assert first.text.count('<li class="tag entry">') == 50
+    actors = re.findall(r'<dd class="pusher">(user\d+|alice)</dd>', first.text)
     assert actors[0] == "alice" and actors[1:] == [f"user{i}" for i in range(59, 10, -1)]
     older = first.click(linkid=None, href=r"before=", index=0)
-    second_actors = re.findall(r'<td class="pusher">(user\d+)</td>', older.text)
+    second_actors = re.findall(r'<dd class="pusher">(user\d+)</dd>', older.text)
     assert second_actors == [f"user{i}" for i in range(10, -1, -1)]
     assert 'rel="next"' not in older.text and "« Newest" in older.text
-    assert testapp.get(HISTORY + "?before=junk", status=200).text.count('<tr class="entry">') == 50
+    assert testapp.get(HISTORY + "?before=junk", status=200).text.count('<li class="tag entry">') == 50
     past_the_end = testapp.get(HISTORY + "?before=1~1", status=200).text
     assert "No older moves" in past_the_end
 
@@ -191,7 +191,7 @@ def test_with_only_the_pull_right_the_page_has_no_buttons_and_a_restore_is_forbi
     two = push_image(testapp, alice, "alice/app", "v1", seed="two")
     log_in(testapp, *BOB)  # the default model: bob may pull alice's repositories, not push into them
     page = testapp.get(HISTORY, status=200)
-    assert '<tr class="entry">' in page.text and not restore_forms(page) and "Restore" not in page.text
+    assert '<li class="tag entry">' in page.text and not restore_forms(page) and "Restore" not in page.text
     refused = testapp.post(RESTORE, {"csrf_token": csrf_token(page), "digest": one.digest}, status=403)
     assert "Not allowed" in refused.text
     assert pulled_digest(testapp, alice) == two.digest and len(moves(db)) == 2 and restored_events(db) == []

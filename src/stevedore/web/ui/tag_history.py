@@ -114,7 +114,12 @@ def _refused(request: Request, name: RepositoryName, tag: Tag, error: StevedoreE
     if isinstance(error, DigestInvalid):
         status, message = 400, "That is not a digest this registry knows how to restore."
     elif isinstance(error, NotFound):
-        status, message = 404, f"{error.message} Nothing was changed."
+        posted = request.POST.get("digest", "")
+        status = 404
+        message = (
+            f"The manifest {browse.short_digest(posted)} is no longer in repository {name}: the tag cannot be put "
+            "back on it. Nothing was changed."
+        )
     elif isinstance(error, Denied | InvalidInput):
         status = 403 if isinstance(error, Denied) else 400
         message = f"The tag {tag.value} was not restored: {error.message}"
