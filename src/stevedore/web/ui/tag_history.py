@@ -20,7 +20,7 @@ from stevedore.domain import browse
 from stevedore.domain.access import Action
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import Denied, DigestInvalid, InvalidInput, NotFound, StevedoreError, TagInvalid
-from stevedore.domain.lifecycle import Lifecycle
+from stevedore.domain.lifecycle import Lifecycle, TagChange
 from stevedore.domain.model import Digest, RepositoryName, Tag
 from stevedore.domain.tag_history import HistoryCursor, TagHistoryRecorder, TagUnknown, history_page, restore_detail
 from stevedore.web.ui.forms import refused
@@ -39,7 +39,18 @@ def includeme(config: Configurator) -> None:
 def lifecycle_part(request: Request) -> Lifecycle:
     """This part of the request's lifecycle (web/lifecycle.py), built on its first use in a request that writes: one
     INSERT a tag move, in the request's own transaction."""
-    return TagHistoryRecorder(SqlTagHistoryStore(request.dbsession))
+    return TagHistoryRecorder(_RequestTagHistoryStore(request))
+
+
+class _RequestTagHistoryStore:
+    """The SQL store on the request's session, asked for only when a tag moved: an upload, which hears the lifecycle
+    too, never makes the request's write session for it."""
+
+    def __init__(self, request: Request) -> None:
+        self.request = request
+
+    def record(self, change: TagChange) -> None:
+        SqlTagHistoryStore(self.request.dbsession).record(change)
 
 
 def _tag(request: Request) -> Tag:
