@@ -133,8 +133,10 @@ class WebhookSender:
             connection.connect()
         except (OSError, ssl.SSLError) as exc:
             raise _Unreachable(f"cannot connect: {_reason(exc)}") from None
-        # The overall deadline: whatever the receiver does, the socket is shut when the time is up.
-        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (connection,))
+        # The overall deadline: whatever the receiver does, the socket is shut when the time is up. What was read
+        # by then does not count (a shut socket reads as the end of the headers: a cut answer could look whole).
+        cut = threading.Event()
+        watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _shut, (connection, cut))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -143,11 +145,13 @@ class WebhookSender:
             response.read(MAX_RESPONSE_BYTES)
             status = response.status
         except (OSError, http.client.HTTPException, ssl.SSLError) as exc:
-            if time.monotonic() >= deadline:
+            if cut.is_set() or time.monotonic() >= deadline:
                 return Outcome(None, f"timed out after {self.timeout:g} s")
             return Outcome(None, f"no answer: {_reason(exc)}")
         finally:
             watchdog.cancel()
+        if cut.is_set():
+            return Outcome(None, f"timed out after {self.timeout:g} s")
         if 200 <= status < 300:
             return Outcome(status, None)
         if 300 <= status < 400:
@@ -159,7 +163,8 @@ class _Unreachable(Exception):
     pass
 
 
-def _shut(connection: http.client.HTTPConnection) -> None:
+def _shut(connection: http.client.HTTPConnection, cut: threading.Event) -> None:
+    cut.set()
     sock = connection.sock
     if sock is not None:
         with contextlib.suppress(OSError):
