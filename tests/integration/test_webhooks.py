@@ -427,3 +427,57 @@ def test_deliveries_are_counted_in_the_metrics(components, user, receiver):
     assert value("sent") - before["sent"] == 1 and value("retried") - before["retried"] == 1
     body, _ = metrics.exposition()
     assert b"stevedore_webhook_delivery_duration_seconds_count" in body
+
+
+@pytest.mark.server
+def test_a_served_push_is_delivered_by_the_servers_own_workers(tmp_path, receiver):
+    """`pserve` with two worker processes: each runs its delivery thread (started after the fork); a push over
+    HTTP reaches the receiver with no command run, once."""
+    import base64
+    import urllib.request
+
+    from tests.integration.protocol.helpers import descriptor, digest, image_manifest
+    from tests.integration.services import WaitressProcess, free_port
+
+    port = free_port()
+    ini = str(tmp_path / "served.ini")
+    extra = "stevedore.webhook_allowed_networks = 127.0.0.0/8"
+    database_url = f"sqlite:///{tmp_path}/stevedore.sqlite"
+    write_ini(ini, database_url=database_url, storage_dir=str(tmp_path / "blobs"), port=port, extra=extra,
+              server_extra="workers = 2")  # fmt: skip
+    for args, stdin in ((("db", "upgrade"), None), (("user", "create", "alice", "--password-stdin"), PASSWORD)):
+        assert stevedore_cli(ini, *args, stdin=stdin).returncode == 0
+    components = build_components(hook_settings(database_url, tmp_path))
+    try:
+        add_webhook(components, receiver.url)
+    finally:
+        components.engine.dispose()
+    server = WaitressProcess(ini, port, str(tmp_path / "server.log"))
+    server.start()
+    try:
+        auth = "Basic " + base64.b64encode(f"alice:{PASSWORD}".encode()).decode()
+        base = f"http://127.0.0.1:{port}/v2/alice/app"
+
+        def send(method: str, url: str, body: bytes, content_type: str) -> int:
+            request = urllib.request.Request(url, data=body, method=method)
+            request.add_header("Authorization", auth)
+            request.add_header("Content-Type", content_type)
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                return int(answer.status)
+
+        config, layer = b'{"os":"linux"}', b"a layer" * 10
+        for blob in (config, layer):
+            assert send("POST", f"{base}/blobs/uploads/?digest={digest(blob)}", blob, "application/octet-stream") == 201
+        manifest = image_manifest(
+            descriptor("application/vnd.oci.image.config.v1+json", config),
+            [descriptor("application/vnd.oci.image.layer.v1.tar", layer)],
+        )
+        assert send("PUT", f"{base}/manifests/v1", manifest, "application/vnd.oci.image.manifest.v1+json") == 201
+        deadline = time.monotonic() + 20
+        while not receiver.requests and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1)  # time for a second, wrong, delivery to arrive
+        [event] = receiver.events()
+        assert event["target"]["tag"] == "v1" and event["target"]["digest"] == digest(manifest)
+    finally:
+        server.stop()
