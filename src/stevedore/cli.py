@@ -12,7 +12,7 @@ stevedore --config INI robot create NAMESPACE NAME [--scope pull|push|delete] [-
 stevedore --config INI robot disable|enable|delete NAMESPACE NAME
 stevedore --config INI audit list [--user NAME] [--namespace NS] [--action ACTION] [--limit N] [--before ID]
 stevedore --config INI fsck [--verify-digests] [--show N]
-stevedore --config INI gc [--dry-run] [--grace-period DURATION]
+stevedore --config INI gc [--dry-run] [--grace-period DURATION]   (retention rules first, then the blobs)
 stevedore --config INI storage migrate --to URL [--from URL] [--update-database]
 stevedore --config INI webhooks deliver [--limit N]
 """
@@ -25,6 +25,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import transaction
 from sqlalchemy.orm import Session
@@ -35,6 +36,9 @@ from stevedore.domain.errors import StevedoreError
 from stevedore.domain.model import InviteRecord
 from stevedore.domain.registry import RegistryService
 from stevedore.web.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from stevedore.domain.gc import RetentionResult
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,10 +153,12 @@ def _parser() -> argparse.ArgumentParser:
 
     gc = commands.add_parser(
         "gc",
-        help="delete blobs no repository links and no manifest references, and abandoned upload sessions, while the "
-        "registry runs (manifests, tagged or not, are kept)",
+        help="apply the namespaces' retention rules (tags, untagged manifests), then delete blobs no repository links "
+        "and no manifest references, and abandoned upload sessions, while the registry runs",
     )
-    gc.add_argument("--dry-run", action="store_true", help="count what would go; change nothing")
+    gc.add_argument(
+        "--dry-run", action="store_true", help="list what retention would remove, count what would go; change nothing"
+    )
     gc.add_argument(
         "--grace-period",
         metavar="DURATION",
@@ -419,16 +425,18 @@ def _sweep(settings: Settings, limit: int) -> tuple[int, int | None]:
 
 
 def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None) -> int:
-    """`gc`: abandoned upload sessions first (the sweep, with stevedore.abandoned_upload_seconds), then the blobs
-    nothing links or references, recorded longer ago than the grace period (domain/gc.py). Each batch is a short
-    transaction of its own; progress on stderr when it is a terminal; a summary line at the end."""
+    """`gc`: retention rules first (tags and untagged manifests they remove, listed per repository, and the tag
+    history older than stevedore.tag_history_days), then abandoned upload sessions (the sweep, with
+    stevedore.abandoned_upload_seconds), then the blobs nothing links or references, recorded longer ago than the
+    grace period (domain/gc.py): so the blobs retention frees go in the same run. Each batch is a short transaction
+    of its own; progress on stderr when it is a terminal; a summary line at the end."""
     import time
     from datetime import timedelta
 
     from stevedore.adapters.clock import SystemClock
     from stevedore.adapters.sql.audit import SqlAuditLog
     from stevedore.adapters.sql.engine import make_engine, writer_engine
-    from stevedore.adapters.sql.gc import garbage_units
+    from stevedore.adapters.sql.gc import garbage_units, retention_units
     from stevedore.domain.audit import AuditAction, Auditor
     from stevedore.domain.errors import InvalidInput
     from stevedore.domain.gc import (
@@ -437,6 +445,8 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
         GarbageCollector,
         GcProgress,
         GcResult,
+        Retention,
+        RetentionResult,
         parse_duration,
     )
     from stevedore.web.app import build_blob_store
@@ -468,10 +478,15 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
 
     limit = settings.abandoned_upload_seconds
     result = GcResult(args.dry_run)  # filled in batch by batch: what was done, should a batch fail
+    retained = RetentionResult(args.dry_run)  # likewise
     swept = 0
     uploads_line = "abandoned uploads: none, stevedore.abandoned_upload_seconds is 0"
     stopped: BaseException | None = None
     try:
+        retention_reads, retention_writes = retention_units(engine)
+        Retention(retention_reads, retention_writes, SystemClock()).apply(
+            tag_history_days=settings.tag_history_days, grace=grace, dry_run=args.dry_run, result=retained
+        )
         if limit > 0 and args.dry_run:
             with reads() as garbage:
                 count = garbage.count_uploads_created_before(SystemClock().now() - timedelta(seconds=limit))
@@ -503,8 +518,19 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
             except Exception as exc:
                 print(f"stevedore: the audit event could not be recorded: {_one_line(exc)}", file=sys.stderr)
                 stopped = stopped or exc
+        if not args.dry_run and retained.removed_something:
+            try:
+                with Session(writer_engine(engine)) as session, session.begin():
+                    Auditor(SqlAuditLog(session), SystemClock()).record(
+                        AuditAction.RETENTION_APPLIED, detail=_retention_detail(retained, stopped)
+                    )
+            except Exception as exc:
+                print(f"stevedore: the audit event could not be recorded: {_one_line(exc)}", file=sys.stderr)
+                stopped = stopped or exc
     finally:
         engine.dispose()
+    for line in _retention_lines(retained, settings.tag_history_days):
+        print(line)
     print(uploads_line)
     verb = "would delete" if args.dry_run else "deleted"
     print(
@@ -524,6 +550,41 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
         print(f"stevedore: error: garbage collection stopped: {_one_line(stopped)}", file=sys.stderr)
         return 1
     return 1 if result.failed else 0
+
+
+def _retention_detail(retained: RetentionResult, stopped: BaseException | None) -> str:
+    detail = (
+        f"{len(retained.tags)} tags, {len(retained.manifests)} untagged manifests and {retained.links_removed} blob "
+        f"links removed in {len(retained.repositories)} repositories; {retained.history_pruned} tag history rows pruned"
+    )
+    if stopped is not None:
+        detail += f"; stopped by {type(stopped).__name__}"
+    return detail + " (command line)"
+
+
+def _retention_lines(retained: RetentionResult, tag_history_days: int) -> list[str]:
+    """What retention removed (would remove), per repository: its tags, then its untagged manifests."""
+    verb = "would remove" if retained.dry_run else "removed"
+    tags, manifests = len(retained.tags), len(retained.manifests)
+    lines = [
+        f"retention: {verb} {tags} tag{'s' if tags != 1 else ''} and {manifests} untagged "
+        f"manifest{'s' if manifests != 1 else ''} in {len(retained.repositories)} "
+        f"repositor{'ies' if len(retained.repositories) != 1 else 'y'}"
+        + (f", {retained.links_removed} blob links" if retained.links_removed else "")
+    ]
+    for repository in retained.repositories:
+        names = [state.tag for name, state in retained.tags if name == repository]
+        if names:
+            lines.append(f"  {repository}: tag{'s' if len(names) != 1 else ''} {', '.join(names)}")
+        for name, manifest in retained.manifests:
+            if name == repository:
+                pushed = manifest.pushed_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M")
+                lines.append(f"  {repository}: untagged manifest {manifest.digest} (pushed {pushed} UTC)")
+    if retained.skipped:
+        lines.append(f"retention: kept {retained.skipped} that a push changed while gc ran")
+    if retained.history_pruned:
+        lines.append(f"retention: forgot {retained.history_pruned} tag history rows older than {tag_history_days} days")
+    return lines
 
 
 def _one_line(exc: BaseException) -> str:

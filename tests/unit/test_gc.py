@@ -254,3 +254,132 @@ def test_a_grace_period_reaching_before_year_one_is_refused():
     with pytest.raises(InvalidInput):
         parse_duration("36501d")
     assert len(store.rows) == 1
+
+
+# --- retention (domain/gc.py's Retention) over an in-memory store ---------------------------------------------------
+
+
+class InMemoryRetentionStore:
+    """Tags and manifests per repository, the tag history, the rules; a log of writes and commits. `moved` names
+    tags a push changes between the read and the write."""
+
+    def __init__(self, log: list[str]) -> None:
+        from stevedore.domain.rules import ManifestState, TagRule, TagState
+
+        self.rules: list[TagRule] = []
+        self.tags: dict[str, list[TagState]] = {}
+        self.manifests: dict[str, list[ManifestState]] = {}
+        self.history: list[tuple[str, str, datetime]] = []  # (repository, digest, at)
+        self.moved: set[str] = set()
+        self.log = log
+
+    def retention_rules(self):
+        return list(self.rules)
+
+    def repositories(self, namespace: str) -> list[str]:
+        names = set(self.tags) | set(self.manifests)
+        return sorted(n for n in names if n == namespace or n.startswith(namespace + "/"))
+
+    def tag_states(self, repository: str):
+        return list(self.tags.get(repository, []))
+
+    def manifest_states(self, repository: str):
+        return list(self.manifests.get(repository, []))
+
+    def history_digests(self, repository: str, since: datetime | None) -> set[str]:
+        return {d for r, d, at in self.history if r == repository and (since is None or at >= since)}
+
+    def remove_tag(self, repository: str, state, now: datetime) -> bool:
+        self.log.append(f"remove tag {state.tag}")
+        if state.tag in self.moved:
+            return False
+        self.tags[repository].remove(state)
+        self.history.append((repository, state.digest, now))
+        return True
+
+    def remove_manifest(self, repository, digest, *, pushed_before, history_since, links_before):
+        self.log.append(f"remove manifest {digest}")
+        if digest in self.moved:
+            return None
+        self.manifests[repository] = [m for m in self.manifests[repository] if m.digest != digest]
+        return 2
+
+    def prune_history(self, before: datetime) -> int:
+        kept = [h for h in self.history if h[2] >= before]
+        pruned = len(self.history) - len(kept)
+        self.history = kept
+        return pruned
+
+
+def retention_of(store: InMemoryRetentionStore, log: list[str], batch: int = 100):
+    from stevedore.domain.gc import Retention
+
+    @contextlib.contextmanager
+    def reads() -> Iterator[InMemoryRetentionStore]:
+        yield store
+
+    @contextlib.contextmanager
+    def writes() -> Iterator[InMemoryRetentionStore]:
+        yield store
+        log.append("commit")
+
+    return Retention(reads, writes, FixedClock(), batch=batch)
+
+
+def retention_world() -> tuple[InMemoryRetentionStore, list[str]]:
+    from stevedore.domain.rules import ManifestState, RuleKind, TagRule, TagState
+
+    log: list[str] = []
+    store = InMemoryRetentionStore(log)
+    store.rules = [
+        TagRule("team", None, RuleKind.RETENTION, "v*", keep_newest=1, untagged_days=7),
+        TagRule("team", None, RuleKind.IMMUTABLE, "v1"),
+        TagRule("other", None, RuleKind.IMMUTABLE, "*"),  # a namespace without retention: never read for it
+    ]
+    store.tags["team/app"] = [TagState(f"v{i}", f"sha256:{i}", NOW - timedelta(days=10 - i)) for i in range(1, 5)]
+    store.tags["teammate/app"] = [TagState("v1", "sha256:x", NOW - timedelta(days=30))]  # another namespace
+    store.manifests["team/app"] = [
+        ManifestState("sha256:old", NOW - timedelta(days=30), False),
+        ManifestState("sha256:young", NOW - timedelta(days=1), False),
+        ManifestState("sha256:4", NOW - timedelta(days=30), True),
+    ]
+    store.history = [("team/app", "sha256:ancient", NOW - timedelta(days=400))]
+    return store, log
+
+
+def test_retention_dry_run_lists_and_writes_nothing():
+    store, log = retention_world()
+    result = retention_of(store, log).apply(tag_history_days=90, grace=timedelta(hours=1), dry_run=True)
+    assert [(r, s.tag) for r, s in result.tags] == [("team/app", "v2"), ("team/app", "v3")]
+    assert [(r, m.digest) for r, m in result.manifests] == [("team/app", "sha256:old")]
+    assert log == [] and result.history_pruned == 0
+    assert len(store.tags["team/app"]) == 4
+
+
+def test_retention_removes_in_short_batches_counts_what_a_push_changed_and_prunes_old_history():
+    store, log = retention_world()
+    store.moved = {"v3"}
+    result = retention_of(store, log, batch=1).apply(tag_history_days=90, grace=timedelta(hours=1))
+    assert [s.tag for _, s in result.tags] == ["v2"]
+    assert [m.digest for _, m in result.manifests] == ["sha256:old"]
+    assert (result.skipped, result.links_removed, result.history_pruned) == (1, 2, 1)
+    assert log == [
+        "remove tag v2",
+        "commit",
+        "remove tag v3",
+        "commit",
+        "remove manifest sha256:old",
+        "commit",
+        "commit",  # the pruning
+    ]
+    assert [s.tag for s in store.tags["team/app"]] == ["v1", "v3", "v4"]
+    assert [s.tag for s in store.tags["teammate/app"]] == ["v1"]
+    assert result.repositories == ["team/app"] and result.removed_something
+
+
+def test_retention_with_history_kept_for_ever_prunes_nothing_and_keeps_what_it_names():
+    store, log = retention_world()
+    store.history.append(("team/app", "sha256:old", NOW - timedelta(days=1000)))
+    result = retention_of(store, log).apply(tag_history_days=0, grace=timedelta(hours=1))
+    assert result.manifests == [] and result.history_pruned == 0
+    assert len(store.history) == 2 + 2  # and the two tags it removed

@@ -2,11 +2,13 @@
 handed in.
 
 What goes: blob rows (and their bytes) that no repository links (`repository_blobs`) and no manifest references
-(`manifest_references` of kind blob), recorded longer ago than the grace period. Manifests are never removed here
-(untagged ones included: deployments pin digests), so an index's children, referrers and everything they reference
-stay. Candidates come from indexed, paged queries on the database, never from listing the storage; bytes that no row
-points at (a crashed push) are `stevedore fsck`'s to report. Abandoned upload sessions are the upload sweep's
-(RegistryService.sweep_abandoned_uploads), which the command runs with it.
+(`manifest_references` of kind blob), recorded longer ago than the grace period. The collector never removes a
+manifest (untagged ones included: deployments pin digests), so an index's children, referrers and everything they
+reference stay; only retention rules do, when a namespace opts in (`Retention`, at the end of this module, run by
+the command before the collector so that what it frees goes in the same run). Candidates come from indexed, paged
+queries on the database, never from listing the storage; bytes that no row points at (a crashed push) are `stevedore
+fsck`'s to report. Abandoned upload sessions are the upload sweep's (RegistryService.sweep_abandoned_uploads), which
+the command runs with it.
 
 Races, and why none loses a referenced blob. A claim is whatever makes a blob in use again: a finished upload
 (`RegistryStore.add_blob`, then the link), a mount (`hold_blob`, then the link), a manifest push (its blobs read
@@ -45,6 +47,15 @@ from typing import Protocol
 from stevedore.domain.errors import InvalidInput
 from stevedore.domain.model import BlobInfo
 from stevedore.domain.ports import Clock
+from stevedore.domain.rules import (
+    ManifestState,
+    RuleKind,
+    TagRule,
+    TagState,
+    manifests_to_remove,
+    tags_to_remove,
+    untagged_cutoff,
+)
 
 DEFAULT_GRACE_PERIOD = timedelta(hours=24)
 DEFAULT_BATCH = 1000
@@ -213,3 +224,193 @@ class GarbageCollector:
             failed = self.deleter.delete_blobs(gone) if gone else []  # no lock held: nobody writes there again
         not_deleted = {blob.digest for blob in failed}
         return [blob for blob in gone if blob.digest not in not_deleted], failed
+
+
+# --- retention -------------------------------------------------------------------------------------------------------
+#
+# Retention rules (domain/rules.py) remove tags, and manifests that have had no tag for long, in the namespaces that
+# opt in. Decisions are made on a read of each repository; every removal is then checked again in the write that
+# makes it, against what committed meanwhile, with the rows it depends on locked, so a push going on is never undone:
+#
+# - A tag is deleted only if it still points at the manifest it pointed at when read and was not pushed since
+#   (`RetentionStore.remove_tag`): a push that moved it, or pushed it again, meanwhile keeps it. A push holds the
+#   tag's row (FOR UPDATE) while it moves it; the deletion waits for it and then finds the row changed. A push that
+#   comes after the deletion finds no row and creates the tag anew. Each removal is recorded in the tag history
+#   (cause "retention"), which keeps its manifest for `stevedore.tag_history_days`, so it can be put back.
+# - An untagged manifest is removed (`RetentionStore.remove_manifest`) only once its row is locked (PostgreSQL: FOR
+#   UPDATE SKIP LOCKED, so a push tagging it right now, which holds that lock, makes it skipped) and a fresh
+#   statement finds it still untagged, still old, no index of the repository listing it, its subject (if it is a
+#   referrer) gone, and no recent tag history naming it. A push of the same manifest waits for the removal and
+#   stores it again. Its blob links go with it when no other manifest of the repository references the blob and the
+#   link is older than the grace period: the blob rows locked first (FOR UPDATE SKIP LOCKED; a manifest push holds
+#   the blob rows it read, FOR KEY SHARE, until it commits, so a blob a push is using is skipped), then the links
+#   deleted by a statement that checks again that no manifest of the repository references them. A push that reads
+#   the blob while retention holds it waits, then reads its links again and no longer finds this one; it is told to
+#   upload the blob (MANIFEST_BLOB_UNKNOWN), as is a client that checked the blob just before the removal: it must
+#   push again. Unlinked and unreferenced, the blob is then the collector's, with the same guarantees as any other.
+# - Races that stay (as for a manifest deleted through the API): an index pushed at the very moment one of its old,
+#   untagged children is removed may list a child the repository no longer holds (`stevedore fsck` reports it).
+
+
+@dataclass
+class RetentionResult:
+    """What retention removed (or, dry, would remove), per repository, in the order it was decided."""
+
+    dry_run: bool
+    tags: list[tuple[str, TagState]] = field(default_factory=list)  # (repository, tag)
+    manifests: list[tuple[str, ManifestState]] = field(default_factory=list)
+    links_removed: int = 0  # blob links that went with the manifests (their blobs are then the collector's)
+    history_pruned: int = 0  # tag history rows older than stevedore.tag_history_days
+    skipped: int = 0  # decided on the read, but a concurrent write changed them: kept
+
+    @property
+    def repositories(self) -> list[str]:
+        return sorted({name for name, _ in self.tags} | {name for name, _ in self.manifests})
+
+    @property
+    def removed_something(self) -> bool:
+        return bool(self.tags or self.manifests)
+
+
+class RetentionStore(Protocol):
+    """The database's side of retention."""
+
+    def retention_rules(self) -> list[TagRule]:
+        """Every rule of the namespaces that have at least one retention rule: their immutable rules too."""
+        ...
+
+    def repositories(self, namespace: str) -> list[str]:
+        """The repositories of `namespace` (the bare name and those under `namespace/`), by name."""
+        ...
+
+    def tag_states(self, repository: str) -> list[TagState]: ...
+
+    def manifest_states(self, repository: str) -> list[ManifestState]: ...
+
+    def history_digests(self, repository: str, since: datetime | None) -> set[str]:
+        """Digests the repository's tag history names (before or after a move) since `since` (None: ever)."""
+        ...
+
+    def remove_tag(self, repository: str, state: TagState, now: datetime) -> bool:
+        """Delete the tag if it still points at `state.digest` and was not pushed after `state.pushed_at`, and
+        record its removal in the tag history (cause "retention", no actor); whether it was deleted."""
+        ...
+
+    def remove_manifest(
+        self,
+        repository: str,
+        digest: str,
+        *,
+        pushed_before: datetime,
+        history_since: datetime | None,
+        links_before: datetime,
+    ) -> int | None:
+        """Remove the manifest if it still qualifies (untagged, pushed before `pushed_before`, listed by no index of
+        the repository, no subject held, not named in the tag history since `history_since`), with the blob links
+        no other manifest of the repository references, created before `links_before`: how many links went, or
+        None when it no longer qualifies (kept)."""
+        ...
+
+    def prune_history(self, before: datetime) -> int:
+        """Forget tag history rows older than `before`; how many."""
+        ...
+
+
+class Retention:
+    """Applies every retention rule, repository by repository. `reads()` and `writes()` as for the collector; each
+    write is a short transaction of at most `batch` removals."""
+
+    def __init__(
+        self,
+        reads: Callable[[], contextlib.AbstractContextManager[RetentionStore]],
+        writes: Callable[[], contextlib.AbstractContextManager[RetentionStore]],
+        clock: Clock,
+        *,
+        batch: int = 100,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.reads = reads
+        self.writes = writes
+        self.clock = clock
+        self.batch = batch
+
+    def apply(
+        self,
+        *,
+        tag_history_days: int,
+        grace: timedelta,
+        dry_run: bool = False,
+        result: RetentionResult | None = None,
+    ) -> RetentionResult:
+        """Remove what the rules say goes (`dry_run`: only list it). Tag history older than `tag_history_days` is
+        pruned too (0: kept for ever). Blob links younger than `grace` stay. `result` is filled in as it goes."""
+        result = result if result is not None else RetentionResult(dry_run)
+        now = self.clock.now()
+        history_since = now - timedelta(days=tag_history_days) if tag_history_days > 0 else None
+        with self.reads() as store:
+            rules = store.retention_rules()
+        by_namespace: dict[str, list[TagRule]] = {}
+        for rule in rules:
+            by_namespace.setdefault(rule.namespace, []).append(rule)
+        for namespace in sorted(by_namespace):
+            with self.reads() as store:
+                names = store.repositories(namespace)
+            for repository in names:
+                self._repository(repository, by_namespace[namespace], now, history_since, grace, result)
+        if history_since is not None and not dry_run:
+            with self.writes() as store:
+                result.history_pruned += store.prune_history(history_since)
+        return result
+
+    def _repository(
+        self,
+        repository: str,
+        rules: list[TagRule],
+        now: datetime,
+        history_since: datetime | None,
+        grace: timedelta,
+        result: RetentionResult,
+    ) -> None:
+        relevant = [rule for rule in rules if rule.covers(repository)]
+        if not any(rule.kind is RuleKind.RETENTION for rule in relevant):
+            return
+        if any(rule.keeps_tags for rule in relevant):
+            with self.reads() as store:
+                doomed_tags = tags_to_remove(relevant, repository, store.tag_states(repository), now)
+            for start in range(0, len(doomed_tags), self.batch):
+                chunk = doomed_tags[start : start + self.batch]
+                if result.dry_run:
+                    result.tags += [(repository, state) for state in chunk]
+                    continue
+                with self.writes() as store:
+                    removed = [state for state in chunk if store.remove_tag(repository, state, now)]
+                result.tags += [(repository, state) for state in removed]
+                result.skipped += len(chunk) - len(removed)
+        cutoff = untagged_cutoff(relevant, repository, now)
+        if cutoff is None:
+            return
+        with self.reads() as store:
+            states = store.manifest_states(repository)
+            recent = store.history_digests(repository, history_since)
+        doomed = manifests_to_remove(states, cutoff, recent)
+        by_digest = {state.digest: state for state in states}
+        for start in range(0, len(doomed), self.batch):
+            digests = doomed[start : start + self.batch]
+            if result.dry_run:
+                result.manifests += [(repository, by_digest[digest]) for digest in digests]
+                continue
+            with self.writes() as store:
+                for digest in digests:
+                    links = store.remove_manifest(
+                        repository,
+                        digest,
+                        pushed_before=cutoff,
+                        history_since=history_since,
+                        links_before=now - grace,
+                    )
+                    if links is None:
+                        result.skipped += 1
+                    else:
+                        result.manifests.append((repository, by_digest[digest]))
+                        result.links_removed += links

@@ -209,6 +209,21 @@ class SqlRegistryStore:
                 query = query.with_for_update(read=True, key_share=True, of=blobs)
             rows = self.session.execute(query)
             found.update({wanted[row.digest]: int(row.size) for row in rows})
+        if hold and found:
+            # Retention (domain/gc.py) unlinks a blob only while it holds the blob's row (FOR UPDATE): if the read
+            # above waited for such a row, it answered from its snapshot, taken before that unlink committed. With
+            # the rows held now, the links read again in a statement of its own are the ones that stay.
+            held = [str(d) for d in found]
+            linked: set[str] = set()
+            for start in range(0, len(held), _BATCH):
+                linked.update(
+                    self.session.execute(
+                        sa.select(repository_blobs.c.digest)
+                        .where(repository_blobs.c.repository_id == repository_id)
+                        .where(repository_blobs.c.digest.in_(held[start : start + _BATCH]))
+                    ).scalars()
+                )
+            found = {d: size for d, size in found.items() if str(d) in linked}
         return found
 
     def blob_holders(self, digest: Digest) -> list[RepositoryName]:
