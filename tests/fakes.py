@@ -169,6 +169,7 @@ class InMemoryBlobStore:
         self.chunk_size = chunk_size
         self.blobs: dict[Digest, bytes] = {}
         self.uploads: dict[str, bytearray] = {}
+        self.kept: dict[str, bytes] = {}  # verified by `finish(place=False)`, not yet placed
 
     @staticmethod
     def _check_id(upload_id: str) -> None:
@@ -220,13 +221,18 @@ class InMemoryBlobStore:
             data += chunk  # chunk by chunk: an iterator failing half-way leaves what came before, like a file
         return len(data)
 
-    def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
+    def finish(
+        self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = (), *, place: bool = True
+    ) -> BlobInfo:
         data = self._upload(upload_id)
         candidate = bytes(data) + b"".join(final_chunks)
         if hashlib.new(digest.algorithm, candidate).hexdigest() != digest.hex:
             raise DigestInvalid(detail={"digest": str(digest)})  # the upload stays as it was
         data = candidate
-        self.blobs.setdefault(digest, bytes(data))
+        if place:
+            self.blobs.setdefault(digest, bytes(data))
+        else:
+            self.kept[upload_id] = bytes(data)  # for `restore` to place
         self.abort(upload_id)
         return BlobInfo(digest, len(data))
 
@@ -235,10 +241,12 @@ class InMemoryBlobStore:
         self.uploads.pop(upload_id, None)
 
     def restore(self, upload_id: str, digest: Digest) -> bool:
+        if digest not in self.blobs and upload_id in self.kept:
+            self.blobs[digest] = self.kept[upload_id]
         return digest in self.blobs
 
     def release(self, upload_id: str) -> None:
-        pass
+        self.kept.pop(upload_id, None)
 
     def delete(self, digest: Digest, location: str | None = None) -> None:
         self.blobs.pop(digest, None)

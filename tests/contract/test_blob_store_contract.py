@@ -33,8 +33,8 @@ class Located:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def finish(self, upload_id, digest, final_chunks=()):
-        info = self.inner.finish(upload_id, digest, final_chunks)
+    def finish(self, upload_id, digest, final_chunks=(), *, place=True):
+        info = self.inner.finish(upload_id, digest, final_chunks, place=place)
         self.locations[digest] = info.location
         return BlobInfo(info.digest, info.size)  # compared without the location, which the store chooses
 

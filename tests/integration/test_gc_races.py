@@ -68,8 +68,10 @@ class SlowFinishes(FolderBlobStore):
     """A folder store whose finishes take a moment after the bytes are in place (a slow disk, a busy node): the
     window in which a collector may unlink a file that a finish has just renamed there or found there."""
 
-    def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
-        info = super().finish(upload_id, digest, final_chunks)
+    def finish(
+        self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = (), *, place: bool = True
+    ) -> BlobInfo:
+        info = super().finish(upload_id, digest, final_chunks, place=place)
         time.sleep(random.uniform(0, 0.03))
         return info
 

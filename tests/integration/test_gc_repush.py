@@ -40,8 +40,10 @@ class CollectDuringFinish(FolderBlobStore):
     collector: GarbageCollector | None = None
     collected = 0
 
-    def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
-        info = super().finish(upload_id, digest, final_chunks)
+    def finish(
+        self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = (), *, place: bool = True
+    ) -> BlobInfo:
+        info = super().finish(upload_id, digest, final_chunks, place=place)
         collector, self.collector = self.collector, None
         if collector is not None:
             results = []

@@ -197,6 +197,7 @@ class CollectedWhileClaiming(InMemoryRegistryStore):
 
     def add_blob(self, info: BlobInfo, now: datetime) -> BlobInfo:
         self.blob_store.blobs.pop(info.digest, None)
+        self.blob_store.kept.clear()  # and the upload's verified copy is gone too: the bytes are nowhere
         return super().add_blob(info, now)
 
     def hold_blob(self, digest: Digest) -> BlobInfo | None:

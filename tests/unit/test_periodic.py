@@ -162,3 +162,20 @@ def test_run_forever_survives_a_lease_store_that_fails(failure):
     stop.set()
     looper.join(timeout=5)
     assert Down.calls >= 3
+
+
+def test_the_gc_command_runs_with_a_weekly_interval(tmp_path):
+    """A timeout of four weeks would be refused by subprocess's poll (over 2**31 ms): capped at a week."""
+    from stevedore.web.periodic_gc import MAX_RUN_SECONDS, periodic_gc_task, run_gc_command, run_timeout_seconds
+
+    for interval in (60, 86400, 7 * 86400, 30 * 86400):
+        assert run_gc_command(["sh", "-c", "echo done"], run_timeout_seconds(interval)) == "done"
+
+    assert run_gc_command(["sh", "-c", "echo abandoned uploads: none; echo deleted 2 blobs"], MAX_RUN_SECONDS) == (
+        "deleted 2 blobs"
+    )
+    assert run_gc_command(["sh", "-c", "echo deleted 0; echo oops >&2; exit 1"], MAX_RUN_SECONDS) == (
+        "failed (exit 1): oops"
+    )
+    assert run_gc_command(["sh", "-c", "echo deleted 1 blob; echo a warning >&2"], MAX_RUN_SECONDS) == "deleted 1 blob"
+    assert callable(periodic_gc_task(None, FixedClock(), 7 * 86400, str(tmp_path / "x.ini")))  # type: ignore[arg-type]

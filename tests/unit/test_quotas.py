@@ -333,7 +333,7 @@ def test_a_refused_blob_at_its_own_location_is_deleted(registry, quotas):
 
         deleted: list[tuple[Digest, str | None]] = []
 
-        def finish(self, upload_id, digest, final_chunks=()):
+        def finish(self, upload_id, digest, final_chunks=(), *, place=True):
             info = super().finish(upload_id, digest, final_chunks)
             return BlobInfo(info.digest, info.size, f"objects/{upload_id}")
 
@@ -346,3 +346,25 @@ def test_a_refused_blob_at_its_own_location_is_deleted(registry, quotas):
         push(registry, quotas, blobs, APP, b"x" * 11)
     assert [digest for digest, _location in blobs.deleted] == [Digest.of(b"x" * 11)]
     assert registry.blobs == {}
+
+
+def test_a_refused_blob_leaves_no_bytes_where_the_place_derives_from_the_digest():
+    """The folder store's way (the fake's): `finish(place=False)` keeps the verified bytes in the upload, and only a
+    kept blob is placed, so a push the quota refuses leaves nothing at the digest's place."""
+    from stevedore.domain.errors import Denied
+    from stevedore.domain.lifecycle import NoLifecycle
+    from stevedore.domain.model import RepositoryName
+    from stevedore.domain.registry import RegistryService
+    from tests.fakes import FixedClock, InMemoryBlobStore, InMemoryRegistryStore
+
+    class Refusing(NoLifecycle):
+        def before_blob(self, name, digest, size):
+            raise Denied("namespace alice is over its storage quota")
+
+    blobs, store = InMemoryBlobStore(), InMemoryRegistryStore()
+    service = RegistryService(store, blobs, FixedClock(), lifecycle=Refusing())
+    data = b"a layer over the quota"
+    with pytest.raises(Denied):
+        service.push_blob(RepositoryName("alice/app"), Digest.of(data), [data])
+    assert Digest.of(data) not in blobs.blobs and not blobs.kept
+    assert store.linked_blob(RepositoryName("alice/app"), Digest.of(data)) is None

@@ -447,8 +447,8 @@ def test_a_fresh_ticket_cancelled_while_its_whole_body_is_verified_records_nothi
     upload_id = service.start_upload(APP, ALICE)
     real_finish = blobs.finish
 
-    def finish_while_cancelled(session_id, digest, chunks=()):
-        info = real_finish(session_id, digest, chunks)
+    def finish_while_cancelled(session_id, digest, chunks=(), *, place=True):
+        info = real_finish(session_id, digest, chunks, place=place)
         service.cancel_upload(APP, upload_id, ALICE)  # the DELETE, committed in the meantime
         return info
 

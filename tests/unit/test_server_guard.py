@@ -219,7 +219,7 @@ def test_a_refusal_is_logged_like_the_request_log_with_every_unsafe_byte_escaped
 
 # --- finding the app's keys -----------------------------------------------------------------------------------------
 def components(signer: JwtTokenSigner = SIGNER) -> Components:
-    values = {field.name: None for field in dataclasses.fields(Components)}
+    values = {field.name: None for field in dataclasses.fields(Components) if field.init}
     settings = SimpleNamespace(public_url="https://registry.example", service_name="svc")
     return Components(**{**values, "settings": settings, "token_signer": signer})  # type: ignore[arg-type]
 

@@ -152,8 +152,8 @@ def test_a_finish_whose_session_was_swept_meanwhile_records_no_blob():
     upload_id = open_upload(service, name, None)  # a row, which the sweep can take
     real_finish = blobs.finish
 
-    def finish_while_swept(upload_id, digest, chunks=()):
-        info = real_finish(upload_id, digest, chunks)
+    def finish_while_swept(upload_id, digest, chunks=(), *, place=True):
+        info = real_finish(upload_id, digest, chunks, place=place)
         store.delete_upload(upload_id)  # the sweep's DELETE, committed in the meantime
         return info
 

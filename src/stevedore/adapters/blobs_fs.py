@@ -281,10 +281,13 @@ class FolderBlobStore:
             hasher.update(chunk)
         return hasher.hexdigest()
 
-    def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
+    def finish(
+        self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = (), *, place: bool = True
+    ) -> BlobInfo:
         """Verify, then place the bytes at the digest's path by a hard link (or find them there), keeping the
         verified file in the upload's folder until `release`: garbage collection may unlink the digest's file before
-        the caller holds the blob's row, and `restore` then puts it back (domain/gc.py)."""
+        the caller holds the blob's row, and `restore` then puts it back (domain/gc.py). `place=False`: only
+        verified and kept; `restore` places it."""
         data = self._upload_data(upload_id)
         kept = self._upload_verified(upload_id)
         with _disk_full_is_storage_full(), self._locked_upload(upload_id) as handle:
@@ -301,7 +304,7 @@ class FolderBlobStore:
                     os.fsync(handle.fileno())
                 os.replace(data, kept)  # still locked: a waiting append will find the upload gone
                 renamed = True
-                if present:
+                if present or not place:
                     placed = True
                 else:
                     self._make_dirs(os.path.dirname(target))

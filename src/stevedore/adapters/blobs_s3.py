@@ -509,7 +509,10 @@ class S3BlobStore:
             raise failure
         return new_state.size
 
-    def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
+    def finish(
+        self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = (), *, place: bool = True
+    ) -> BlobInfo:
+        # `place` changes nothing: the object is at the upload's own key, never where another upload's bytes are.
         state = self._load(upload_id)
         running = self._take_hash(upload_id, state)
         if running is not None and running.algorithm != digest.algorithm:

@@ -102,12 +102,18 @@ class BlobStore(Protocol):
         """Append chunks; with `offset`, raise RangeInvalid unless it equals the current size. Returns the new size."""
         ...
 
-    def finish(self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = ()) -> BlobInfo:
+    def finish(
+        self, upload_id: str, digest: Digest, final_chunks: Iterable[bytes] = (), *, place: bool = True
+    ) -> BlobInfo:
         """Append `final_chunks`, verify the whole content against `digest` and commit it as a blob. The BlobInfo's
         `location` says where, when the store chose (the caller records it and passes it to `open` and `delete`);
         two uploads of one digest may give two locations. On a mismatch
         raise DigestInvalid and leave the upload exactly as it was before the call. Operations on one upload are
-        serialized, so nothing can be appended to a blob once it is verified."""
+        serialized, so nothing can be appended to a blob once it is verified.
+
+        `place=False`, for stores whose place derives from the digest (shared by every upload of it): verified and
+        kept in the upload, but put at the digest's place only by `restore`, once the caller holds the blob's row
+        and has decided to keep it (a push refused by a quota then leaves nothing; `release` drops the bytes)."""
         ...
 
     def abort(self, upload_id: str) -> None:

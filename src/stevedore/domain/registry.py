@@ -476,7 +476,8 @@ class RegistryService:
             raise RangeInvalid("the upload has received no bytes: the final chunk starts at 0")
         self._before_push(name)
         if upload.opened:
-            info = self.blobs.finish(upload.id, digest, chunks)  # verifies; on a mismatch the upload stays as it was
+            # Verified and kept, not yet placed: a push the lifecycle refuses (a quota) leaves no bytes behind.
+            info = self.blobs.finish(upload.id, digest, chunks, place=False)  # a mismatch leaves the upload as it was
             written = upload.id
         else:
             # The whole blob is in this request (docker's small blobs): as a POST ?digest=, never a row, and bytes
@@ -514,13 +515,16 @@ class RegistryService:
         try:
             self.lifecycle.before_blob(name, info.digest, info.size)
         except BaseException:
-            if info.location is not None:  # this upload's own object: nobody else's bytes (a folder's are shared)
+            # Refused bytes are not kept. Where the store derives the place from the digest, `finish(place=False)`
+            # placed nothing and the caller's `release` drops them; an upload's own object (S3) goes now.
+            if info.location is not None:
                 with contextlib.suppress(StorageUnavailable):
                     self.blobs.delete(info.digest, info.location)
             raise
         now = self.clock.now()
         recorded = self.store.add_blob(info, now)
-        if recorded.location is None and self.confirm_blob_bytes and not self.blobs.restore(upload_id, info.digest):
+        # The bytes go to their place now (`finish(place=False)` kept them), or are found there.
+        if recorded.location is None and not self.blobs.restore(upload_id, info.digest):
             raise UploadUnknown(
                 f"blob {info.digest} was garbage-collected while this upload finished: push it again",
                 detail={"digest": str(info.digest)},
@@ -556,7 +560,7 @@ class RegistryService:
         upload_id = str(uuid.uuid4())
         self.blobs.start_upload(upload_id, algorithm)
         try:
-            return upload_id, self.blobs.finish(upload_id, digest, chunks)
+            return upload_id, self.blobs.finish(upload_id, digest, chunks, place=False)
         except BaseException:
             self.blobs.abort(upload_id)
             raise

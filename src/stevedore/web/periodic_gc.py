@@ -26,6 +26,7 @@ from stevedore.domain.ports import Clock
 log = logging.getLogger(__name__)
 
 JOB = "gc"
+MAX_RUN_SECONDS = 7 * 86400
 
 
 def gc_command(ini_path: str) -> list[str]:
@@ -41,11 +42,22 @@ def run_gc_command(command: list[str], timeout_seconds: float) -> str:
         )
     except subprocess.TimeoutExpired:
         return f"failed: still running after {timeout_seconds:.0f} s, stopped"
-    lines = [line for line in (done.stdout + done.stderr).splitlines() if line.strip()]
-    for line in lines:
+    out = [line for line in done.stdout.splitlines() if line.strip()]
+    err = [line for line in done.stderr.splitlines() if line.strip()]
+    for line in out:
         log.info("periodic gc: %s", line)
-    last = lines[-1] if lines else "(no output)"
-    return last if done.returncode == 0 else f"failed (exit {done.returncode}): {last}"
+    for line in err:
+        log.warning("periodic gc: %s", line)
+    if done.returncode == 0:
+        return out[-1] if out else "(no output)"  # gc's summary
+    last = (err or out or ["(no output)"])[-1]  # the error, said last
+    return f"failed (exit {done.returncode}): {last}"
+
+
+def run_timeout_seconds(interval_seconds: int) -> int:
+    """A run that hangs must not hold the lease for ever; a long one (millions of objects) must not be cut short.
+    At most a week: a wait longer than 2**31 ms (24.8 days) is refused by the poll under subprocess's timeout."""
+    return min(max(4 * interval_seconds, 3600), MAX_RUN_SECONDS)
 
 
 def periodic_gc_task(
@@ -58,8 +70,7 @@ def periodic_gc_task(
     """The background task (Components.background_tasks) of one serving process."""
     schedule = Schedule(interval=timedelta(seconds=interval_seconds), poll=timedelta(seconds=min(60, interval_seconds)))
     command = gc_command(ini_path)
-    # A run that hangs must not hold the lease for ever; a long one (millions of objects) must not be cut short.
-    timeout = max(4 * interval_seconds, 3600)
+    timeout = run_timeout_seconds(interval_seconds)
 
     def periodic_gc() -> None:
         job = PeriodicJob(
