@@ -24,6 +24,7 @@ from stevedore.domain.model import Account, BlobInfo, ByteRange, Digest, Invite,
 from stevedore.domain.namespaces import Member, Namespace, Right
 from stevedore.domain.ports import MailNotSent
 from stevedore.domain.registry import StoredManifest, UploadSession
+from stevedore.domain.repository_deletion import RemovedManifest, RemovedRepository, RemovedTag
 
 
 class FixedClock:
@@ -430,6 +431,24 @@ class InMemoryRegistryStore:
 
     def delete_tag(self, name: RepositoryName, tag: Tag) -> Digest | None:
         return self.tags.get(name.value, {}).pop(tag.value, None)
+
+    def delete_repository(self, name: RepositoryName) -> RemovedRepository | None:
+        """domain.repository_deletion.RepositoryDeletionStore: the repository's rows, and what they held."""
+        if name.value not in self.repositories:
+            return None
+        held = self.manifests.pop(name.value)
+        removed = RemovedRepository(
+            [RemovedManifest(m.digest, m.media_type, m.size) for m in held.values()],
+            [RemovedTag(tag, digest) for tag, digest in self.tags.pop(name.value).items()],
+        )
+        for digest in held:
+            self.references.pop((name.value, digest), None)
+        for key in [key for key in self.pushers if key[0] == name.value]:
+            del self.pushers[key]
+        for upload_id in [u.id for u in self.uploads.values() if u.repository == name]:
+            del self.uploads[upload_id]
+        del self.repositories[name.value], self.links[name.value]
+        return removed
 
     # --- discovery -----------------------------------------------------------------------------------
     def list_tags(self, name: RepositoryName, last: str | None, limit: int) -> list[str]:

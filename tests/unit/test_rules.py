@@ -14,7 +14,7 @@ from stevedore.domain.manifests import OCI_MANIFEST
 from stevedore.domain.model import Digest, Reference, RepositoryName, Tag
 from stevedore.domain.namespaces import Right
 from stevedore.domain.registry import RegistryService
-from stevedore.domain.repository_deletion import RepositoryDeletion
+from stevedore.domain.repository_deletion import RemovedRepository, RepositoryDeletion
 from stevedore.domain.rules import (
     ImmutableTags,
     ManifestState,
@@ -217,9 +217,9 @@ class Deletions:
     def __init__(self) -> None:
         self.deleted: list[str] = []
 
-    def delete_repository(self, name: RepositoryName) -> bool:
+    def delete_repository(self, name: RepositoryName) -> RemovedRepository:
         self.deleted.append(name.value)
-        return True
+        return RemovedRepository([], [])
 
 
 def test_deleting_a_repository_that_holds_an_immutable_tag_is_refused():

@@ -320,11 +320,17 @@ def delete_repository(request: Request) -> dict[str, Any] | Response:
             "tag_count": queries.tag_count(repository_id),
             "error": "Type the repository's name exactly to delete it.",
         }
+    account = _account(request)
     deletion = RepositoryDeletion(
-        SqlRepositoryDeletionStore(request.dbsession), request.access, repository_deletion_guard(request)
+        SqlRepositoryDeletionStore(request.dbsession),
+        request.access,
+        repository_deletion_guard(request),
+        # The request's lifecycle, as /v2/ deletions have: the namespace's webhooks hear a delete per manifest and tag.
+        lifecycle=request.registry_service.lifecycle,
+        clock=request.registry.stevedore.clock,
     )  # Denied (an immutable tag): the 403 page with the rule
-    deletion.delete(_account(request), name)
+    deletion.delete(account, name, actor=account.username)
     request.audit.record(AuditAction.DELETE_REPOSITORY, repository=name, detail="pages")
-    log.info("repository %s deleted from the pages by %s", name, _account(request).username)
+    log.info("repository %s deleted from the pages by %s", name, account.username)
     request.session.flash(f"The repository {name.value} was deleted.")
     return HTTPSeeOther(location=request.route_path("ui.repositories"))
