@@ -1,4 +1,5 @@
-"""Leases of periodic jobs (`job_leases`): the periodic gc inside the app runs on one node at a time.
+"""Leases of periodic jobs (`job_leases`): the periodic gc inside the app runs on one node at a time; and the record
+of gc runs (`gc_runs`), which /metrics sums.
 
 Revision ID: 0017
 Revises: 0016
@@ -27,7 +28,24 @@ def upgrade() -> None:
         sa.Column("last_outcome", sa.String(255), nullable=True),
         sa.PrimaryKeyConstraint("name", name="pk_job_leases"),
     )
+    op.create_table(
+        "gc_runs",
+        sa.Column("id", sa.Integer, nullable=False),
+        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("trigger", sa.String(16), nullable=False),
+        sa.Column("succeeded", sa.Boolean, nullable=False),
+        sa.Column("objects", sa.BigInteger, nullable=False),
+        sa.Column("bytes_freed", sa.BigInteger, nullable=False),
+        sa.Column("tags_removed", sa.Integer, nullable=False),
+        sa.Column("manifests_removed", sa.Integer, nullable=False),
+        sa.Column("uploads_aborted", sa.Integer, nullable=False),
+        sa.PrimaryKeyConstraint("id", name="pk_gc_runs"),
+    )
+    op.create_index("ix_gc_runs_finished_at", "gc_runs", ["finished_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_gc_runs_finished_at", table_name="gc_runs")
+    op.drop_table("gc_runs")
     op.drop_table("job_leases")

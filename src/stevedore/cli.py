@@ -25,7 +25,7 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import transaction
 from sqlalchemy.orm import Session
@@ -450,7 +450,15 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
         parse_duration,
     )
     from stevedore.web.app import build_blob_store
+    from stevedore.web.periodic_gc import PARENT_VARIABLE, TRIGGER_VARIABLE
 
+    trigger = "periodic" if os.environ.get(TRIGGER_VARIABLE) == "periodic" else "command line"
+    parent = os.environ.get(PARENT_VARIABLE, "")
+    if trigger == "periodic" and parent.isdigit():
+        from stevedore.web.workers import end_with_parent
+
+        end_with_parent(int(parent))  # the worker that runs it stops: so does this run (its lease is not renewed)
+    started = SystemClock().now()
     grace_text = args.grace_period or grace_setting or "24h"
     grace = parse_duration(grace_text)
     store = build_blob_store(settings)
@@ -513,7 +521,7 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
             try:
                 with Session(writer_engine(engine)) as session, session.begin():
                     Auditor(SqlAuditLog(session), SystemClock()).record(
-                        AuditAction.GARBAGE_COLLECTED, detail=f"{detail} (command line, grace period {grace_text})"
+                        AuditAction.GARBAGE_COLLECTED, detail=f"{detail} ({trigger}, grace period {grace_text})"
                     )
             except Exception as exc:
                 print(f"stevedore: the audit event could not be recorded: {_one_line(exc)}", file=sys.stderr)
@@ -527,6 +535,11 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
             except Exception as exc:
                 print(f"stevedore: the audit event could not be recorded: {_one_line(exc)}", file=sys.stderr)
                 stopped = stopped or exc
+        if not args.dry_run:
+            try:
+                _record_gc_run(engine, started, trigger, stopped is None and not result.failed, result, retained, swept)
+            except Exception as exc:
+                print(f"stevedore: the run could not be recorded: {_one_line(exc)}", file=sys.stderr)
     finally:
         engine.dispose()
     for line in _retention_lines(retained, settings.tag_history_days):
@@ -585,6 +598,30 @@ def _retention_lines(retained: RetentionResult, tag_history_days: int) -> list[s
     if retained.history_pruned:
         lines.append(f"retention: forgot {retained.history_pruned} tag history rows older than {tag_history_days} days")
     return lines
+
+
+def _record_gc_run(
+    engine: Any, started: Any, trigger: str, succeeded: bool, result: Any, retained: Any, swept: int
+) -> None:
+    """One `gc_runs` row, which /metrics sums (stevedore_gc_*)."""
+    from stevedore.adapters.clock import SystemClock
+    from stevedore.adapters.sql.engine import writer_engine
+    from stevedore.adapters.sql.tables_jobs import gc_runs
+
+    with Session(writer_engine(engine)) as session, session.begin():
+        session.execute(
+            gc_runs.insert().values(
+                started_at=started,
+                finished_at=SystemClock().now(),
+                trigger=trigger,
+                succeeded=succeeded,
+                objects=result.objects,
+                bytes_freed=result.bytes_freed,
+                tags_removed=len(retained.tags),
+                manifests_removed=len(retained.manifests),
+                uploads_aborted=swept,
+            )
+        )
 
 
 def _one_line(exc: BaseException) -> str:

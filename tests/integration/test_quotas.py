@@ -264,15 +264,13 @@ def test_on_s3_a_refused_blob_leaves_no_object(settings, make_user, moto_server)
 # --- PostgreSQL: the quota's row serializes pushes into the namespace ------------------------------------------------
 
 
-@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # row locks: SQLite serializes its writers
 def test_on_postgres_a_push_sums_only_after_another_holding_the_quota_row_commits(
     testapp, auth, components, database_url, db
 ):
     """Deterministic: another transaction holds the quota's row and adds 600 bytes to the namespace; a push of 600
     bytes into a 1000-byte quota must wait for it and then be refused. Summing without the lock it would see 0 used
     and pass, leaving the namespace at 1200 bytes."""
-    if not database_url.startswith("postgresql"):
-        pytest.skip("row locks are PostgreSQL's; SQLite's writers are serialized by its one write lock")
     set_quota(components, "alice", max_bytes=1000)
     push_blob(testapp, auth, "alice/app", b"first")  # the repository exists
     other = make_engine(database_url)

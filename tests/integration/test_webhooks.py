@@ -307,6 +307,7 @@ def test_pending_deliveries_are_sent_by_a_new_process_after_a_restart(database_u
     assert "2 sent" in result.stdout
     assert sorted(e["target"]["tag"] for e in receiver.events()) == ["v1", "v2"]
     again = stevedore_cli(ini, "webhooks", "deliver")
+    assert again.returncode == 0, again.stderr
     assert "0 sent" in again.stdout and len(receiver.requests) == 2
 
 

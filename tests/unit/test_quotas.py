@@ -368,3 +368,13 @@ def test_a_refused_blob_leaves_no_bytes_where_the_place_derives_from_the_digest(
         service.push_blob(RepositoryName("alice/app"), Digest.of(data), [data])
     assert Digest.of(data) not in blobs.blobs and not blobs.kept
     assert store.linked_blob(RepositoryName("alice/app"), Digest.of(data)) is None
+
+
+def test_a_sessions_closing_put_is_measured_once_not_summed_early():
+    """The finish's blob is measured exactly by before_blob; before_push must not sum the namespace first."""
+    store = InMemoryQuotaStore(InMemoryRegistryStore())
+    store.put_quota(Quota("acme", max_bytes=1000, max_repositories=None, updated_at=None, updated_by=None))
+    QuotaEnforcer(store, lambda: store, PushRequest(PushKind.FINISH)).before_push(APP)
+    assert store.usage_sums == 0
+    QuotaEnforcer(store, lambda: store, PushRequest(PushKind.BLOB)).before_push(APP)
+    assert store.usage_sums == 1

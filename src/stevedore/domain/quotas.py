@@ -257,6 +257,9 @@ class QuotaAdministration:
 class PushKind(StrEnum):
     BLOB = "blob"  # an upload started or finished, a whole blob, a mount: may add bytes
     MANIFEST = "manifest"
+    # A session's closing PUT: its blob is measured exactly (before_blob, under the quota's lock) once its bytes are
+    # verified, so the early, unlocked sum of the whole namespace would only be paid twice.
+    FINISH = "finish"
     OTHER = "other"  # a tag put back from its history: adds nothing
 
 
@@ -303,7 +306,7 @@ class QuotaEnforcer:
                         "limit": quota.max_repositories,
                     },
                 )
-        if quota.max_bytes is None or self.push.kind is PushKind.OTHER:
+        if quota.max_bytes is None or self.push.kind in (PushKind.OTHER, PushKind.FINISH):
             return
         named = self.push.digest if self.push.kind is PushKind.BLOB else None
         if named is not None and self.lookups.holds_blob(namespace, named):

@@ -35,13 +35,16 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
+from prometheus_client.registry import Collector
 from pyramid.request import Request
 from pyramid.response import Response
 from pyramid.security import NO_PERMISSION_REQUIRED
 from pyramid.view import view_config
 
+from stevedore.adapters.sql.job_leases import GcRunTotals, gc_run_totals
 from stevedore.domain.access import may_administer
 from stevedore.web.security import parse_basic, parse_bearer, principal_for_password
 
@@ -277,19 +280,70 @@ def record_webhook_delivery(outcome: str, seconds: float) -> None:
     metrics.duration.observe(max(0.0, seconds))
 
 
-def exposition(accept: str | None = None) -> tuple[bytes, str]:
+def exposition(accept: str | None = None, installation: Collector | None = None) -> tuple[bytes, str]:
     """Every metric of this server (of all its workers) in the format the Accept header asks for: Prometheus's text
-    format 0.0.4 by default, OpenMetrics on request. The body and its content type."""
+    format 0.0.4 by default, OpenMetrics on request, with `installation`'s (read from the database, so the same on
+    every node). The body and its content type."""
     encoder, content_type = choose_encoder(accept or "")
+    registry = CollectorRegistry()
     if _state.multiprocess_dir is not None:
-        registry = CollectorRegistry()
         MultiProcessCollector(registry, path=_state.multiprocess_dir)  # type: ignore[no-untyped-call]
     else:
         _state.request_metrics()  # the request series exist from the first scrape on
         _state.webhook_metrics()
         assert _state.registry is not None
-        registry = _state.registry
+        registry.register(_Of(_state.registry))
+    if installation is not None:
+        registry.register(installation)
     return encoder(registry), content_type
+
+
+class _Of(Collector):
+    """The metrics of a registry, as one collector of another."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    def collect(self) -> Iterable[Metric]:
+        return self.registry.collect()
+
+
+class GcCollector(Collector):
+    """Garbage collection as recorded by every `stevedore gc` run (gc_runs), whichever node or cron ran it: runs,
+    objects and bytes freed, what retention removed, and when the last successful run ended."""
+
+    def __init__(self, read: Callable[[], list[GcRunTotals]]) -> None:
+        self.read = read
+
+    def collect(self) -> Iterable[Metric]:
+        try:
+            totals = self.read()
+        except Exception:  # the database is down: /metrics still answers, without these
+            log.warning("the gc metrics could not be read", exc_info=True)
+            return []
+        runs = CounterMetricFamily(
+            "stevedore_gc_runs", "gc runs, by trigger and outcome", labels=("trigger", "outcome")
+        )
+        objects = CounterMetricFamily("stevedore_gc_deleted_blobs", "Blobs deleted by gc (rows and bytes)")
+        freed = CounterMetricFamily("stevedore_gc_freed_bytes", "Bytes freed by gc")
+        retention = CounterMetricFamily(
+            "stevedore_gc_retention_removed", "Tags and untagged manifests removed by retention rules", labels=("kind",)
+        )
+        last = GaugeMetricFamily(
+            "stevedore_gc_last_success_timestamp_seconds", "When the last successful gc run ended (Unix time)"
+        )
+        for row in totals:
+            runs.add_metric((row.trigger, "succeeded" if row.succeeded else "failed"), row.runs)
+        objects.add_metric((), sum(row.objects for row in totals))
+        freed.add_metric((), sum(row.bytes_freed for row in totals))
+        retention.add_metric(("tags",), sum(row.tags_removed for row in totals))
+        retention.add_metric(("manifests",), sum(row.manifests_removed for row in totals))
+        ended = [row.last_finished_at for row in totals if row.succeeded and row.last_finished_at is not None]
+        metrics: list[Metric] = [runs, objects, freed, retention]
+        if ended:
+            last.add_metric((), max(ended).timestamp())
+            metrics.append(last)
+        return metrics
 
 
 # --- counting every request -------------------------------------------------------------------------------------------
@@ -433,7 +487,8 @@ def metrics_view(request: Request) -> Response:
     refusal = metrics_refusal(request)
     if refusal is not None:
         return refusal
-    body, content_type = exposition(request.headers.get("Accept"))
+    connection = request.lookup_connection
+    body, content_type = exposition(request.headers.get("Accept"), GcCollector(lambda: gc_run_totals(connection)))
     response = Response(body=body)
     response.headers["Content-Type"] = content_type
     response.headers["Cache-Control"] = "no-store"

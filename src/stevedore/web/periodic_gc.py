@@ -26,6 +26,9 @@ from stevedore.domain.ports import Clock
 log = logging.getLogger(__name__)
 
 JOB = "gc"
+# Set for the child: its runs are recorded as periodic ones, and it ends if the worker that started it does.
+TRIGGER_VARIABLE = "STEVEDORE_GC_TRIGGER"
+PARENT_VARIABLE = "STEVEDORE_GC_PARENT"
 MAX_RUN_SECONDS = 7 * 86400
 
 
@@ -35,7 +38,7 @@ def gc_command(ini_path: str) -> list[str]:
 
 def run_gc_command(command: list[str], timeout_seconds: float) -> str:
     """Run the command; its output lines go to the log; its last line (gc's summary) is the outcome."""
-    env = {**os.environ, "STEVEDORE_GC_TRIGGER": "periodic"}
+    env = {**os.environ, TRIGGER_VARIABLE: "periodic", PARENT_VARIABLE: str(os.getpid())}
     try:
         done = subprocess.run(
             command, capture_output=True, text=True, timeout=timeout_seconds, env=env, stdin=subprocess.DEVNULL

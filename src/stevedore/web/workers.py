@@ -258,7 +258,7 @@ class Supervisor:
             for number in STOP_SIGNALS:
                 signal.signal(number, _worker_disposition(number, self.inherited.get(number)))
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-            _end_with(self.pid)
+            end_with_parent(self.pid)
             self.serve()
             code = 0
         except (KeyboardInterrupt, SystemExit):
@@ -270,9 +270,9 @@ class Supervisor:
             os._exit(code)
 
 
-def _end_with(parent: int) -> None:
-    """Have the kernel end this worker when the first process dies, even by SIGKILL (Linux), so no worker is left
-    serving the port on its own."""
+def end_with_parent(parent: int) -> None:
+    """Have the kernel end this process when `parent` (the thread that started it) dies, even by SIGKILL (Linux): no
+    worker is left serving the port on its own, no periodic gc left running without its lease renewed."""
     name = ctypes.util.find_library("c")
     try:
         libc = ctypes.CDLL(name, use_errno=True) if name else None

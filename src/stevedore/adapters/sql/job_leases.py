@@ -3,14 +3,15 @@ PostgreSQL and SQLite both apply atomically: of several processes asking at once
 
 from __future__ import annotations
 
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
 
-from stevedore.adapters.sql.engine import dialect_name
-from stevedore.adapters.sql.tables_jobs import job_leases
+from stevedore.adapters.sql.engine import Database, dialect_name
+from stevedore.adapters.sql.tables_jobs import gc_runs, job_leases
 
 
 class SqlJobLeases:
@@ -73,3 +74,53 @@ class SqlJobLeaseUnits:
     def release(self, job: str, holder: str, now: datetime, outcome: str) -> None:
         with self.sessions() as session, session.begin():
             SqlJobLeases(session).release(job, holder, now, outcome)
+
+
+@dataclass(frozen=True)
+class GcRunTotals:
+    """What every recorded `stevedore gc` run did, by trigger ("command line", "periodic") and success."""
+
+    trigger: str
+    succeeded: bool
+    runs: int
+    objects: int
+    bytes_freed: int
+    tags_removed: int
+    manifests_removed: int
+    last_finished_at: datetime | None
+
+
+def gc_run_totals(session: Database) -> list[GcRunTotals]:
+    """One aggregate over `gc_runs` (a row a run: a few thousand a year at most)."""
+    c = gc_runs.c
+    rows = session.execute(
+        sa.select(
+            c.trigger,
+            c.succeeded,
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(c.objects), 0),
+            sa.func.coalesce(sa.func.sum(c.bytes_freed), 0),
+            sa.func.coalesce(sa.func.sum(c.tags_removed), 0),
+            sa.func.coalesce(sa.func.sum(c.manifests_removed), 0),
+            sa.func.max(c.finished_at),
+        ).group_by(c.trigger, c.succeeded)
+    )
+    return [
+        GcRunTotals(
+            trigger=row[0],
+            succeeded=bool(row[1]),
+            runs=int(row[2]),
+            objects=int(row[3]),
+            bytes_freed=int(row[4]),
+            tags_removed=int(row[5]),
+            manifests_removed=int(row[6]),
+            last_finished_at=_utc(row[7]),
+        )
+        for row in rows
+    ]
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

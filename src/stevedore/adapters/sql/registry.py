@@ -428,15 +428,19 @@ class SqlRegistryStore:
             if inserted is not None:
                 return None
             where = (tags.c.repository_id == repository_id) & (tags.c.name == tag.value)
-            previous = self.session.execute(
-                sa.select(manifests.c.digest)
-                .select_from(tags.join(manifests, manifests.c.id == tags.c.manifest_id))
-                .where(where)
-                .with_for_update(of=tags)
+            # The tag's row alone, locked (a join would be re-checked against the manifest row a concurrent push
+            # moved it from, and find nothing), then the digest it points at.
+            previous_id = self.session.execute(
+                sa.select(tags.c.manifest_id).where(where).with_for_update()
             ).scalar_one_or_none()
-            if previous is None:
+            if previous_id is None:
                 continue  # deleted between the two statements: insert again
             self.session.execute(sa.update(tags).where(where).values(**values))
+            if previous_id == manifest_id:
+                return digest
+            previous = self.session.execute(
+                sa.select(manifests.c.digest).where(manifests.c.id == previous_id)
+            ).scalar_one()
             return Digest.parse(previous)
         raise RuntimeError(f"tag {tag.value} kept vanishing while being pushed")
 

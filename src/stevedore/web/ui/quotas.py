@@ -75,6 +75,8 @@ def lifecycle_part(request: Request) -> Lifecycle:
 def push_request(request: Request) -> PushRequest:
     """What kind of push this request is, and the blob it names before its body is read (`?digest=`, `?mount=`)."""
     route = getattr(getattr(request, "matched_route", None), "name", None)
+    if route == "registry.upload" and request.method == "PUT":
+        return PushRequest(PushKind.FINISH)
     if route in _BLOB_ROUTES:
         named = request.GET.get("digest") or request.GET.get("mount")
         digest = None
