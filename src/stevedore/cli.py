@@ -530,7 +530,7 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
             try:
                 with Session(writer_engine(engine)) as session, session.begin():
                     Auditor(SqlAuditLog(session), SystemClock()).record(
-                        AuditAction.RETENTION_APPLIED, detail=_retention_detail(retained, stopped)
+                        AuditAction.RETENTION_APPLIED, detail=_retention_detail(retained, stopped, trigger)
                     )
             except Exception as exc:
                 print(f"stevedore: the audit event could not be recorded: {_one_line(exc)}", file=sys.stderr)
@@ -565,14 +565,14 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
     return 1 if result.failed else 0
 
 
-def _retention_detail(retained: RetentionResult, stopped: BaseException | None) -> str:
+def _retention_detail(retained: RetentionResult, stopped: BaseException | None, trigger: str) -> str:
     detail = (
         f"{len(retained.tags)} tags, {len(retained.manifests)} untagged manifests and {retained.links_removed} blob "
         f"links removed in {len(retained.repositories)} repositories; {retained.history_pruned} tag history rows pruned"
     )
     if stopped is not None:
         detail += f"; stopped by {type(stopped).__name__}"
-    return detail + " (command line)"
+    return f"{detail} ({trigger})"
 
 
 def _retention_lines(retained: RetentionResult, tag_history_days: int) -> list[str]:

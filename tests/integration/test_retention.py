@@ -14,18 +14,28 @@ import sqlalchemy as sa
 
 from stevedore.adapters.sql.engine import make_engine, make_session_factory
 from stevedore.adapters.sql.gc import SqlRetentionStore
+from stevedore.adapters.sql.registry import SqlRegistryStore
 from stevedore.adapters.sql.tables import blobs, manifests, repositories, repository_blobs, tags
 from stevedore.adapters.sql.tables_audit import audit_events
 from stevedore.adapters.sql.tables_rules import tag_rules
 from stevedore.adapters.sql.tables_tag_history import tag_history
+from stevedore.domain.model import Digest, RepositoryName, Tag
+from stevedore.domain.registry import StoredManifest
 from stevedore.domain.rules import RuleKind
 from tests.integration.protocol.helpers import (
+    OCI_CONFIG,
     OCI_INDEX,
+    OCI_LAYER,
+    OCI_MANIFEST,
     basic,
+    descriptor,
     digest,
+    image_manifest,
     index_manifest,
+    push_blob,
     push_image,
     put_manifest,
+    to_json,
 )
 from tests.integration.test_fsck import USER, database, make_ini, open_app, prepare, run  # noqa: F401 - fixture
 from tests.integration.test_gc import blob_file, blob_rows, rows
@@ -372,5 +382,64 @@ def test_retention_and_a_manifest_push_of_the_same_blob_never_leave_a_manifest_w
             assert thread.is_alive(), "the push did not wait for the blob retention holds"
         thread.join(10)
         assert answer["linked"] == {}, "the push found a link retention had removed"
+    finally:
+        engine.dispose()
+
+
+def test_a_layer_uploaded_again_just_before_gc_stays_for_the_manifest_that_follows(tmp_path, capsys, monkeypatch):
+    """The client uploads every blob of a new image, one of them an old layer whose only manifest retention removes;
+    gc runs before the manifest's PUT. The upload made the link young again, so the grace period keeps it (and the
+    blob), and the PUT succeeds."""
+    ini = make_ini(tmp_path)
+    settings, _ = prepare(capsys, monkeypatch, ini)
+    url = settings.database_url
+    testapp, components = open_app(ini)
+    try:
+        old = push_image(testapp, AUTH, "alice/app", None, seed="old")
+        backdate_manifest(url, old.digest, 30)
+        backdate_all_blobs(url, 30)
+        add_rule(url, RuleKind.RETENTION, "*", untagged_days=10)
+        config = to_json({"architecture": "amd64", "os": "linux", "seed": "new"})
+        layer = old.blobs[1]
+        for blob in (config, layer):
+            push_blob(testapp, AUTH, "alice/app", blob)
+        status, out, err = run(capsys, monkeypatch, ini, "gc")
+        assert status == 0, err
+        assert "untagged manifest" in out or "1 untagged" in out or old.digest[7:19] in out, out  # the old one went
+        body = image_manifest(descriptor(OCI_CONFIG, config), [descriptor(OCI_LAYER, layer)])
+        put_manifest(testapp, AUTH, "alice/app", "new", body, OCI_MANIFEST, status=201)
+    finally:
+        components.engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgres"], indirect=True)
+def test_an_index_tagged_while_retention_removes_its_old_children_keeps_them(database_url):
+    """An old untagged index and child; a push tags the index again (it checked the children first) while retention
+    removes both: the child the push holds is skipped, so a tagged index never lists a gone child."""
+    now = datetime.now(UTC)
+    engine = make_engine(database_url)
+    sessions = make_session_factory(engine)
+    name = RepositoryName.parse("alice/app")
+    child_body, index_body = b'{"child": 1}', b'{"index": 1}'
+    child = StoredManifest(Digest.of(child_body), OCI_MANIFEST, len(child_body), child_body)
+    index = StoredManifest(Digest.of(index_body), OCI_INDEX, len(index_body), index_body)
+    try:
+        with sessions() as setup, setup.begin():
+            store = SqlRegistryStore(setup)
+            store.put_manifest(name, child, [], [], now - timedelta(days=30))
+            store.put_manifest(name, index, [], [child.digest], now - timedelta(days=30))
+        with sessions() as push, push.begin():
+            pusher = SqlRegistryStore(push)
+            assert pusher.present_manifests(name, [child.digest]) == {child.digest}
+            with sessions() as gc, gc.begin():
+                retention = SqlRetentionStore(gc)
+                window = {"pushed_before": now, "history_since": None, "links_before": now}
+                retention.remove_manifest(name.value, str(index.digest), **window)
+                retention.remove_manifest(name.value, str(child.digest), **window)
+            pusher.put_manifest(name, index, [], [child.digest], now)
+            pusher.tag_manifest(name, Tag.parse("latest"), index.digest, now)
+        with sessions() as check:
+            left = set(check.execute(sa.select(manifests.c.digest)).scalars())
+        assert str(child.digest) in left, "the tagged index lists a child the repository no longer holds"
     finally:
         engine.dispose()

@@ -176,12 +176,15 @@ class SqlRegistryStore:
 
     def link_blob(self, name: RepositoryName, digest: Digest, now: datetime) -> None:
         repository_id = self._require_repository(name, now)
-        self._insert_ignore(
-            repository_blobs,
-            ["repository_id", "digest"],
-            repository_id=repository_id,
-            digest=str(digest),
-            created_at=now,
+        # A link made again (the blob uploaded or mounted again) is as young as this push: retention and gc spare
+        # links younger than their grace period, and this one is about to be used by the push's manifest.
+        statement = self._insert(repository_blobs).values(
+            repository_id=repository_id, digest=str(digest), created_at=now
+        )
+        self.session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["repository_id", "digest"], set_={"created_at": statement.excluded.created_at}
+            )
         )
 
     def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None:
@@ -340,13 +343,19 @@ class SqlRegistryStore:
             return set()
         keys = list(wanted)
         present: set[Digest] = set()
+        # Held (PostgreSQL: FOR KEY SHARE) until the index that lists them is stored: retention removes an untagged
+        # manifest only under FOR UPDATE SKIP LOCKED, so it skips these; a read that waited for a removal that then
+        # committed does not see the removed row.
+        hold = dialect_name(self.session) == "postgresql"
         for start in range(0, len(keys), _BATCH):
-            rows = self.session.execute(
+            query = (
                 sa.select(manifests.c.digest)
                 .where(manifests.c.repository_id == repository_id)
                 .where(manifests.c.digest.in_(keys[start : start + _BATCH]))
-            ).scalars()
-            present.update(wanted[d] for d in rows)
+            )
+            if hold:
+                query = query.with_for_update(read=True, key_share=True)
+            present.update(wanted[d] for d in self.session.execute(query).scalars())
         return present
 
     def put_manifest(
@@ -382,10 +391,20 @@ class SqlRegistryStore:
                     self.session.execute(sa.insert(manifest_references), references)
                 self._held_manifests[(repository_id, str(manifest.digest))] = int(inserted)
                 return
-            # The same bytes were pushed before: nothing changes, but lock the row so a concurrent DELETE waits for
-            # this transaction (and its tags) instead of pulling the manifest from under it. If that DELETE won,
-            # the row is gone: insert again.
-            if self._manifest_id(repository_id, manifest.digest, lock=True) is not None:
+            # The same bytes were pushed before: lock the row so a concurrent DELETE waits for this transaction (and
+            # its tags) instead of pulling the manifest from under it, and make it as young as this push (retention's
+            # untagged_days counts from the last push), in one UPDATE. If that DELETE won, the row is gone: insert
+            # again.
+            key = (repository_id, str(manifest.digest))
+            refreshed = self.session.execute(
+                sa.update(manifests)
+                .where(manifests.c.repository_id == repository_id)
+                .where(manifests.c.digest == str(manifest.digest))
+                .values(created_at=now)
+                .returning(manifests.c.id)
+            ).scalar_one_or_none()
+            if refreshed is not None:
+                self._held_manifests[key] = int(refreshed)
                 return
         raise RuntimeError(f"manifest {manifest.digest} kept vanishing while being pushed")
 
