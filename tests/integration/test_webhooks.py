@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import http.server
 import json
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -22,7 +23,7 @@ import webtest
 from stevedore.adapters.sql.engine import join_transaction
 from stevedore.adapters.sql.tables_webhooks import webhook_deliveries
 from stevedore.adapters.sql.webhooks import SqlWebhookStore
-from stevedore.adapters.webhook_delivery import Deliverer
+from stevedore.adapters.webhook_delivery import Deliverer, PassResult
 from stevedore.domain.lifecycle import EventAction
 from stevedore.domain.webhooks import (
     CONTENT_TYPE,
@@ -372,7 +373,8 @@ class Rebinding:
         return list(self.answer)
 
 
-def test_a_name_rebound_to_a_forbidden_address_is_refused_at_delivery(components, user, receiver):
+def test_a_name_rebound_to_a_forbidden_address_is_refused_at_delivery(components, user, receiver, caplog):
+    caplog.set_level(logging.INFO, logger="stevedore.adapters.webhook_delivery")
     url = f"http://hooks.example:{receiver.port}/hook"
     add_webhook(components, url)  # saved while the name resolved to a public address
     enqueue(components, 1, 1)
@@ -380,13 +382,16 @@ def test_a_name_rebound_to_a_forbidden_address_is_refused_at_delivery(components
     deliverer: Deliverer = build_deliverer(components, resolver=resolver)
     assert deliverer.run_once().retried == 1
     [row] = rows(components)
-    assert "169.254.169.254 is a link-local address" in row.last_error and row.last_status is None
+    # The delivery log (which the namespace's admins read) does not say which address; the server's log does.
+    assert "resolves to a non-public address" in row.last_error and row.last_status is None
+    assert "169.254.169.254" not in row.last_error
+    assert "hooks.example resolves to 169.254.169.254 is a link-local address" in caplog.text
     assert receiver.requests == [] and resolver.asked == ["hooks.example"]
 
     resolver.answer = ["93.184.215.14", "10.0.0.8"]  # one bad address among good ones refuses the whole name
     deliverer.clock = Later(timedelta(minutes=1))
     assert deliverer.run_once().retried == 1
-    assert "10.0.0.8" in rows(components)[0].last_error
+    assert "10.0.0.8" not in rows(components)[0].last_error and "10.0.0.8 is a private address" in caplog.text
 
 
 def test_the_connection_goes_to_the_checked_address_with_the_name_in_host(components, user, receiver):
@@ -409,6 +414,54 @@ def test_loopback_is_refused_at_delivery_without_the_setting(database_url, tmp_p
         assert receiver.requests == []
     finally:
         components.engine.dispose()
+
+
+class Exploding:
+    """A sender with a bug: every send raises, with the secret and the whole URL in the exception's message."""
+
+    timeout = 3.0
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def send(self, url: str, body: bytes, headers: dict[str, str]) -> Any:
+        self.calls += 1
+        raise RuntimeError(f"cannot send to {url} with {HOOK_SECRET}")
+
+
+def test_a_sender_that_raises_records_a_failed_attempt_and_the_round_goes_on(components, user, receiver, caplog):
+    caplog.set_level(logging.INFO, logger="stevedore.adapters.webhook_delivery")
+    secret_url = receiver.url + "/T0/B0/XXXXSECRETPATH?token=querysecret"
+    webhook_id = add_webhook(components, secret_url)
+    enqueue(components, webhook_id, 2)
+    deliverer = build_deliverer(components)
+    deliverer.sender = Exploding()  # type: ignore[assignment]
+    started = datetime.now(UTC)
+    assert deliverer.run_once() == PassResult(retried=2)  # both rows tried: the first one did not end the round
+    for row in rows(components):
+        assert (row.state, row.attempts, row.claim, row.claimed_until) == ("pending", 1, None, None)
+        assert row.last_error == "internal error (RuntimeError): see the server's log"
+        due = row.next_attempt_at if row.next_attempt_at.tzinfo else row.next_attempt_at.replace(tzinfo=UTC)
+        assert due > started + timedelta(seconds=5)  # a backoff, as after any failed attempt
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 2 and all(f"webhook {webhook_id}, delivery" in r.getMessage() for r in errors)
+    assert "Traceback" in caplog.text and "RuntimeError: cannot send to" in caplog.text
+    assert HOOK_SECRET not in caplog.text and "SECRETPATH" not in caplog.text and "querysecret" not in caplog.text
+    assert len([r for r in caplog.records if r.levelno == logging.INFO]) == 0  # logged once, not twice
+    # Nothing due until the backoff has passed; then it is tried again.
+    assert deliverer.run_once() == PassResult()
+    deliverer.clock = Later(timedelta(seconds=20))
+    assert deliverer.run_once() == PassResult(retried=2)
+    assert [row.attempts for row in rows(components)] == [2, 2]
+
+
+def test_a_non_ascii_url_saved_before_the_check_fails_for_good_at_once(components, user, receiver):
+    webhook_id = add_webhook(components, receiver.url + "/ü")  # the store takes it; the page now refuses it
+    enqueue(components, webhook_id, 1)
+    assert build_deliverer(components).run_once() == PassResult(failed=1)
+    [row] = rows(components)
+    assert (row.state, row.attempts, row.claim) == ("failed", 1, None)
+    assert "ASCII" in row.last_error and receiver.requests == []
 
 
 def test_deliveries_are_counted_in_the_metrics(components, user, receiver):

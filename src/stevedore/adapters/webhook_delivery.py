@@ -18,6 +18,7 @@ import socket
 import ssl
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -32,6 +33,7 @@ from stevedore.domain.webhooks import (
     checked_addresses,
     headers_for,
     parse_target,
+    redacted_url,
     retry_delay,
 )
 
@@ -103,6 +105,8 @@ class WebhookSender:
             target = parse_target(url)
             addresses = checked_addresses(target, self.resolver, self.policy)
         except TargetRefused as exc:
+            if exc.detail:  # the address a name resolves to: for the server's log, not the delivery log's readers
+                log.info("webhook target refused: %s", exc.detail)
             return Outcome(None, f"refused: {exc.message}")  # a name may resolve elsewhere later: tried again
         except Exception as exc:  # InvalidInput: a URL saved before a stricter check
             return Outcome(None, f"refused: {getattr(exc, 'message', exc)}", permanent=True)
@@ -230,10 +234,23 @@ class Deliverer:
         return result
 
     def _send(self, claimed: ClaimedDelivery) -> str:
-        body = claimed.payload.encode()
-        headers = headers_for(claimed.id, claimed.event_id, claimed.secret, body, self.clock.now())
         started = time.monotonic()
-        outcome = self.sender.send(claimed.url, body, headers)
+        logged = False
+        try:
+            body = claimed.payload.encode()
+            headers = headers_for(claimed.id, claimed.event_id, claimed.secret, body, self.clock.now())
+            outcome = self.sender.send(claimed.url, body, headers)
+        except Exception as exc:
+            # A bug, or a row the checks did not foresee: a failed attempt, tried again like any other, so the row
+            # is not left claimed and uncounted (taken again after every lease, forever) and the round goes on.
+            log.error(
+                "webhook %d, delivery %d: sending raised an unexpected error\n%s",
+                claimed.webhook_id,
+                claimed.id,
+                _scrubbed(exc, claimed),
+            )
+            logged = True
+            outcome = Outcome(None, f"internal error ({type(exc).__name__}): see the server's log")
         seconds = time.monotonic() - started
         now = self.clock.now()
         if outcome.ok:
@@ -252,10 +269,24 @@ class Deliverer:
             else:
                 self.queue.retry(claimed, outcome.status, error, now + delay)
                 kind = "retried"
-                log.info("webhook delivery %d: %s; next attempt in %.0f s", claimed.id, error, delay.total_seconds())
+                if not logged:
+                    log.info(
+                        "webhook delivery %d: %s; next attempt in %.0f s", claimed.id, error, delay.total_seconds()
+                    )
         if self.observe is not None:
             self.observe(kind, seconds)
         return kind
+
+
+def _scrubbed(exc: BaseException, claimed: ClaimedDelivery) -> str:
+    """The exception's traceback for the log, without the webhook's secret or its URL's path and query, should its
+    message hold them."""
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    if claimed.secret:
+        text = text.replace(claimed.secret, "<secret>")
+    if claimed.url:
+        text = text.replace(claimed.url, redacted_url(claimed.url))
+    return text
 
 
 class DeliveryWorker:

@@ -76,6 +76,14 @@ class Webhook:
     def events_text(self) -> str:
         return ", ".join(a.value for a in SUBSCRIBABLE if a in self.events)
 
+    @property
+    def redacted_url(self) -> str:
+        return redacted_url(self.url)
+
+    @property
+    def shown_url(self) -> str:
+        return shown_url(self.url)
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -118,6 +126,7 @@ class ClaimedDelivery:
     payload: str
     event_id: str
     attempts: int  # made before this one
+    webhook_id: int
 
 
 # --- the envelope ----------------------------------------------------------------------------------------------------
@@ -199,7 +208,9 @@ _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 class TargetRefused(InvalidInput):
-    """A webhook URL that may not be called: not http(s), or its host resolves to an address not allowed."""
+    """A webhook URL that may not be called: not http(s), or its host resolves to an address not allowed. `message`
+    is for the caller (a namespace admin: it never names the address a name resolves to, which would map internal
+    DNS); `detail`, when set, is the full reason, for the server's log only."""
 
 
 class AddressPolicy:
@@ -286,10 +297,57 @@ def parse_target(url: str) -> Target:
         raise InvalidInput("the URL may not hold a user name or password: receivers check the signature instead")
     if parts.fragment:
         raise InvalidInput("the URL may not have a fragment (#...)")
+    _check_host(host)
+    if not (parts.path.isascii() and parts.query.isascii()):
+        # http.client sends the request line as ASCII: anything else would fail at every delivery attempt.
+        raise InvalidInput("the URL's path and query may only hold ASCII characters: percent-encode the others")
     path = parts.path or "/"
     if parts.query:
         path += "?" + parts.query
     return Target(text, scheme, host, port or (443 if scheme == "https" else 80), path)
+
+
+def _is_address(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _check_host(host: str) -> None:
+    """A host the resolver can take: an address, or a name whose labels (IDNA-encoded) are 1 to 63 characters, 253
+    in all. The idna codec refuses the rest with UnicodeError, which would otherwise reach the caller of getaddrinfo."""
+    if _is_address(host):
+        return
+    try:
+        encoded = host.encode("idna")
+    except UnicodeError:
+        raise InvalidInput("the URL's host is not a valid name (an empty label, or one over 63 characters)") from None
+    if len(encoded.rstrip(b".")) > 253:
+        raise InvalidInput("the URL's host name is longer than 253 characters")
+
+
+def redacted_url(url: str) -> str:
+    """`scheme://host[:port]/…`: a URL as the audit log and messages show it. A webhook URL may carry a secret in its
+    path or query (Slack's and Discord's do), so only where it goes is shown; the database keeps it whole."""
+    parts = urlsplit(url)
+    rest = "/…" if parts.path not in ("", "/") or parts.query else "/"
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{rest}"
+
+
+SHOWN_SEGMENT_LENGTH = 16  # longer than this, a path's first segment may well be a token
+
+
+def shown_url(url: str) -> str:
+    """A URL as the pages list it: scheme, host and the path's first segment when it is short (`/services/…` tells
+    Slack hooks apart without showing the token after it); never the query."""
+    parts = urlsplit(url)
+    first, _, more = parts.path.lstrip("/").partition("/")
+    if not first or len(first) > SHOWN_SEGMENT_LENGTH:
+        return redacted_url(url)
+    tail = "/…" if more or parts.query else ""
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/{first}{tail}"
 
 
 class Resolver(Protocol):
@@ -306,14 +364,24 @@ def checked_addresses(target: Target, resolver: Resolver, policy: AddressPolicy)
         addresses = resolver.resolve(target.host, target.port)
     except OSError as exc:
         raise TargetRefused(f"the host {target.host} does not resolve ({exc.strerror or exc})") from None
+    except ValueError:  # UnicodeError: a name the idna codec refuses (parse_target refuses them first)
+        raise TargetRefused(f"the host {target.host} is not a valid name") from None
     if not addresses:
         raise TargetRefused(f"the host {target.host} does not resolve")
+    literal = _is_address(target.host)
     for address in addresses:
         why = policy.refusal(address)
         if why is not None:
-            raise TargetRefused(
-                f"the host {target.host} resolves to {why}: webhooks may only call public addresses "
+            allowed = (
+                "webhooks may only call public addresses "
                 "(stevedore.webhook_allowed_networks lists the networks allowed besides)"
+            )
+            detail = f"the host {target.host} resolves to {why}"
+            if literal:  # the caller wrote the address: saying what it is tells them nothing new
+                raise TargetRefused(f"{why}: {allowed}", detail)
+            raise TargetRefused(
+                f"the host {target.host} resolves to a non-public address (loopback, private, link-local…): " + allowed,
+                detail,
             )
     return list(dict.fromkeys(addresses))
 

@@ -4,6 +4,7 @@ secret is shown once and never audited; the delivery log shows what was sent and
 
 from __future__ import annotations
 
+import logging
 import re
 
 import pytest
@@ -76,7 +77,8 @@ def test_an_owner_adds_a_webhook_and_sees_its_secret_once(testapp, make_user, db
         "ada",
     )
     [event] = audited(db, "webhook_created")
-    assert event.namespace == "ada" and event.target == receiver.url and event.actor_name == "ada"
+    assert event.namespace == "ada" and event.target == f"http://127.0.0.1:{receiver.port}/…"
+    assert event.actor_name == "ada"
     assert secret not in (event.detail or "")
 
     chosen = create(testapp, "ada", receiver.url, secret="a secret I chose myself", events=["push"])
@@ -145,6 +147,10 @@ def test_forms_need_the_csrf_token(testapp, make_user, db, receiver):
         ("http://[::ffff:10.1.1.1]/in", "private address"),
         ("http://user:pw@hooks.example/in", "user name or password"),
         ("http://no-such-host.invalid/in", "does not resolve"),
+        ("http://a..b/hook", "not a valid name"),  # the idna codec's UnicodeError was a 500
+        ("http://" + "a" * 64 + ".example.com/hook", "not a valid name"),
+        ("https://hooks.example/ü", "may only hold ASCII characters"),  # would raise at every delivery attempt
+        ("https://hooks.example/in?to=ü", "may only hold ASCII characters"),
     ],
 )
 def test_a_bad_url_is_refused_with_a_clear_400_page(testapp, make_user, db, url, message):
@@ -154,6 +160,48 @@ def test_a_bad_url_is_refused_with_a_clear_400_page(testapp, make_user, db, url,
     assert message in page.text
     assert "a secret that is long enough" not in page.text  # never sent back
     assert count_rows(db, webhooks) == 0 and audited(db, "webhook_created") == []
+
+
+class PrivateName:
+    def resolve(self, host: str, port: int) -> list[str]:
+        return ["10.0.0.5"]
+
+
+def test_a_name_resolving_to_a_private_address_is_refused_without_saying_which(testapp, make_user, db, caplog):
+    caplog.set_level(logging.INFO, logger="stevedore.web.ui.webhooks")
+    testapp.app.registry.webhook_resolver = PrivateName()
+    make_user("ada", PASSWORD)
+    log_in(testapp, "ada", PASSWORD)
+    page = create(testapp, "ada", "http://db.internal/in", status=400)
+    assert "db.internal resolves to a non-public address" in page.text
+    assert "10.0.0.5" not in page.text and "private address" not in page.text  # no map of the internal DNS
+    assert "db.internal resolves to 10.0.0.5 is a private address" in caplog.text  # for the operators
+    assert count_rows(db, webhooks) == 0
+
+
+def test_urls_are_listed_audited_and_flashed_without_their_path_and_query(testapp, make_user, db, receiver):
+    make_user("ada", PASSWORD)
+    log_in(testapp, "ada", PASSWORD)
+    url = receiver.url + "/T00000/B00000/XXXXSECRETPATH?token=querysecret"
+    created = create(testapp, "ada", url)
+    base = f"http://127.0.0.1:{receiver.port}"
+
+    def leaks(text: str) -> bool:
+        return "SECRETPATH" in text or "querysecret" in text
+
+    assert f"{base}/hook/…" in created.text and not leaks(created.text)
+    [webhook_id] = webhook_ids(db)
+    db.rollback()
+    assert db.execute(sa.select(webhooks.c.url)).scalar_one() == url  # the database keeps it whole
+    listed = testapp.get("/namespaces/ada/webhooks")
+    assert f"{base}/hook/…" in listed.text and not leaks(listed.text)
+    assert not leaks(testapp.get(f"/namespaces/ada/webhooks/{webhook_id}/deliveries").text)
+    for action in ("disable", "enable", "ping", "delete"):
+        flashed = act(testapp, "ada", webhook_id, action).follow()
+        assert f"{base}/…" in flashed.text and not leaks(flashed.text), action
+    events = [e for a in ("webhook_created", "webhook_updated", "webhook_deleted") for e in audited(db, a)]
+    assert len(events) == 4
+    assert all(e.target == f"{base}/…" and not leaks(e.detail or "") for e in events)
 
 
 def test_disable_enable_delete_and_ping_are_audited(testapp, make_user, db, receiver):
@@ -177,7 +225,7 @@ def test_disable_enable_delete_and_ping_are_audited(testapp, make_user, db, rece
     act(testapp, "ada", webhook_id, "delete")
     assert count_rows(db, webhooks) == 0 and count_rows(db, webhook_deliveries) == 0
     [deleted] = audited(db, "webhook_deleted")
-    assert deleted.target == receiver.url and deleted.namespace == "ada"
+    assert deleted.target == f"http://127.0.0.1:{receiver.port}/…" and deleted.namespace == "ada"
     act(testapp, "ada", webhook_id, "delete")  # gone already: a message, not an error page
     assert "has no webhook" in testapp.get("/namespaces/ada/webhooks").text
     token = csrf_token(testapp.get("/namespaces/ada/webhooks"))

@@ -210,11 +210,15 @@ class SqlDeliveryQueue:
                 )
                 if claimed.rowcount == 1:  # type: ignore[attr-defined]
                     row = session.execute(
-                        sa.select(d.id, d.payload, d.event_id, d.attempts, webhooks.c.url, webhooks.c.secret)
+                        sa.select(
+                            d.id, d.webhook_id, d.payload, d.event_id, d.attempts, webhooks.c.url, webhooks.c.secret
+                        )
                         .join(webhooks, webhooks.c.id == d.webhook_id)
                         .where(d.id == delivery_id)
                     ).one()
-                    return ClaimedDelivery(row.id, token, row.url, row.secret, row.payload, row.event_id, row.attempts)
+                    return ClaimedDelivery(
+                        row.id, token, row.url, row.secret, row.payload, row.event_id, row.attempts, row.webhook_id
+                    )
         return None
 
     def _finish(self, delivery: ClaimedDelivery, values: dict[str, Any]) -> bool:

@@ -4,6 +4,7 @@ outbox rows of a push or deletion, in its own transaction); and the delivery wor
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -29,6 +30,7 @@ from stevedore.domain.webhooks import (
     CreatedWebhook,
     DeliveryState,
     Resolver,
+    TargetRefused,
     WebhookForm,
     WebhookService,
     WebhookUnknown,
@@ -37,6 +39,8 @@ from stevedore.domain.webhooks import (
 from stevedore.web.registry.challenge import public_url
 from stevedore.web.ui.forms import refused
 from stevedore.web.ui.invites import when
+
+log = logging.getLogger(__name__)
 
 TEMPLATE = "stevedore.web:templates/webhooks.jinja2"
 LOG_TEMPLATE = "stevedore.web:templates/webhook_deliveries.jinja2"
@@ -205,6 +209,9 @@ def create_webhook(request: Request) -> dict[str, Any]:
     try:
         created = service.create(caller, namespace, WebhookForm(url=url, events=frozenset(events), secret=secret))
     except InvalidInput as exc:
+        if isinstance(exc, TargetRefused) and exc.detail:
+            # What the host resolves to stays here: on the page it would map the internal DNS for any namespace admin.
+            log.info("webhook of %s refused: %s", namespace, exc.detail)
         refused(request, 400)
         form = {"url": url, "secret": "", "events": events}  # the secret is never sent back into a page
         return _page(request, service, caller, namespace, form=form, error=_sentence(exc.message))
@@ -213,7 +220,7 @@ def create_webhook(request: Request) -> dict[str, Any]:
         AuditAction.WEBHOOK_CREATED,
         actor=caller,
         namespace=namespace,
-        target=webhook.url,
+        target=webhook.redacted_url,
         detail=f"webhook {webhook.id}, events {webhook.events_text}",
     )
     return _page(request, service, caller, namespace, created=created)
@@ -234,27 +241,27 @@ def webhook_action(request: Request) -> Response:
                 AuditAction.WEBHOOK_DELETED,
                 actor=caller,
                 namespace=namespace,
-                target=webhook.url,
+                target=webhook.redacted_url,
                 detail=f"webhook {webhook_id}",
             )
-            message = f"The webhook to {webhook.url} is deleted, with its delivery log."
+            message = f"The webhook to {webhook.redacted_url} is deleted, with its delivery log."
         elif action == "ping":
             webhook = service.get(caller, namespace, webhook_id)
             if not webhook.enabled:
                 raise InvalidInput("the webhook is disabled: enable it to send a test event")
             service.ping(caller, namespace, webhook_id, public_url(request))
             _wake_worker(request)
-            message = f'A test event (action "ping") is on its way to {webhook.url}: see its delivery log.'
+            message = f'A test event (action "ping") is on its way to {webhook.redacted_url}: see its delivery log.'
         else:
             webhook = service.set_enabled(caller, namespace, webhook_id, action == "enable")
             request.audit.record(
                 AuditAction.WEBHOOK_UPDATED,
                 actor=caller,
                 namespace=namespace,
-                target=webhook.url,
+                target=webhook.redacted_url,
                 detail=f"webhook {webhook_id} {action}d",
             )
-            message = f"The webhook to {webhook.url} is {action}d."
+            message = f"The webhook to {webhook.redacted_url} is {action}d."
     except (WebhookUnknown, InvalidInput) as exc:
         request.tm.doom()
         request.session.flash(_sentence(exc.message), FLASH_ERROR)
@@ -304,7 +311,7 @@ def redeliver(request: Request) -> Response:
             AuditAction.WEBHOOK_UPDATED,
             actor=caller,
             namespace=namespace,
-            target=webhook.url,
+            target=webhook.redacted_url,
             detail=f"webhook {webhook_id}: delivery {text} sent again",
         )
         _wake_worker(request)
