@@ -442,9 +442,11 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
     from stevedore.domain.gc import (
         DEFAULT_BATCH,
         BlobDeleter,
+        DanglingLinks,
         GarbageCollector,
         GcProgress,
         GcResult,
+        LinkSweepResult,
         Retention,
         RetentionResult,
         parse_duration,
@@ -487,6 +489,7 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
     limit = settings.abandoned_upload_seconds
     result = GcResult(args.dry_run)  # filled in batch by batch: what was done, should a batch fail
     retained = RetentionResult(args.dry_run)  # likewise
+    links = LinkSweepResult(args.dry_run)
     swept = 0
     uploads_line = "abandoned uploads: none, stevedore.abandoned_upload_seconds is 0"
     stopped: BaseException | None = None
@@ -494,6 +497,10 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
         retention_reads, retention_writes = retention_units(engine)
         Retention(retention_reads, retention_writes, SystemClock()).apply(
             tag_history_days=settings.tag_history_days, grace=grace, dry_run=args.dry_run, result=retained
+        )
+        # The links of deleted manifests' blobs (and of uploads no manifest came for): their blobs go below.
+        DanglingLinks(retention_reads, retention_writes, SystemClock()).apply(
+            grace, dry_run=args.dry_run, result=links
         )
         if limit > 0 and args.dry_run:
             with reads() as garbage:
@@ -514,8 +521,10 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
     try:
         if tty and result.objects:
             sys.stderr.write("\n")
-        if not args.dry_run and (result.objects or swept):
-            detail = f"{result.objects} blobs, {result.bytes_freed} bytes; {uploads_line}"
+        if not args.dry_run and (result.objects or swept or links.unlinked):
+            detail = (
+                f"{result.objects} blobs, {result.bytes_freed} bytes; {links.unlinked} dangling links; {uploads_line}"
+            )
             if stopped is not None:
                 detail += f"; stopped by {type(stopped).__name__}"
             try:
@@ -544,6 +553,12 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
         engine.dispose()
     for line in _retention_lines(retained, settings.tag_history_days):
         print(line)
+    plural = "" if links.unlinked == 1 else "s"
+    print(
+        f"{'would unlink' if args.dry_run else 'unlinked'} {links.unlinked} blob link{plural} that no manifest of "
+        f"the repository references, made more than {grace_text} ago, in {links.repositories} "
+        f"repositor{'y' if links.repositories == 1 else 'ies'}"
+    )
     print(uploads_line)
     verb = "would delete" if args.dry_run else "deleted"
     print(

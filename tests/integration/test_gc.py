@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from stevedore.adapters.sql.engine import make_engine
-from stevedore.adapters.sql.tables import blobs, uploads
+from stevedore.adapters.sql.tables import blobs, repository_blobs, uploads
 from stevedore.adapters.sql.tables_audit import audit_events
 from tests.integration.protocol.helpers import (
     OCI_INDEX,
@@ -231,5 +231,49 @@ def test_a_database_error_mid_run_reports_and_audits_what_was_done(tmp_path, cap
         )
         assert len(events) == 1
         assert events[0].detail.startswith("1 blobs, ") and "stopped by OperationalError" in events[0].detail
+    finally:
+        components.engine.dispose()
+
+
+def test_gc_frees_the_blobs_of_a_deleted_image(tmp_path, capsys, monkeypatch):
+    """A manifest deleted through the API leaves its layers linked: gc unlinks the links no manifest of the
+    repository references, once older than the grace period, and collects their blobs in the same run. A layer
+    another manifest still uses, and a link made again just now (a push in progress), stay."""
+    ini = make_ini(tmp_path)
+    settings, (v1, _v2) = prepare(capsys, monkeypatch, ini)
+    url = settings.database_url
+    testapp, components = open_app(ini)
+    try:
+        gone = push_image(testapp, AUTH, "alice/app", "v3", seed="v3")
+        shared = push_image(testapp, AUTH, "alice/app", "v4", seed="v4", layer_count=1)
+        testapp.delete(f"/v2/alice/app/manifests/{gone.digest}", headers=AUTH, status=202)
+        testapp.delete(f"/v2/alice/app/manifests/{shared.digest}", headers=AUTH, status=202)
+        engine = make_engine(url)
+        try:
+            with engine.begin() as connection:
+                old = datetime.now(UTC) - timedelta(days=2)
+                connection.execute(sa.update(blobs).values(created_at=old))
+                connection.execute(sa.update(repository_blobs).values(created_at=old))
+        finally:
+            engine.dispose()
+        # A push in progress uploads v4's blobs again: its links are young again, so they stay.
+        for blob in shared.blobs:
+            push_blob(testapp, AUTH, "alice/app", blob)
+
+        status, out, err = run(capsys, monkeypatch, ini, "gc", "--dry-run")
+        assert status == 0, err
+        assert f"would unlink {len(gone.blobs)} blob links" in out, out
+        assert {digest(b) for b in gone.blobs} <= blob_rows(url)
+
+        status, out, err = run(capsys, monkeypatch, ini, "gc")
+        assert status == 0, err
+        assert f"unlinked {len(gone.blobs)} blob links" in out, out
+        left = blob_rows(url)
+        assert not {digest(b) for b in gone.blobs} & left  # the deleted image's blobs: rows and files
+        assert not any(os.path.exists(blob_file(tmp_path, digest(b))) for b in gone.blobs)
+        assert {digest(b) for b in shared.blobs} <= left  # uploaded again just now
+        assert {digest(b) for b in v1.blobs} <= left  # v1 still uses them
+        status, out, err = run(capsys, monkeypatch, ini, "fsck")
+        assert status == 0, out + err
     finally:
         components.engine.dispose()

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from stevedore.domain.errors import InvalidInput, UploadUnknown
-from stevedore.domain.gc import GarbageCollector, GcProgress, GcResult, parse_duration
+from stevedore.domain.gc import DanglingLinks, GarbageCollector, GcProgress, GcResult, parse_duration
 from stevedore.domain.model import BlobInfo, Digest, RepositoryName
 from stevedore.domain.registry import RegistryService
 from tests.fakes import InMemoryBlobStore, InMemoryRegistryStore
@@ -384,3 +384,52 @@ def test_retention_with_history_kept_for_ever_prunes_nothing_and_keeps_what_it_n
     result = retention_of(store, log).apply(tag_history_days=0, grace=timedelta(hours=1))
     assert result.manifests == [] and result.history_pruned == 0
     assert len(store.history) == 2 + 2  # and the two tags it removed
+
+
+# --- dangling links: a deleted image's layers -------------------------------------------------------------------------
+class MemoryLinks:
+    """Links per repository id with their time, and the digests its manifests reference."""
+
+    def __init__(self) -> None:
+        self.links: dict[int, dict[str, datetime]] = {}
+        self.referenced: dict[int, set[str]] = {}
+        self.held: set[str] = set()  # blobs a push holds: skipped
+
+    def repository_ids_after(self, after: int, limit: int) -> list[int]:
+        return sorted(i for i in self.links if i > after)[:limit]
+
+    def dangling_links(self, repository_id: int, links_before: datetime, limit: int) -> list[str]:
+        found = [
+            d
+            for d, at in sorted(self.links[repository_id].items())
+            if at < links_before and d not in self.referenced.get(repository_id, set())
+        ]
+        return found[:limit]
+
+    def unlink_dangling(self, repository_id: int, digests: list[str], links_before: datetime) -> int:
+        gone = [
+            d for d in digests if d not in self.held and self.links[repository_id].get(d, links_before) < links_before
+        ]
+        for d in gone:
+            del self.links[repository_id][d]
+        return len(gone)
+
+
+def test_dangling_links_older_than_the_grace_period_are_unlinked():
+    clock = FixedClock()
+    store = MemoryLinks()
+    old, young = clock.now() - timedelta(days=2), clock.now() - timedelta(hours=1)
+    store.links = {1: {"a": old, "b": old, "c": young}, 2: {"a": old, "d": old}, 3: {f"x{n}": old for n in range(5)}}
+    store.referenced = {1: {"b"}, 2: set()}
+    store.held = {"d"}
+    unit = contextlib.nullcontext(store)
+    sweep = DanglingLinks(lambda: unit, lambda: unit, clock, batch=2)
+
+    dry = sweep.apply(timedelta(hours=24), dry_run=True)
+    assert dry.unlinked == 1 + 2 + 2 and store.links[1] == {"a": old, "b": old, "c": young}  # a floor, nothing done
+
+    done = sweep.apply(timedelta(hours=24))
+    assert store.links == {1: {"b": old, "c": young}, 2: {"d": old}, 3: {}}  # referenced, young and held stay
+    assert done.unlinked == 1 + 1 + 5 and done.repositories == 3
+    with pytest.raises(InvalidInput):
+        sweep.apply(timedelta(seconds=-1))

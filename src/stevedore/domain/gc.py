@@ -414,3 +414,76 @@ class Retention:
                     else:
                         result.manifests.append((repository, by_digest[digest]))
                         result.links_removed += links
+
+
+class LinkStore(Protocol):
+    def repository_ids_after(self, after: int, limit: int) -> list[int]: ...
+
+    def dangling_links(self, repository_id: int, links_before: datetime, limit: int) -> list[str]:
+        """Digests the repository links, linked before `links_before`, that none of its manifests references."""
+        ...
+
+    def unlink_dangling(self, repository_id: int, digests: list[str], links_before: datetime) -> int:
+        """Unlink those still dangling (locked against a push that uses them); how many went."""
+        ...
+
+
+@dataclass
+class LinkSweepResult:
+    dry_run: bool
+    unlinked: int = 0  # links removed (or, dry, found)
+    repositories: int = 0  # repositories that had some
+
+
+class DanglingLinks:
+    """Blob links that no manifest of their repository references any more, older than the grace period: the links
+    of a deleted manifest's layers, or of blobs uploaded for a push that never came. Unlinked, their blobs are the
+    collector's in the same run (when no other repository links them), so deleting an image frees its storage.
+    A link made again (a layer uploaded or mounted again) is young again (SqlRegistryStore.link_blob), so a push in
+    progress keeps its blobs for the grace period; on PostgreSQL a manifest push holds the blobs it checked, which
+    the unlink skips."""
+
+    def __init__(
+        self,
+        reads: Callable[[], contextlib.AbstractContextManager[LinkStore]],
+        writes: Callable[[], contextlib.AbstractContextManager[LinkStore]],
+        clock: Clock,
+        batch: int = DEFAULT_BATCH,
+    ) -> None:
+        self.reads = reads
+        self.writes = writes
+        self.clock = clock
+        self.batch = batch
+
+    def apply(
+        self, grace: timedelta, *, dry_run: bool = False, result: LinkSweepResult | None = None
+    ) -> LinkSweepResult:
+        if grace < timedelta(0):
+            raise InvalidInput("the grace period cannot be negative")
+        result = result or LinkSweepResult(dry_run)
+        links_before = self.clock.now() - grace
+        after = 0
+        while True:
+            with self.reads() as store:
+                ids = store.repository_ids_after(after, self.batch)
+            for repository_id in ids:
+                found = 0
+                while True:
+                    with self.reads() as store:
+                        dangling = store.dangling_links(repository_id, links_before, self.batch)
+                    if not dangling:
+                        break
+                    if dry_run:
+                        found = len(dangling)  # at most a batch a repository: a dry run's count is a floor
+                        break
+                    with self.writes() as store:
+                        gone = store.unlink_dangling(repository_id, dangling, links_before)
+                    found += gone
+                    if gone == 0 or len(dangling) < self.batch:
+                        break  # the rest are held by pushes: the next run
+                if found:
+                    result.unlinked += found
+                    result.repositories += 1
+            if len(ids) < self.batch:
+                return result
+            after = ids[-1]

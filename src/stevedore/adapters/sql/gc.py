@@ -346,6 +346,38 @@ class SqlRetentionStore:
         )
         return len(list(deleted))
 
+    def repository_ids_after(self, after: int, limit: int) -> list[int]:
+        return list(
+            self.database.execute(
+                sa.select(repositories.c.id).where(repositories.c.id > after).order_by(repositories.c.id).limit(limit)
+            ).scalars()
+        )
+
+    def dangling_links(self, repository_id: int, links_before: datetime, limit: int) -> list[str]:
+        """The repository's blob links older than `links_before` that no manifest of it references (its manifests
+        were deleted, or the blobs were uploaded for a push that never came), from its primary key."""
+        referenced = (
+            sa.select(manifest_references.c.digest)
+            .join(manifests, manifests.c.id == manifest_references.c.manifest_id)
+            .where(manifests.c.repository_id == repository_id)
+            .where(manifest_references.c.kind == "blob")
+            .where(manifest_references.c.digest == repository_blobs.c.digest)
+        )
+        return list(
+            self.database.execute(
+                sa.select(repository_blobs.c.digest)
+                .where(repository_blobs.c.repository_id == repository_id)
+                .where(repository_blobs.c.created_at < links_before)
+                .where(~sa.exists(referenced))
+                .order_by(repository_blobs.c.digest)
+                .limit(limit)
+            ).scalars()
+        )
+
+    def unlink_dangling(self, repository_id: int, digests: list[str], links_before: datetime) -> int:
+        """Delete those links that are still dangling, under the same locks as retention's (`_unlink_unreferenced`)."""
+        return self._unlink_unreferenced(repository_id, digests, links_before)
+
     def prune_history(self, before: datetime) -> int:
         deleted = self.database.execute(sa.delete(tag_history).where(tag_history.c.at < before))
         return int(deleted.rowcount)  # type: ignore[attr-defined]
