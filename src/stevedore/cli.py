@@ -499,9 +499,7 @@ def _gc(settings: Settings, args: argparse.Namespace, grace_setting: str | None)
             tag_history_days=settings.tag_history_days, grace=grace, dry_run=args.dry_run, result=retained
         )
         # The links of deleted manifests' blobs (and of uploads no manifest came for): their blobs go below.
-        DanglingLinks(retention_reads, retention_writes, SystemClock()).apply(
-            grace, dry_run=args.dry_run, result=links
-        )
+        DanglingLinks(retention_reads, retention_writes, SystemClock()).apply(grace, dry_run=args.dry_run, result=links)
         if limit > 0 and args.dry_run:
             with reads() as garbage:
                 count = garbage.count_uploads_created_before(SystemClock().now() - timedelta(seconds=limit))
