@@ -18,7 +18,7 @@ from stevedore.domain.login_backoff import LoginThrottled, seconds_text
 from stevedore.domain.model import Account
 from stevedore.web.login_backoff import checked as reserved_check
 from stevedore.web.login_backoff import login_failed, login_succeeded, reserve_login
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import refused, sentence
 from stevedore.web.ui.invites import when
 from stevedore.web.ui.session import log_in
 
@@ -81,7 +81,7 @@ def change_password(request: Request) -> dict[str, Any] | Response:
         changed = request.account_service.change_password(account.username, new)
     except InvalidInput as exc:
         refused(request, 400)
-        return _page(request, account, error=_sentence(exc.message))
+        return _page(request, account, error=sentence(exc.message))
     end_page_sessions(request, changed)
     request.password_reset_service.end_links(changed)
     request.audit.record(AuditAction.PASSWORD_CHANGED, actor=account, target=account.username, detail="account page")
@@ -110,7 +110,3 @@ def _page(request: Request, account: Account, *, error: str | None = None) -> di
         "error": error,
         "done": session.pop_flash(FLASH_DONE) if FLASH_DONE in queues else [],
     }
-
-
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

@@ -45,3 +45,19 @@ def administrator(request: Request) -> Account:
         raise HTTPForbidden()
     assert account is not None
     return account
+
+
+def sentence(message: str) -> str:
+    """A message as a sentence on a page: capitalized, with its full stop."""
+    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
+
+
+def pop_flashes(request: Request, done: str, error: str) -> tuple[list[str], list[str]]:
+    """The session's flash messages of these two queues (what went well, what did not), taken; a queue that was
+    never used is not touched (so a page that flashes nothing does not write the session)."""
+    session = request.session
+    queues = {key[3:] for key in session if key.startswith("_f_")}
+    return (
+        session.pop_flash(done) if done in queues else [],
+        session.pop_flash(error) if error in queues else [],
+    )

@@ -19,7 +19,7 @@ from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown, TooManyRequests
 from stevedore.domain.model import Account
 from stevedore.domain.ports import MailNotSent
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import refused, sentence
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +59,10 @@ def create_invite(request: Request) -> dict[str, Any]:
         issued = service.send_invite(email=email or None, invited_by=account)
     except (InvalidInput, AccountExists) as exc:
         refused(request, 400)
-        return _page(request, account, email=email, error=_sentence(exc.message), kept=False)
+        return _page(request, account, email=email, error=sentence(exc.message), kept=False)
     except TooManyRequests as exc:
         refused(request, 429)
-        return _page(request, account, email=email, error=_sentence(exc.message), kept=False)
+        return _page(request, account, email=email, error=sentence(exc.message), kept=False)
     except MailNotSent as exc:
         # The domain raised so that no invite is kept that nobody heard of: the transaction is dropped.
         log.warning("an invite mail could not be sent: %s", exc.message)
@@ -92,7 +92,7 @@ def revoke_invite(request: Request) -> Response:
         request.invite_service.revoke_invite(invite_id, revoked_by=account)
     except InviteUnknown as exc:
         request.tm.doom()
-        request.session.flash(_sentence(exc.message), FLASH_ERROR)
+        request.session.flash(sentence(exc.message), FLASH_ERROR)
     else:
         request.audit.record(AuditAction.INVITE_REVOKED, actor=account, detail=f"invite {invite_id}")
         request.session.flash(f"Invite {invite_id} is revoked: its link no longer works.", FLASH_DONE)
@@ -162,11 +162,7 @@ def _shown_once(request: Request, issued: IssuedInvite) -> dict[str, Any]:
         "link": link,
         "mailed_to": issued.mailed_to,
         "email": issued.invite.email,
-        "notice": _sentence(issued.notice) if issued.notice else None,
+        "notice": sentence(issued.notice) if issued.notice else None,
         "expires_at": issued.invite.expires_at,
         "from_public_url": issued.link is not None,
     }
-
-
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

@@ -36,7 +36,7 @@ from stevedore.domain.namespaces import (
     may_see_namespace,
     validate_namespace,
 )
-from stevedore.web.ui.forms import administrator, refused
+from stevedore.web.ui.forms import administrator, pop_flashes, refused, sentence
 from stevedore.web.ui.invites import when
 from stevedore.web.ui.tokens import holder
 
@@ -83,19 +83,6 @@ def _field(request: Request, key: str, length: int) -> str:
     return str(request.POST.get(key, "")).strip()[: length + 1]
 
 
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
-
-
-def _flashes(request: Request) -> tuple[list[str], list[str]]:
-    session = request.session
-    queues = {key[3:] for key in session if key.startswith("_f_")}
-    return (
-        session.pop_flash(FLASH_DONE) if FLASH_DONE in queues else [],
-        session.pop_flash(FLASH_ERROR) if FLASH_ERROR in queues else [],
-    )
-
-
 # --- the list --------------------------------------------------------------------------------------------------------
 
 
@@ -112,7 +99,7 @@ def create_namespace(request: Request) -> Any:
         created = _management(request).create(account, form["name"], form["owner"] or None)
     except (InvalidInput, NotFound) as exc:
         refused(request, 400)
-        return _list(request, account, form=form, error=_sentence(exc.message))
+        return _list(request, account, form=form, error=sentence(exc.message))
     owner = form["owner"] or None
     request.audit.record(
         AuditAction.NAMESPACE_CREATED,
@@ -147,7 +134,7 @@ def _list(
         search=search, names=visible, offset=(page - 1) * NAMESPACES_PER_PAGE, limit=NAMESPACES_PER_PAGE + 1
     )
     rows = [row for row in found[:NAMESPACES_PER_PAGE] if may_see_namespace(access, account, row.name)]
-    done, failed = _flashes(request)
+    done, failed = pop_flashes(request, FLASH_DONE, FLASH_ERROR)
     return {
         "namespaces": rows,
         "search": search,
@@ -193,10 +180,10 @@ def set_member(request: Request) -> Any:
     try:
         change = management.set_member(account, name, form["username"], form["right"])
     except Denied as exc:
-        raise Denied(_sentence(exc.message)) from None
+        raise Denied(sentence(exc.message)) from None
     except (InvalidInput, NotFound) as exc:
         refused(request, 400)
-        return _page(request, account, management, name, form=form, error=_sentence(exc.message))
+        return _page(request, account, management, name, form=form, error=sentence(exc.message))
     assert change.right is not None
     if change.previous is change.right:
         request.session.flash(f"{change.username} already has {change.right.value} on {name}.", FLASH_DONE)
@@ -215,10 +202,10 @@ def remove_member(request: Request) -> Response:
     try:
         change = management.remove_member(account, name, request.matchdict["username"][: MAX_USERNAME_LENGTH + 1])
     except Denied as exc:
-        raise Denied(_sentence(exc.message)) from None
+        raise Denied(sentence(exc.message)) from None
     except (InvalidInput, NotFound) as exc:
         request.tm.doom()
-        request.session.flash(_sentence(exc.message), FLASH_ERROR)
+        request.session.flash(sentence(exc.message), FLASH_ERROR)
     else:
         _audit(request, change)
         request.session.flash(f"{change.username} is no longer a member of {name}.", FLASH_DONE)
@@ -234,10 +221,10 @@ def reassign(request: Request) -> Any:
     try:
         changes = management.reassign(account, name, form["new_admin"])
     except Denied as exc:
-        raise Denied(_sentence(exc.message)) from None
+        raise Denied(sentence(exc.message)) from None
     except (InvalidInput, NotFound) as exc:
         refused(request, 400)
-        return _page(request, account, management, name, reassign_form=form, reassign_error=_sentence(exc.message))
+        return _page(request, account, management, name, reassign_form=form, reassign_error=sentence(exc.message))
     for change in changes:
         _audit(request, change, "reassigned")
     request.session.flash(f"{form['new_admin']} is now the admin of {name}.", FLASH_DONE)
@@ -281,7 +268,7 @@ def _page(
         limit=REPOSITORIES_PER_PAGE + 1,
     )
     owner = management.owner_of(name)
-    done, failed = _flashes(request)
+    done, failed = pop_flashes(request, FLASH_DONE, FLASH_ERROR)
     return {
         "name": name,
         "owner": owner,

@@ -26,7 +26,7 @@ from stevedore.domain.password_resets import (
 )
 from stevedore.domain.ports import MailNotSent
 from stevedore.web.ui.account import MAX_PASSWORD_LENGTH, end_page_sessions
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import refused, sentence
 from stevedore.web.ui.session import log_out
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def reset_form(request: Request) -> dict[str, Any]:
         _reset, account = request.password_reset_service.check(code[:MAX_CODE_LENGTH])
     except PasswordResetUnknown as exc:
         request.response.status = 404
-        return _reset_page(request, unknown=_sentence(exc.message))
+        return _reset_page(request, unknown=sentence(exc.message))
     return _reset_page(request, code=code, username=account.username)
 
 
@@ -127,7 +127,7 @@ def reset(request: Request) -> dict[str, Any]:
         _reset, account = service.check(code)
     except PasswordResetUnknown as exc:
         refused(request, 404)
-        return _reset_page(request, unknown=_sentence(exc.message))
+        return _reset_page(request, unknown=sentence(exc.message))
     if password != again:
         refused(request, 400)
         return _reset_page(request, code=code, username=account.username, error="The two passwords differ.")
@@ -135,10 +135,10 @@ def reset(request: Request) -> dict[str, Any]:
         changed = service.reset(code, password)
     except PasswordResetUnknown as exc:
         refused(request, 404)
-        return _reset_page(request, unknown=_sentence(exc.message))
+        return _reset_page(request, unknown=sentence(exc.message))
     except InvalidInput as exc:
         refused(request, 400)
-        return _reset_page(request, code=code, username=account.username, error=_sentence(exc.message))
+        return _reset_page(request, code=code, username=account.username, error=sentence(exc.message))
     end_page_sessions(request, changed)
     request.audit.record(AuditAction.PASSWORD_RESET, actor=changed, target=changed.username, detail="with a reset link")
     log_out(request)  # whoever was logged in on this browser logs in afresh
@@ -155,7 +155,3 @@ def _reset_page(
     done: bool = False,
 ) -> dict[str, Any]:
     return {"code": code, "username": username, "error": error, "unknown": unknown, "done": done}
-
-
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

@@ -40,7 +40,7 @@ from stevedore.domain.quotas import (
     may_see_usage,
     may_set_quota,
 )
-from stevedore.web.ui.forms import administrator, refused
+from stevedore.web.ui.forms import administrator, refused, sentence
 from stevedore.web.ui.invites import when
 from stevedore.web.ui.tokens import holder
 
@@ -176,7 +176,7 @@ def set_quota(request: Request) -> Any:
         change = administration.set_quota(account, name, form["max_bytes"], form["max_repositories"])
     except InvalidInput as exc:
         refused(request, 400)
-        return _page(request, account, name, form=form, error=_sentence(exc.message))
+        return _page(request, account, name, form=form, error=sentence(exc.message))
     if change.changed:
         request.audit.record(AuditAction.QUOTA_SET, namespace=name, target=name, detail=change.describe())
         shown = change.new.describe() if change.new else "no quota"
@@ -184,10 +184,6 @@ def set_quota(request: Request) -> Any:
     else:
         request.session.flash(f"The quota of {name} is unchanged.", FLASH_DONE)
     return HTTPSeeOther(location=request.route_path("ui.namespace_quota", namespace=name))
-
-
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
 
 
 def _form_of(quota: Quota | None) -> dict[str, str]:

@@ -21,7 +21,7 @@ from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import AccountExists, InvalidInput
 from stevedore.domain.model import Account
 from stevedore.domain.robots import IssuedRobot, RobotService, RobotUnknown
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import refused, sentence
 from stevedore.web.ui.invites import when
 
 TEMPLATE = "stevedore.web:templates/robots.jinja2"
@@ -78,7 +78,7 @@ def create_robot(request: Request) -> dict[str, Any]:
         )
     except (InvalidInput, AccountExists) as exc:
         refused(request, 400)
-        return _page(request, caller, namespace, form=form, error=_sentence(exc.message))
+        return _page(request, caller, namespace, form=form, error=sentence(exc.message))
     request.audit.record(
         AuditAction.ROBOT_CREATED,
         actor=caller,
@@ -108,7 +108,7 @@ def robot_action(request: Request) -> Response:
                 audited, message = AuditAction.ROBOT_DISABLED, "is disabled: its secret no longer works"
     except RobotUnknown as exc:
         request.tm.doom()
-        request.session.flash(_sentence(exc.message), FLASH_ERROR)
+        request.session.flash(sentence(exc.message), FLASH_ERROR)
     else:
         request.audit.record(audited, actor=caller, namespace=robot.namespace, target=robot.login)
         request.session.flash(f"The robot {robot.login} {message}.", FLASH_DONE)
@@ -151,7 +151,3 @@ def _shown_once(request: Request, issued: IssuedRobot) -> dict[str, Any]:
         "secret": issued.secret,
         "login": f"docker login -u {issued.robot.login} --password-stdin {host}",
     }
-
-
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

@@ -31,9 +31,9 @@ from stevedore.domain.rules import (
     RuleUnknown,
     TagRule,
 )
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import refused, sentence
 from stevedore.web.ui.invites import when
-from stevedore.web.ui.namespaces import _management, _sentence, _visible
+from stevedore.web.ui.namespaces import _management, _visible
 from stevedore.web.ui.tokens import holder
 
 TEMPLATE = "stevedore.web:templates/rules.jinja2"
@@ -106,10 +106,10 @@ def add_rule(request: Request) -> Any:
     try:
         rule = _service(request).add(account, namespace, form)
     except Denied as exc:
-        raise Denied(_sentence(exc.message)) from None
+        raise Denied(sentence(exc.message)) from None
     except InvalidInput as exc:
         refused(request, 400)
-        return _page(request, account, namespace, form=form, error=_sentence(exc.message))
+        return _page(request, account, namespace, form=form, error=sentence(exc.message))
     request.audit.record(AuditAction.RULE_ADDED, namespace=namespace, target=rule.scope, detail=rule.describe())
     request.session.flash(f"Rule added: {rule.describe()}.", FLASH_DONE)
     return HTTPSeeOther(location=request.route_path("ui.namespace_rules", namespace=namespace))
@@ -125,10 +125,10 @@ def remove_rule(request: Request) -> Response:
     try:
         rule = _service(request).remove(account, namespace, int(text))
     except Denied as exc:
-        raise Denied(_sentence(exc.message)) from None
+        raise Denied(sentence(exc.message)) from None
     except RuleUnknown as exc:
         request.tm.doom()
-        request.session.flash(_sentence(exc.message), FLASH_ERROR)
+        request.session.flash(sentence(exc.message), FLASH_ERROR)
     else:
         request.audit.record(AuditAction.RULE_REMOVED, namespace=namespace, target=rule.scope, detail=rule.describe())
         request.session.flash(f"Rule removed: {rule.describe()}.", FLASH_DONE)

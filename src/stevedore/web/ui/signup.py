@@ -14,7 +14,7 @@ from stevedore.domain.accounts import hash_invite_code
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import AccountExists, InvalidInput, InviteUnknown
 from stevedore.domain.model import MAX_USERNAME_LENGTH, Invite
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import refused, sentence
 from stevedore.web.ui.session import log_in
 
 TEMPLATE = "stevedore.web:templates/signup.jinja2"
@@ -66,7 +66,7 @@ def signup(request: Request) -> dict[str, Any] | Response:
             log_in(request, account)
             return HTTPSeeOther(location=request.route_path("ui.home"))
     refused(request, 400)
-    return {**form, "error": _sentence(error)}
+    return {**form, "error": sentence(error)}
 
 
 def _form_error(username: str, email: str, password: str, password_again: str) -> str | None:
@@ -81,7 +81,3 @@ def _form_error(username: str, email: str, password: str, password_again: str) -
     if password != password_again:
         return "The two passwords differ."
     return None
-
-
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

@@ -26,7 +26,7 @@ from stevedore.domain.access_tokens import (
 from stevedore.domain.audit import AuditAction
 from stevedore.domain.errors import InvalidInput
 from stevedore.domain.model import Account
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import refused, sentence
 from stevedore.web.ui.invites import when
 
 TEMPLATE = "stevedore.web:templates/tokens.jinja2"
@@ -91,7 +91,7 @@ def create_token(request: Request) -> dict[str, Any]:
         )
     except InvalidInput as exc:
         refused(request, 400)
-        return _page(request, account, form=form, error=_sentence(exc.message), kept=False)
+        return _page(request, account, form=form, error=sentence(exc.message), kept=False)
     request.audit.record(AuditAction.TOKEN_CREATED, actor=account, target=issued.token.name, detail=form["scope"])
     return _page(request, account, issued=_shown_once(request, account, issued))
 
@@ -105,7 +105,7 @@ def revoke_token(request: Request) -> Response:
         token = request.access_token_service.revoke(account, token_id)
     except AccessTokenUnknown as exc:
         request.tm.doom()
-        request.session.flash(_sentence(exc.message), FLASH_ERROR)
+        request.session.flash(sentence(exc.message), FLASH_ERROR)
     else:
         request.audit.record(AuditAction.TOKEN_REVOKED, actor=account, target=token.name)
         request.session.flash(f"The token “{token.name}” is revoked: it no longer works.", FLASH_DONE)
@@ -151,7 +151,3 @@ def _shown_once(request: Request, account: Account, issued: IssuedAccessToken) -
         "secret": issued.secret,
         "login": f"docker login -u {account.username} --password-stdin {host}",
     }
-
-
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

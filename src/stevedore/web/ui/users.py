@@ -25,7 +25,7 @@ from stevedore.domain.model import MAX_USERNAME_LENGTH, Account
 from stevedore.domain.password_resets import IssuedReset, PasswordResetService
 from stevedore.domain.ports import MailNotSent
 from stevedore.web.ui.account import end_page_sessions
-from stevedore.web.ui.forms import administrator, refused
+from stevedore.web.ui.forms import administrator, refused, sentence
 from stevedore.web.ui.invites import when
 
 log = logging.getLogger(__name__)
@@ -93,7 +93,7 @@ def _act(
         changed = change(service, target.username)
     except (LastAdministrator, InvalidInput) as exc:
         request.tm.doom()
-        request.session.flash(_sentence(exc.message), FLASH_ERROR)
+        request.session.flash(sentence(exc.message), FLASH_ERROR)
         return HTTPSeeOther(location=request.route_path("ui.user", username=target.username))
     if after is not None:
         after(changed)
@@ -158,7 +158,7 @@ def send_reset(request: Request) -> dict[str, Any] | Response:
         issued = service.issue_by_admin(target.username, admin)
     except InvalidInput as exc:
         refused(request, 400)
-        return _page(request, target, error=_sentence(exc.message))
+        return _page(request, target, error=sentence(exc.message))
     except MailNotSent as exc:
         log.warning("a password reset mail could not be sent: %s", exc.message)
         refused(request, 502)
@@ -181,7 +181,7 @@ def _shown_once(request: Request, issued: IssuedReset) -> dict[str, Any]:
     return {
         "link": link,
         "mailed_to": issued.mailed_to,
-        "notice": _sentence(issued.notice) if issued.notice else None,
+        "notice": sentence(issued.notice) if issued.notice else None,
         "expires_at": issued.reset.expires_at,
         "from_public_url": issued.link is not None,
     }
@@ -204,7 +204,3 @@ def _page(
         "done": session.pop_flash(FLASH_DONE) if FLASH_DONE in queues else [],
         "failed": session.pop_flash(FLASH_ERROR) if FLASH_ERROR in queues else [],
     }
-
-
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")

@@ -37,7 +37,7 @@ from stevedore.domain.webhooks import (
     outbox_entries,
 )
 from stevedore.web.registry.challenge import public_url
-from stevedore.web.ui.forms import refused
+from stevedore.web.ui.forms import pop_flashes, refused, sentence
 from stevedore.web.ui.invites import when
 
 log = logging.getLogger(__name__)
@@ -178,19 +178,6 @@ def _webhook_id(request: Request) -> int:
     return int(text)
 
 
-def _sentence(message: str) -> str:
-    return message[:1].upper() + message[1:] + ("" if message.endswith(".") else ".")
-
-
-def _flashes(request: Request) -> tuple[list[str], list[str]]:
-    session = request.session
-    queues = {key[3:] for key in session if key.startswith("_f_")}
-    return (
-        session.pop_flash(FLASH_DONE) if FLASH_DONE in queues else [],
-        session.pop_flash(FLASH_ERROR) if FLASH_ERROR in queues else [],
-    )
-
-
 @view_config(route_name="ui.namespace_webhooks", request_method="GET", renderer=TEMPLATE)
 def webhooks_page(request: Request) -> dict[str, Any]:
     caller = _caller(request)
@@ -214,7 +201,7 @@ def create_webhook(request: Request) -> dict[str, Any]:
             log.info("webhook of %s refused: %s", namespace, exc.detail)
         refused(request, 400)
         form = {"url": url, "secret": "", "events": events}  # the secret is never sent back into a page
-        return _page(request, service, caller, namespace, form=form, error=_sentence(exc.message))
+        return _page(request, service, caller, namespace, form=form, error=sentence(exc.message))
     webhook = created.webhook
     request.audit.record(
         AuditAction.WEBHOOK_CREATED,
@@ -264,7 +251,7 @@ def webhook_action(request: Request) -> Response:
             message = f"The webhook to {webhook.redacted_url} is {action}d."
     except (WebhookUnknown, InvalidInput) as exc:
         request.tm.doom()
-        request.session.flash(_sentence(exc.message), FLASH_ERROR)
+        request.session.flash(sentence(exc.message), FLASH_ERROR)
     else:
         request.session.flash(message, FLASH_DONE)
     return HTTPSeeOther(location=request.route_path("ui.namespace_webhooks", namespace=namespace))
@@ -280,7 +267,7 @@ def delivery_log(request: Request) -> dict[str, Any]:
         webhook = service.get(caller, namespace, webhook_id)
     except WebhookUnknown:
         raise HTTPNotFound() from None
-    done, failed = _flashes(request)
+    done, failed = pop_flashes(request, FLASH_DONE, FLASH_ERROR)
     return {
         "namespace": namespace,
         "webhook": webhook,
@@ -305,7 +292,7 @@ def redeliver(request: Request) -> Response:
         webhook = service.redeliver(caller, namespace, webhook_id, int(text))
     except WebhookUnknown as exc:
         request.tm.doom()
-        request.session.flash(_sentence(exc.message), FLASH_ERROR)
+        request.session.flash(sentence(exc.message), FLASH_ERROR)
     else:
         request.audit.record(
             AuditAction.WEBHOOK_UPDATED,
@@ -331,7 +318,7 @@ def _page(
     error: str | None = None,
     created: CreatedWebhook | None = None,
 ) -> dict[str, Any]:
-    done, failed = _flashes(request)
+    done, failed = pop_flashes(request, FLASH_DONE, FLASH_ERROR)
     return {
         "namespace": namespace,
         "webhooks": service.webhooks(caller, namespace),
