@@ -97,8 +97,12 @@ def test_an_admin_adds_and_removes_rules_audited_and_enforced(app, make_user, co
 
 def test_the_namespace_page_links_to_the_rules(app, make_user, components):
     make_user("ada", PASSWORD)
-    make_team(components, ada=Right.ADMIN)
+    make_user("bob", PASSWORD)
+    make_team(components, ada=Right.ADMIN, bob=Right.PULL)
     assert "/namespaces/team/rules" in logged_in(app, "ada").get("/namespaces/team").text
+    member = logged_in(app, "bob").get("/namespaces/team").text
+    assert "/namespaces/team/rules" in member  # members see the rules: the link too
+    assert "/namespaces/team/webhooks" not in member  # webhooks are the admins'
 
 
 def test_members_see_the_rules_but_only_admins_change_them(app, make_user, components, db):
