@@ -87,6 +87,8 @@ class FolderBlobStore:
         self.writeback_window = writeback_window if fsync else 0
         self._hashes: OrderedDict[str, _RunningHash] = OrderedDict()
         self._lock = threading.Lock()
+        # Uploads whose verified copy `finish` fsynced already: `restore` places it without a second fsync.
+        self._synced: set[str] = set()
         os.makedirs(self.root, mode=0o700, exist_ok=True)  # when we create it: only the server reads blobs
         os.makedirs(os.path.join(self.root, "blobs"), exist_ok=True)
         os.makedirs(os.path.join(self.root, "uploads"), exist_ok=True)
@@ -302,6 +304,8 @@ class FolderBlobStore:
                 present = os.path.exists(target)  # content-addressed: the bytes may be there already
                 if self.fsync and not present:
                     os.fsync(handle.fileno())
+                    with self._lock:
+                        self._synced.add(upload_id)
                 os.replace(data, kept)  # still locked: a waiting append will find the upload gone
                 renamed = True
                 if present or not place:
@@ -331,8 +335,10 @@ class FolderBlobStore:
         if os.path.exists(target):
             return True
         kept = self._upload_verified(upload_id)
+        with self._lock:
+            synced = upload_id in self._synced
         try:
-            if self.fsync:
+            if self.fsync and not synced:
                 with open(kept, "rb") as handle:
                     os.fsync(handle.fileno())
             with _disk_full_is_storage_full():
@@ -347,6 +353,8 @@ class FolderBlobStore:
 
     def release(self, upload_id: str) -> None:
         """Forget what `finish` kept of the upload (its verified copy)."""
+        with self._lock:
+            self._synced.discard(upload_id)
         self.abort(upload_id)
 
     def _make_dirs(self, path: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -66,6 +67,20 @@ _LINKED_BLOB = _ByRepository.of(
 
 
 _CLOSED_UPLOAD = sa.select(closed_uploads.c.id).where(closed_uploads.c.id == sa.bindparam("id"))
+
+
+@functools.cache
+def _link_upsert(dialect: str) -> Any:
+    """The link's upsert, built once a dialect (on every blob push: building `excluded` costs more than running it)."""
+    module: Any = postgresql if dialect == "postgresql" else sqlite
+    statement = module.insert(repository_blobs).values(
+        repository_id=sa.bindparam("repository_id"),
+        digest=sa.bindparam("digest"),
+        created_at=sa.bindparam("created_at", type_=repository_blobs.c.created_at.type),
+    )
+    return statement.on_conflict_do_update(
+        index_elements=["repository_id", "digest"], set_={"created_at": statement.excluded.created_at}
+    )
 
 
 class SqlRegistryStore:
@@ -178,13 +193,9 @@ class SqlRegistryStore:
         repository_id = self._require_repository(name, now)
         # A link made again (the blob uploaded or mounted again) is as young as this push: retention and gc spare
         # links younger than their grace period, and this one is about to be used by the push's manifest.
-        statement = self._insert(repository_blobs).values(
-            repository_id=repository_id, digest=str(digest), created_at=now
-        )
         self.session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["repository_id", "digest"], set_={"created_at": statement.excluded.created_at}
-            )
+            _link_upsert(dialect_name(self.session)),
+            {"repository_id": repository_id, "digest": str(digest), "created_at": now},
         )
 
     def linked_blob(self, name: RepositoryName, digest: Digest) -> BlobInfo | None:
